@@ -1,0 +1,90 @@
+# sked - one Makefile for everything; `make help` lists the targets.
+#
+# Release binaries go to bin/, sanitizer (address + undefined) binaries to
+# build/asan/bin/; `make test` builds and tests the sanitizer build.
+
+CC      ?= gcc
+PKGS    := libzmq libczmq libmongoc-1.0 libbson-1.0 jansson libjwt libh2o-evloop libcurl
+# -isystem keeps the libraries' own headers out of -Werror.
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null | sed 's/-I/-isystem /g')
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lssl -lcrypto -lm
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+DEFS    := -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DH2O_USE_LIBUV=0
+BASE_CFLAGS := -std=c11 $(WARN) $(DEFS) -I. $(PKG_CFLAGS) -g -MMD -MP
+REL_CFLAGS  := $(BASE_CFLAGS) -O2
+SAN_FLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+ASAN_CFLAGS := $(BASE_CFLAGS) -O1 $(SAN_FLAGS)
+
+COMMON_SRC  := $(wildcard common/*.c) $(wildcard proto/*.c)
+COMMON_SRC  := $(filter-out common/cron_cli.c,$(COMMON_SRC))
+GATEWAY_SRC := $(wildcard gateway/*.c)
+MASTER_SRC  := $(wildcard master/*.c)
+WORKER_SRC  := $(wildcard worker/*.c)
+CRON_SRC    := $(wildcard common/cron_cli.c)
+UNIT_SRC    := $(wildcard tests/unit/*.c)
+
+PROGS := sked-gateway sked-master sked-worker $(if $(CRON_SRC),sked-cron)
+
+obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
+
+# $(1) = build dir, $(2) = binary dir, $(3) = cflags, $(4) = ldflags
+define build_rules
+$(1)/obj/%.o: %.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $(3) -c $$< -o $$@
+$(2)/sked-gateway: $(call obj,$(1),$(GATEWAY_SRC) $(COMMON_SRC))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+$(2)/sked-master: $(call obj,$(1),$(MASTER_SRC) $(COMMON_SRC))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+$(2)/sked-worker: $(call obj,$(1),$(WORKER_SRC) $(COMMON_SRC))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+$(2)/sked-cron: $(call obj,$(1),$(CRON_SRC) $(COMMON_SRC))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+$(2)/unit-tests: $(call obj,$(1),$(UNIT_SRC) $(COMMON_SRC) $(filter-out gateway/main.c,$(GATEWAY_SRC)))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+endef
+
+$(eval $(call build_rules,build/release,bin,$(REL_CFLAGS),))
+$(eval $(call build_rules,build/asan,build/asan/bin,$(ASAN_CFLAGS),$(SAN_FLAGS)))
+
+VENV := .venv
+export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=0:exitcode=66
+export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS  ?= suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
+
+.PHONY: all build asan deps run test unit integration bench clean help
+
+all: build
+
+build: $(addprefix bin/,$(PROGS))                        ## release binaries in bin/
+
+asan: $(addprefix build/asan/bin/,$(PROGS) unit-tests)   ## sanitizer binaries in build/asan/bin/
+
+deps:                                                    ## install Debian packages, FerretDB, Python venv
+	@deploy/deps.sh
+
+run: deps build                                          ## start a local cluster (store, gateway, 2 masters, 2 workers)
+	@deploy/local-cluster.sh
+
+unit: asan                                               ## C unit tests (TAP) under ASan/UBSan
+	build/asan/bin/unit-tests
+
+integration: deps asan                                   ## pytest against FerretDB and the real binaries
+	SKED_BIN_DIR=$(CURDIR)/build/asan/bin $(VENV)/bin/python -m pytest -v tests/integration
+
+test: deps                                               ## everything `make test` checks: unit + integration
+	$(MAKE) unit
+	$(MAKE) integration
+
+clean:                                                   ## remove build output
+	rm -rf build bin
+
+help:                                                    ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+-include $(shell find build -name '*.d' 2>/dev/null)

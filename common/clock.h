@@ -1,0 +1,24 @@
+/*
+ * clock.h - wall and monotonic time in milliseconds, and ISO-8601 text.
+ *
+ * Wall time (ms since the Unix epoch, UTC) is what is stored and shown;
+ * monotonic time is what deadlines that protect correctness (lease expiry,
+ * heartbeat timeouts) are measured with, since wall time can jump.
+ */
+#ifndef SKED_CLOCK_H
+#define SKED_CLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int64_t clock_wall_ms(void);
+int64_t clock_mono_ms(void);
+
+/* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (at least 32 bytes). */
+void clock_format_iso(int64_t ms, char *buf, size_t size);
+
+/* Parses an ISO-8601 date-time with a 'Z' or ±HH:MM offset (fractional
+ * seconds optional); returns 0 and sets *ms, or -1 if malformed. */
+int clock_parse_iso(const char *s, int64_t *ms);
+
+#endif
