@@ -88,3 +88,25 @@ help:                                                    ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# --- cron engine: fuzz and bench ---
+# Built straight from the engine's sources (cron.c, tz.c and what they use),
+# so neither target depends on the rest of the tree compiling.
+FUZZ_SECONDS ?= 60
+CRON_ENGINE_SRC := common/cron.c common/tz.c common/err.c common/clock.c
+
+.PHONY: fuzz-cron bench-cron
+
+fuzz-cron:                                               ## libFuzzer on cron_new/cron_next and TZif parsing (FUZZ_SECONDS=60)
+	@command -v clang >/dev/null 2>&1 || apt-get install -y clang
+	@mkdir -p build/fuzz/cron-corpus
+	clang -std=c11 -g -O1 $(WARN) $(DEFS) -I. -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all tests/fuzz/fuzz_cron.c $(CRON_ENGINE_SRC) -o build/fuzz/fuzz-cron
+	build/fuzz/fuzz-cron -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+	    build/fuzz/cron-corpus
+
+bench-cron:                                              ## cron_next() computations per second, -O2, no sanitizers
+	@mkdir -p build/bench
+	$(CC) -std=c11 -O2 $(WARN) $(DEFS) -I. tests/bench/bench_cron.c $(CRON_ENGINE_SRC) \
+	    -o build/bench/bench-cron
+	build/bench/bench-cron

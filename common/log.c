@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-log_level_t log_min_level = LOG_INFO;
+log_level_t log_min_level = LL_INFO;
 static char s_role[32] = "sked";
 static char s_node[128] = "";
 static int s_json;

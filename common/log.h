@@ -10,7 +10,7 @@
 #ifndef SKED_LOG_H
 #define SKED_LOG_H
 
-typedef enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR } log_level_t;
+typedef enum { LL_DEBUG = 0, LL_INFO, LL_WARN, LL_ERROR } log_level_t;
 
 extern log_level_t log_min_level;
 
@@ -29,9 +29,9 @@ void log_write(log_level_t level, const char *msg, const char *fields_fmt, ...)
         if ((level) >= log_min_level)                                                        \
             log_write((level), __VA_ARGS__);                                                 \
     } while (0)
-#define log_debug(...) LOG_AT(LOG_DEBUG, __VA_ARGS__)
-#define log_info(...) LOG_AT(LOG_INFO, __VA_ARGS__)
-#define log_warn(...) LOG_AT(LOG_WARN, __VA_ARGS__)
-#define log_error(...) LOG_AT(LOG_ERROR, __VA_ARGS__)
+#define log_debug(...) LOG_AT(LL_DEBUG, __VA_ARGS__)
+#define log_info(...) LOG_AT(LL_INFO, __VA_ARGS__)
+#define log_warn(...) LOG_AT(LL_WARN, __VA_ARGS__)
+#define log_error(...) LOG_AT(LL_ERROR, __VA_ARGS__)
 
 #endif

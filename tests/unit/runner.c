@@ -44,7 +44,7 @@ static int s_cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *only = NULL;
-    log_init("test", "unit", LOG_ERROR, 0);
+    log_init("test", "unit", LL_ERROR, 0);
     /* Sort by name so the order is stable whatever the link order. */
     qsort(s_tests, (size_t)s_count, sizeof s_tests[0], s_cmp);
     for (int i = 1; i < argc; i++) {

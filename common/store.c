@@ -1,0 +1,295 @@
+/*
+ * store.c - mongoc client wrapper and BSON/JSON conversion; see store.h.
+ *
+ * Index creation goes through the createIndexes command so one code path
+ * serves MongoDB and FerretDB; a server that refuses an index (FerretDB v1
+ * has no TTL monitor) only costs garbage collection, never correctness.
+ */
+#include "common/store.h"
+
+#include "common/clock.h"
+#include "common/log.h"
+
+#include <assert.h>
+#include <string.h>
+
+#define MAX_COLLS 16
+
+struct store {
+    mongoc_client_t *client;
+    char db[64];
+    struct {
+        char name[32];
+        mongoc_collection_t *coll;
+    } colls[MAX_COLLS];
+    int ncolls;
+};
+
+static int s_inited;
+
+store_t *store_new(const char *uri_text, err_t *err)
+{
+    if (!s_inited) {
+        mongoc_init();
+        atexit(mongoc_cleanup);
+        s_inited = 1;
+    }
+    bson_error_t berr;
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_text, &berr);
+    if (!uri) {
+        err_set(err, ERR_INVALID, "cannot parse SKED_MONGO_URI: %s", berr.message);
+        return NULL;
+    }
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 2000);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 2000);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 10000);
+    /* Retry quickly after a failed selection instead of mongoc's 5 s cooldown. */
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTRYONCE))
+        mongoc_uri_set_option_as_bool(uri, MONGOC_URI_SERVERSELECTIONTRYONCE, false);
+    store_t *self = calloc(1, sizeof *self);
+    const char *db = mongoc_uri_get_database(uri);
+    snprintf(self->db, sizeof self->db, "%s", db && *db ? db : "sked");
+    self->client = mongoc_client_new_from_uri_with_error(uri, &berr);
+    mongoc_uri_destroy(uri);
+    if (!self->client) {
+        err_set(err, ERR_INVALID, "cannot create MongoDB client: %s", berr.message);
+        free(self);
+        return NULL;
+    }
+    mongoc_client_set_error_api(self->client, MONGOC_ERROR_API_VERSION_2);
+    mongoc_client_set_appname(self->client, "sked");
+    return self;
+}
+
+void store_destroy(store_t **self_p)
+{
+    store_t *self = *self_p;
+    if (!self)
+        return;
+    for (int i = 0; i < self->ncolls; i++)
+        mongoc_collection_destroy(self->colls[i].coll);
+    mongoc_client_destroy(self->client);
+    free(self);
+    *self_p = NULL;
+}
+
+mongoc_collection_t *store_coll(store_t *self, const char *name)
+{
+    for (int i = 0; i < self->ncolls; i++)
+        if (strcmp(self->colls[i].name, name) == 0)
+            return self->colls[i].coll;
+    assert(self->ncolls < MAX_COLLS);
+    int i = self->ncolls++;
+    snprintf(self->colls[i].name, sizeof self->colls[i].name, "%s", name);
+    self->colls[i].coll = mongoc_client_get_collection(self->client, self->db, name);
+    return self->colls[i].coll;
+}
+
+int store_error(const bson_error_t *e, const char *what, err_t *err)
+{
+    int code = ERR_SYS;
+    if (e->code == 11000 || e->code == 11001 || e->code == MONGOC_ERROR_DUPLICATE_KEY)
+        code = ERR_CONFLICT;
+    else if (e->domain == MONGOC_ERROR_SERVER_SELECTION || e->domain == MONGOC_ERROR_STREAM ||
+             e->domain == MONGOC_ERROR_CLIENT)
+        code = ERR_RETRY;
+    return err_set(err, code, "cannot %s: %s", what, e->message);
+}
+
+int store_ping(store_t *self, err_t *err)
+{
+    bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
+    bson_error_t berr;
+    bool ok = mongoc_client_command_simple(self->client, "admin", cmd, NULL, NULL, &berr);
+    bson_destroy(cmd);
+    if (!ok)
+        return store_error(&berr, "reach the store", err) == ERR_CONFLICT ? ERR_SYS : ERR_RETRY;
+    return 0;
+}
+
+static void s_index(store_t *self, const char *coll, const char *name, bson_t *keys,
+                    bool unique, int ttl)
+{
+    bson_t cmd, indexes, index;
+    bson_init(&cmd);
+    BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
+    BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
+    BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &index);
+    BSON_APPEND_DOCUMENT(&index, "key", keys);
+    BSON_APPEND_UTF8(&index, "name", name);
+    if (unique)
+        BSON_APPEND_BOOL(&index, "unique", true);
+    if (ttl >= 0)
+        BSON_APPEND_INT32(&index, "expireAfterSeconds", ttl);
+    bson_append_document_end(&indexes, &index);
+    bson_append_array_end(&cmd, &indexes);
+    bson_error_t berr;
+    mongoc_database_t *db = mongoc_client_get_database(self->client, self->db);
+    if (!mongoc_database_write_command_with_opts(db, &cmd, NULL, NULL, &berr))
+        log_warn("index not created; continuing without it", "collection=%s index=%s reason=\"%s\"",
+                 coll, name, berr.message);
+    mongoc_database_destroy(db);
+    bson_destroy(&cmd);
+    bson_destroy(keys);
+}
+
+void store_ensure_indexes(store_t *self)
+{
+    s_index(self, "jobs", "trigger_scheduled", BCON_NEW("trigger_id", BCON_INT32(1),
+                                                         "scheduled_for", BCON_INT32(1)),
+            true, -1);
+    s_index(self, "jobs", "status_run_at", BCON_NEW("status", BCON_INT32(1), "run_at", BCON_INT32(1)),
+            false, -1);
+    s_index(self, "jobs", "created_at", BCON_NEW("created_at", BCON_INT32(1)), false, -1);
+    s_index(self, "triggers", "owner_name", BCON_NEW("owner", BCON_INT32(1), "name", BCON_INT32(1)),
+            true, -1);
+    s_index(self, "triggers", "partition", BCON_NEW("partition", BCON_INT32(1)), false, -1);
+    s_index(self, "trigger_state", "partition_next",
+            BCON_NEW("partition", BCON_INT32(1), "next_fire_at", BCON_INT32(1)), false, -1);
+    /* Lease epochs are kept (a chain must not lose its head); only documents
+     * that carry gc_at (finished execution locks) are garbage-collected. */
+    s_index(self, "locks", "gc_at_ttl", BCON_NEW("gc_at", BCON_INT32(1)), false, 0);
+    s_index(self, "members", "expires_at_ttl", BCON_NEW("expires_at", BCON_INT32(1)), false, 3600);
+}
+
+/* ---- BSON <-> JSON ---------------------------------------------------- */
+
+static json_t *s_value_to_json(const bson_iter_t *it);
+
+static json_t *s_doc_to_json(const uint8_t *data, uint32_t len, int array)
+{
+    bson_t sub;
+    bson_iter_t it;
+    json_t *out = array ? json_array() : json_object();
+    if (!bson_init_static(&sub, data, len) || !bson_iter_init(&it, &sub))
+        return out;
+    while (bson_iter_next(&it)) {
+        json_t *v = s_value_to_json(&it);
+        if (array)
+            json_array_append_new(out, v);
+        else
+            json_object_set_new(out, bson_iter_key(&it), v);
+    }
+    return out;
+}
+
+static json_t *s_value_to_json(const bson_iter_t *it)
+{
+    uint32_t len;
+    const uint8_t *data;
+    char buf[40];
+    switch (bson_iter_type(it)) {
+    case BSON_TYPE_UTF8: {
+        const char *s = bson_iter_utf8(it, &len);
+        return json_stringn(s, len);
+    }
+    case BSON_TYPE_INT32:
+        return json_integer(bson_iter_int32(it));
+    case BSON_TYPE_INT64:
+        return json_integer(bson_iter_int64(it));
+    case BSON_TYPE_DOUBLE:
+        return json_real(bson_iter_double(it));
+    case BSON_TYPE_BOOL:
+        return json_boolean(bson_iter_bool(it));
+    case BSON_TYPE_DATE_TIME:
+        clock_format_iso(bson_iter_date_time(it), buf, sizeof buf);
+        return json_string(buf);
+    case BSON_TYPE_OID:
+        bson_oid_to_string(bson_iter_oid(it), buf);
+        return json_string(buf);
+    case BSON_TYPE_DOCUMENT:
+        bson_iter_document(it, &len, &data);
+        return s_doc_to_json(data, len, 0);
+    case BSON_TYPE_ARRAY:
+        bson_iter_array(it, &len, &data);
+        return s_doc_to_json(data, len, 1);
+    default:
+        return json_null();
+    }
+}
+
+json_t *bj_to_json(const bson_t *doc)
+{
+    return s_doc_to_json(bson_get_data(doc), doc->len, 0);
+}
+
+void bj_append(bson_t *dst, const char *key, const json_t *v)
+{
+    bson_t child;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *k;
+        json_t *val;
+        BSON_APPEND_DOCUMENT_BEGIN(dst, key, &child);
+        json_object_foreach((json_t *)v, k, val) bj_append(&child, k, val);
+        bson_append_document_end(dst, &child);
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *val;
+        char idx[24];
+        BSON_APPEND_ARRAY_BEGIN(dst, key, &child);
+        json_array_foreach(v, i, val)
+        {
+            snprintf(idx, sizeof idx, "%zu", i);
+            bj_append(&child, idx, val);
+        }
+        bson_append_array_end(dst, &child);
+        break;
+    }
+    case JSON_STRING:
+        bson_append_utf8(dst, key, -1, json_string_value(v), (int)json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        BSON_APPEND_INT64(dst, key, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        BSON_APPEND_DOUBLE(dst, key, json_real_value(v));
+        break;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        BSON_APPEND_BOOL(dst, key, json_is_true(v));
+        break;
+    case JSON_NULL:
+        BSON_APPEND_NULL(dst, key);
+        break;
+    }
+}
+
+static int s_find(const bson_t *doc, const char *dotted, bson_iter_t *out)
+{
+    bson_iter_t it;
+    return bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, dotted, out);
+}
+
+int64_t bj_get_int(const bson_t *doc, const char *dotted, int64_t def)
+{
+    bson_iter_t it;
+    if (!s_find(doc, dotted, &it))
+        return def;
+    if (BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_DOUBLE(&it))
+        return bson_iter_as_int64(&it);
+    return def;
+}
+
+int64_t bj_get_date(const bson_t *doc, const char *dotted, int64_t def)
+{
+    bson_iter_t it;
+    if (!s_find(doc, dotted, &it))
+        return def;
+    if (BSON_ITER_HOLDS_DATE_TIME(&it))
+        return bson_iter_date_time(&it);
+    return def;
+}
+
+const char *bj_get_str(const bson_t *doc, const char *dotted, const char *def)
+{
+    bson_iter_t it;
+    if (!s_find(doc, dotted, &it) || !BSON_ITER_HOLDS_UTF8(&it))
+        return def;
+    return bson_iter_utf8(&it, NULL);
+}

@@ -1,0 +1,51 @@
+/*
+ * store.h - MongoDB access shared by gateways and masters.
+ *
+ * One store_t is one mongoc client (single-threaded) on the database named
+ * in the URI. Collections are created lazily and cached. Errors are mapped
+ * to ERR_CONFLICT (duplicate key: an insert lost its race), ERR_RETRY (the
+ * server is unreachable: worth retrying) or ERR_SYS.
+ *
+ * The bj_* helpers convert between BSON documents and jansson values:
+ * BSON dates become ISO-8601 strings, ObjectIds hex strings.
+ */
+#ifndef SKED_STORE_H
+#define SKED_STORE_H
+
+#include "common/err.h"
+
+#include <jansson.h>
+#include <mongoc/mongoc.h>
+
+typedef struct store store_t;
+
+/* Connects lazily: a bad URI fails here, an unreachable server on first use.
+ * Short server-selection and socket timeouts are set unless the URI has its own. */
+store_t *store_new(const char *uri, err_t *err);
+void store_destroy(store_t **self_p);
+
+/* A cached collection handle, borrowed. */
+mongoc_collection_t *store_coll(store_t *store, const char *name);
+
+/* Round trip to the server; 0 or ERR_RETRY. */
+int store_ping(store_t *store, err_t *err);
+
+/* Creates the collections' indexes; failures (some MongoDB-compatible
+ * servers lack TTL indexes) are logged once and otherwise ignored. */
+void store_ensure_indexes(store_t *store);
+
+/* Maps a driver error to ERR_CONFLICT / ERR_RETRY / ERR_SYS and fills err. */
+int store_error(const bson_error_t *error, const char *what, err_t *err);
+
+/* Converts a BSON document to a new JSON object (the caller's). */
+json_t *bj_to_json(const bson_t *doc);
+
+/* Appends a JSON value under key; integers become int64, reals double. */
+void bj_append(bson_t *dst, const char *key, const json_t *value);
+
+/* Reads an int64-ish / date / string field of doc; default if absent. */
+int64_t bj_get_int(const bson_t *doc, const char *dotted, int64_t def);
+int64_t bj_get_date(const bson_t *doc, const char *dotted, int64_t def);
+const char *bj_get_str(const bson_t *doc, const char *dotted, const char *def);
+
+#endif

@@ -1,0 +1,114 @@
+/*
+ * main.c - sked-gateway: the REST API server, and `token` to mint API
+ * tokens for operators.
+ *
+ *   sked-gateway [--config FILE]          serve on SKED_HTTP_ADDR
+ *   sked-gateway token --sub NAME [--role admin|user] [--ttl SECONDS]
+ */
+#include "gateway/gateway.h"
+
+#include "common/log.h"
+#include "common/tz.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t s_stop;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+static int s_token(const config_t *cfg, char **args)
+{
+    const char *sub = NULL, *role = "user";
+    long ttl = 3600;
+    for (int i = 1; args[i]; i++) {
+        if (strcmp(args[i], "--sub") == 0 && args[i + 1])
+            sub = args[++i];
+        else if (strcmp(args[i], "--role") == 0 && args[i + 1])
+            role = args[++i];
+        else if (strcmp(args[i], "--ttl") == 0 && args[i + 1])
+            ttl = strtol(args[++i], NULL, 10);
+        else {
+            fprintf(stderr, "usage: sked-gateway token --sub NAME [--role admin|user] [--ttl SECONDS]\n");
+            return 2;
+        }
+    }
+    if (!sub || !cfg->jwt_secret[0]) {
+        fprintf(stderr, "sked-gateway token: --sub and SKED_JWT_SECRET are required\n");
+        return 2;
+    }
+    err_t err = {0};
+    char *tok = token_mint_hs256(cfg->jwt_secret, strlen(cfg->jwt_secret), sub, role, ttl, &err);
+    if (!tok) {
+        fprintf(stderr, "sked-gateway token: %s\n", err.msg);
+        return 2;
+    }
+    printf("%s\n", tok);
+    free(tok);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    config_t cfg;
+    err_t err = {0};
+    char **rest = NULL;
+    int rc = config_load(&cfg, CONFIG_ROLE_GATEWAY, "sked-gateway", argc, argv, &rest, &err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "sked-gateway: %s\n", err.msg);
+        return rc < 0 ? 2 : 0;
+    }
+    if (rest[0] && strcmp(rest[0], "token") == 0)
+        return s_token(&cfg, rest);
+    if (rest[0]) {
+        fprintf(stderr, "sked-gateway: unknown argument '%s' (try --help)\n", rest[0]);
+        return 2;
+    }
+    config_init_log(&cfg, "gateway");
+    if (!cfg.jwt_secret[0]) {
+        log_error("cannot start", "reason=\"SKED_JWT_SECRET is not set\"");
+        return 2;
+    }
+    zsys_init();
+    zsys_handler_set(NULL);
+    signal(SIGINT, s_on_signal);
+    signal(SIGTERM, s_on_signal);
+
+    gateway_t gw = {.cfg = &cfg};
+    int exit_code = 1;
+    http_server_t *srv = NULL;
+    gw.verifier = token_verifier_new_hs256(cfg.jwt_secret, strlen(cfg.jwt_secret), NULL, NULL, 30,
+                                           &err);
+    if (!gw.verifier)
+        goto out;
+    gw.store = store_new(cfg.mongo_uri, &err);
+    if (!gw.store)
+        goto out;
+    if (gateway_connect_masters(&gw) < 0) {
+        err_set(&err, ERR_INVALID, "cannot use SKED_MASTERS '%s'", cfg.masters);
+        goto out;
+    }
+    srv = http_server_new(cfg.http_addr, (size_t)cfg.max_body, api_handle, &gw, &err);
+    if (!srv)
+        goto out;
+    log_info("gateway started", "listen=%s port=%d masters=%s", cfg.http_addr,
+             http_server_port(srv), cfg.masters);
+    exit_code = http_server_run(srv, &s_stop) < 0 ? 1 : 0;
+    log_info("gateway stopped", "port=%d", http_server_port(srv));
+out:
+    if (exit_code && err.msg[0])
+        log_error("cannot start", "reason=\"%s\"", err.msg);
+    http_server_destroy(&srv);
+    for (int i = 0; i < gw.nnotify; i++)
+        zsock_destroy(&gw.notify[i]);
+    store_destroy(&gw.store);
+    token_verifier_destroy(&gw.verifier);
+    tz_cache_clear();
+    return exit_code;
+}

@@ -1,0 +1,419 @@
+/*
+ * trigger.c - CreateScheduledTriggerRequest validation, the stored trigger
+ * document, and the JSON responses for triggers and jobs.
+ *
+ * Validation collects every problem, each as {type, loc, msg} with loc the
+ * field path (["body", "trigger_config", "interval"]), in the shape
+ * FastAPI/pydantic clients already parse. Unknown fields are rejected
+ * ("extra_forbidden") so that a misspelt option is an error, not a no-op.
+ *
+ * The stored document keeps the request's configs (normalised: defaults
+ * filled in) plus a derived `schedule` sub-document that masters read
+ * without re-parsing: {kind, first_fire_at, period_ms, end_at} for
+ * INTERVAL, {kind, cron_expression, timezone, dst_gap, dst_overlap,
+ * start_at, end_at} for CRON.
+ */
+#include "gateway/gateway.h"
+
+#include "common/clock.h"
+#include "common/cron.h"
+#include "common/schedule.h"
+#include "common/tz.h"
+
+#include <ctype.h>
+#include <string.h>
+
+typedef struct {
+    json_t *errors;
+} vctx_t;
+
+/* Adds an error at a dotted path below "body". */
+static void s_err(vctx_t *v, const char *type, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_err(vctx_t *v, const char *type, const char *path, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *loc = json_array();
+    json_array_append_new(loc, json_string("body"));
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *save = NULL, *p = strtok_r(buf, ".", &save); p; p = strtok_r(NULL, ".", &save))
+        json_array_append_new(loc, json_string(p));
+    json_array_append_new(v->errors, json_pack("{s:s, s:o, s:s}", "type", type, "loc", loc, "msg", msg));
+}
+
+static void s_no_extra(vctx_t *v, json_t *obj, const char *prefix, const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val)
+    {
+        int ok = 0;
+        for (const char *const *a = allowed; *a; a++)
+            ok |= strcmp(key, *a) == 0;
+        if (!ok) {
+            char path[300];
+            snprintf(path, sizeof path, "%s%s%.200s", prefix, *prefix ? "." : "", key);
+            s_err(v, "extra_forbidden", path, "extra fields not permitted");
+        }
+    }
+}
+
+/* Optional string field; returns it, NULL if absent/null, errors otherwise. */
+static const char *s_str(vctx_t *v, json_t *obj, const char *key, const char *path, size_t min,
+                         size_t max, int required)
+{
+    json_t *j = json_object_get(obj, key);
+    if (!j || json_is_null(j)) {
+        if (required)
+            s_err(v, "missing", path, "field required");
+        return NULL;
+    }
+    if (!json_is_string(j)) {
+        s_err(v, "string_type", path, "input should be a valid string");
+        return NULL;
+    }
+    size_t len = json_string_length(j);
+    if (len < min || len > max) {
+        s_err(v, "string_length", path, "string length must be between %zu and %zu", min, max);
+        return NULL;
+    }
+    if (memchr(json_string_value(j), '\0', len)) {
+        s_err(v, "string_type", path, "string must not contain NUL characters");
+        return NULL;
+    }
+    return json_string_value(j);
+}
+
+/* Optional integer field within [min, max]; *out untouched if absent. */
+static int s_int(vctx_t *v, json_t *obj, const char *key, const char *path, int64_t min,
+                 int64_t max, int64_t *out)
+{
+    json_t *j = json_object_get(obj, key);
+    if (!j || json_is_null(j))
+        return 0;
+    if (!json_is_integer(j)) {
+        s_err(v, "int_type", path, "input should be a valid integer");
+        return -1;
+    }
+    int64_t n = json_integer_value(j);
+    if (n < min || n > max) {
+        s_err(v, "value_error", path, "must be between %lld and %lld", (long long)min,
+              (long long)max);
+        return -1;
+    }
+    *out = n;
+    return 1;
+}
+
+static int s_number(vctx_t *v, json_t *obj, const char *key, const char *path, double min,
+                    double max)
+{
+    json_t *j = json_object_get(obj, key);
+    if (!j || json_is_null(j))
+        return 0;
+    if (!json_is_number(j)) {
+        s_err(v, "float_type", path, "input should be a valid number");
+        return -1;
+    }
+    double d = json_number_value(j);
+    if (d < min || d > max) {
+        s_err(v, "value_error", path, "must be between %g and %g", min, max);
+        return -1;
+    }
+    return 1;
+}
+
+static int64_t s_time(vctx_t *v, json_t *obj, const char *key, const char *path)
+{
+    const char *s = s_str(v, obj, key, path, 1, 64, 0);
+    int64_t ms;
+    if (!s)
+        return 0;
+    if (clock_parse_iso(s, &ms) < 0) {
+        s_err(v, "datetime_parsing", path,
+              "must be an ISO-8601 date-time with a zone, e.g. 2026-01-01T02:00:00Z");
+        return 0;
+    }
+    return ms;
+}
+
+static json_t *s_object(vctx_t *v, json_t *obj, const char *key, const char *path, int required)
+{
+    json_t *j = json_object_get(obj, key);
+    if (!j || json_is_null(j)) {
+        if (required)
+            s_err(v, "missing", path, "field required");
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        s_err(v, "dict_type", path, "input should be a valid object");
+        return NULL;
+    }
+    return j;
+}
+
+static void s_check_retry(vctx_t *v, json_t *rp)
+{
+    static const char *const allowed[] = {"max_retries", "backoff_multiplier", "initial_delay",
+                                          "max_delay", "jitter", NULL};
+    int64_t n;
+    s_no_extra(v, rp, "execution_config.retry_policy", allowed);
+    s_int(v, rp, "max_retries", "execution_config.retry_policy.max_retries", 0, 100, &n);
+    s_number(v, rp, "backoff_multiplier", "execution_config.retry_policy.backoff_multiplier", 1.0,
+             100.0);
+    s_number(v, rp, "initial_delay", "execution_config.retry_policy.initial_delay", 0, 86400);
+    s_number(v, rp, "max_delay", "execution_config.retry_policy.max_delay", 0, 7 * 86400);
+    json_t *j = json_object_get(rp, "jitter");
+    if (j && !json_is_boolean(j))
+        s_err(v, "bool_type", "execution_config.retry_policy.jitter", "input should be a valid boolean");
+}
+
+static void s_check_exec(vctx_t *v, json_t *ec)
+{
+    static const char *const allowed[] = {"task_type", "parameters", "max_execution_time",
+                                          "retry_policy", "priority", "worker_labels", NULL};
+    s_no_extra(v, ec, "execution_config", allowed);
+    const char *tt = s_str(v, ec, "task_type", "execution_config.task_type", 1, 63, 1);
+    for (const char *p = tt; p && *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') {
+            s_err(v, "string_pattern_mismatch", "execution_config.task_type",
+                  "may contain only letters, digits, '_', '-' and '.'");
+            break;
+        }
+    s_object(v, ec, "parameters", "execution_config.parameters", 0);
+    int64_t n;
+    s_int(v, ec, "max_execution_time", "execution_config.max_execution_time", 1, 7 * 86400, &n);
+    s_int(v, ec, "priority", "execution_config.priority", -1000, 1000, &n);
+    json_t *rp = s_object(v, ec, "retry_policy", "execution_config.retry_policy", 0);
+    if (rp)
+        s_check_retry(v, rp);
+    json_t *labels = s_object(v, ec, "worker_labels", "execution_config.worker_labels", 0);
+    const char *k;
+    json_t *val;
+    json_object_foreach(labels, k, val) if (!json_is_string(val))
+    {
+        char path[300];
+        snprintf(path, sizeof path, "execution_config.worker_labels.%.200s", k);
+        s_err(v, "string_type", path, "input should be a valid string");
+    }
+}
+
+/* Fills sched with the derived schedule of a CRON config. */
+static void s_check_cron(vctx_t *v, json_t *tc, const char *expr, bson_t *sched)
+{
+    err_t err = {0};
+    cron_t *c = cron_new(expr, &err);
+    if (!c)
+        s_err(v, "value_error", "trigger_config.cron_expression", "%s", err.msg);
+    const char *zone = s_str(v, tc, "timezone", "trigger_config.timezone", 1, 64, 0);
+    if (!zone)
+        zone = "UTC";
+    if (!tz_get(zone, &err))
+        s_err(v, "value_error", "trigger_config.timezone", "%s", err.msg);
+    const char *gap = "fire_after", *overlap = "first";
+    json_t *dp = s_object(v, tc, "dst_policy", "trigger_config.dst_policy", 0);
+    if (dp) {
+        static const char *const allowed[] = {"gap", "overlap", NULL};
+        s_no_extra(v, dp, "trigger_config.dst_policy", allowed);
+        const char *g = s_str(v, dp, "gap", "trigger_config.dst_policy.gap", 1, 32, 0);
+        const char *o = s_str(v, dp, "overlap", "trigger_config.dst_policy.overlap", 1, 32, 0);
+        cron_dst_policy_t pol;
+        if ((g || o) && cron_dst_policy_parse(g ? g : gap, o ? o : overlap, &pol, &err) < 0)
+            s_err(v, "value_error", "trigger_config.dst_policy", "%s", err.msg);
+        gap = g ? g : gap;
+        overlap = o ? o : overlap;
+    }
+    cron_destroy(&c);
+    BSON_APPEND_UTF8(sched, "kind", "cron");
+    BSON_APPEND_UTF8(sched, "cron_expression", expr);
+    BSON_APPEND_UTF8(sched, "timezone", zone);
+    BSON_APPEND_UTF8(sched, "dst_gap", gap);
+    BSON_APPEND_UTF8(sched, "dst_overlap", overlap);
+    json_object_set_new(tc, "timezone", json_string(zone));
+}
+
+/* Validates trigger_config, infers the type, fills the schedule. Returns
+ * the trigger type or NULL. */
+static const char *s_check_config(vctx_t *v, json_t *tc, const char *given_type, int64_t now,
+                                  bson_t *sched)
+{
+    static const char *const allowed[] = {"cron_expression", "timezone", "interval", "unit",
+                                          "start_at", "end_at", "dst_policy", "event", NULL};
+    s_no_extra(v, tc, "trigger_config", allowed);
+    const char *expr = s_str(v, tc, "cron_expression", "trigger_config.cron_expression", 1, 256, 0);
+    int has_interval = json_object_get(tc, "interval") != NULL;
+    int has_event = json_object_get(tc, "event") != NULL;
+    const char *type = expr ? "CRON" : has_interval ? "INTERVAL" : has_event ? "EVENT" : "MANUAL";
+    if (expr && has_interval)
+        s_err(v, "value_error", "trigger_config",
+              "give either cron_expression or interval, not both");
+    if (given_type && strcmp(given_type, type) != 0 &&
+        !(json_object_get(tc, "cron_expression") && strcmp(given_type, "CRON") == 0))
+        s_err(v, "value_error", "trigger_type",
+              "trigger_type %s does not match trigger_config, which describes a %s trigger",
+              given_type, type);
+    int64_t start = s_time(v, tc, "start_at", "trigger_config.start_at");
+    int64_t end = s_time(v, tc, "end_at", "trigger_config.end_at");
+    if (start && end && end <= start)
+        s_err(v, "value_error", "trigger_config.end_at", "must be after start_at");
+    if (strcmp(type, "EVENT") == 0)
+        s_err(v, "value_error", "trigger_config.event", "EVENT triggers are not supported yet");
+    if (strcmp(type, "CRON") == 0 && expr)
+        s_check_cron(v, tc, expr, sched);
+    if (strcmp(type, "INTERVAL") == 0) {
+        int64_t interval = 0;
+        const char *unit = s_str(v, tc, "unit", "trigger_config.unit", 1, 16, 0);
+        if (!unit)
+            unit = "seconds";
+        if (s_int(v, tc, "interval", "trigger_config.interval", 1, INT32_MAX, &interval) == 0 &&
+            json_is_null(json_object_get(tc, "interval")))
+            s_err(v, "missing", "trigger_config.interval", "field required");
+        int64_t period = interval ? sched_interval_ms(interval, unit) : 0;
+        if (sched_interval_ms(1, unit) < 0)
+            s_err(v, "enum", "trigger_config.unit",
+                  "input should be 'seconds', 'minutes', 'hours' or 'days'");
+        else if (interval && period < 0)
+            s_err(v, "value_error", "trigger_config.interval", "interval is too large");
+        json_object_set_new(tc, "unit", json_string(unit));
+        BSON_APPEND_UTF8(sched, "kind", "interval");
+        BSON_APPEND_DATE_TIME(sched, "first_fire_at", start ? start : now + (period > 0 ? period : 0));
+        BSON_APPEND_INT64(sched, "period_ms", period > 0 ? period : 0);
+    } else if (start) {
+        BSON_APPEND_DATE_TIME(sched, "start_at", start);
+    }
+    if (end)
+        BSON_APPEND_DATE_TIME(sched, "end_at", end);
+    return type;
+}
+
+bson_t *trigger_from_request(json_t *body, int partitions, int64_t now, json_t **errors)
+{
+    vctx_t v = {json_array()};
+    *errors = NULL;
+    if (!json_is_object(body)) {
+        s_err(&v, "model_attributes_type", "", "input should be a valid object");
+        *errors = v.errors;
+        return NULL;
+    }
+    static const char *const allowed[] = {"name", "description", "trigger_type", "trigger_config",
+                                          "execution_config", "is_active", NULL};
+    s_no_extra(&v, body, "", allowed);
+    const char *name = s_str(&v, body, "name", "name", 1, 200, 1);
+    const char *desc = s_str(&v, body, "description", "description", 0, 2000, 0);
+    const char *given = s_str(&v, body, "trigger_type", "trigger_type", 1, 16, 0);
+    if (given && strcmp(given, "CRON") && strcmp(given, "INTERVAL") && strcmp(given, "MANUAL") &&
+        strcmp(given, "EVENT")) {
+        s_err(&v, "enum", "trigger_type", "input should be 'CRON', 'INTERVAL', 'MANUAL' or 'EVENT'");
+        given = NULL;
+    }
+    json_t *active = json_object_get(body, "is_active");
+    if (active && !json_is_boolean(active))
+        s_err(&v, "bool_type", "is_active", "input should be a valid boolean");
+    json_t *tc = s_object(&v, body, "trigger_config", "trigger_config", 1);
+    json_t *ec = s_object(&v, body, "execution_config", "execution_config", 1);
+    bson_t sched = BSON_INITIALIZER;
+    const char *type = tc ? s_check_config(&v, tc, given, now, &sched) : NULL;
+    if (ec)
+        s_check_exec(&v, ec);
+    if (json_array_size(v.errors) > 0) {
+        bson_destroy(&sched);
+        *errors = v.errors;
+        return NULL;
+    }
+    json_decref(v.errors);
+    if (!json_object_get(ec, "parameters"))
+        json_object_set_new(ec, "parameters", json_object());
+    bson_t *doc = bson_new();
+    BSON_APPEND_UTF8(doc, "name", name);
+    BSON_APPEND_UTF8(doc, "description", desc ? desc : "");
+    BSON_APPEND_UTF8(doc, "trigger_type", type);
+    bj_append(doc, "trigger_config", tc);
+    bj_append(doc, "execution_config", ec);
+    BSON_APPEND_DOCUMENT(doc, "schedule", &sched);
+    BSON_APPEND_UTF8(doc, "status", active && json_is_false(active) ? "paused" : "active");
+    BSON_APPEND_INT64(doc, "version", 1);
+    bson_destroy(&sched);
+    (void)partitions;
+    return doc;
+}
+
+int64_t trigger_next_fire(const bson_t *doc, int64_t after)
+{
+    const char *kind = bj_get_str(doc, "schedule.kind", "");
+    int64_t end = bj_get_date(doc, "schedule.end_at", 0), next = -1;
+    if (strcmp(kind, "interval") == 0) {
+        int64_t period = bj_get_int(doc, "schedule.period_ms", 0);
+        if (period > 0)
+            next = sched_interval_next(bj_get_date(doc, "schedule.first_fire_at", 0), period, after);
+    } else if (strcmp(kind, "cron") == 0) {
+        err_t err = {0};
+        cron_t *c = cron_new(bj_get_str(doc, "schedule.cron_expression", ""), &err);
+        const tz_t *tz = tz_get(bj_get_str(doc, "schedule.timezone", "UTC"), &err);
+        cron_dst_policy_t pol = CRON_DST_POLICY_DEFAULT;
+        cron_dst_policy_parse(bj_get_str(doc, "schedule.dst_gap", "fire_after"),
+                              bj_get_str(doc, "schedule.dst_overlap", "first"), &pol, &err);
+        int64_t start = bj_get_date(doc, "schedule.start_at", 0);
+        cron_fire_t f;
+        if (c && tz && cron_next(c, tz, pol, start - 1 > after ? start - 1 : after, &f) == 0)
+            next = f.at_ms;
+        cron_destroy(&c);
+    }
+    return next >= 0 && end && next > end ? -1 : next;
+}
+
+static void s_set_time(json_t *obj, const char *key, int64_t ms)
+{
+    char buf[40];
+    if (ms <= 0 || ms == INT64_MAX) {
+        json_object_set_new(obj, key, json_null());
+        return;
+    }
+    clock_format_iso(ms, buf, sizeof buf);
+    json_object_set_new(obj, key, json_string(buf));
+}
+
+json_t *trigger_to_response(const bson_t *doc, const bson_t *state)
+{
+    json_t *all = bj_to_json(doc);
+    json_t *out = json_object();
+    json_object_set(out, "id", json_object_get(all, "_id"));
+    static const char *const copy[] = {"name", "description", "trigger_type", "trigger_config",
+                                       "execution_config", "status", "owner", "version",
+                                       "created_at", "updated_at", NULL};
+    for (const char *const *k = copy; *k; k++) {
+        json_t *val = json_object_get(all, *k);
+        json_object_set(out, *k, val ? val : json_null());
+    }
+    int active = strcmp(bj_get_str(doc, "status", ""), "active") == 0;
+    json_object_set_new(out, "is_active", json_boolean(active));
+    int64_t next = state ? bj_get_date(state, "next_fire_at", 0) : 0;
+    if (!next && active)
+        next = trigger_next_fire(doc, clock_wall_ms());
+    s_set_time(out, "next_fire_at", active ? next : 0);
+    s_set_time(out, "last_fire_at", state ? bj_get_date(state, "last_fire_at", 0) : 0);
+    json_decref(all);
+    return out;
+}
+
+json_t *job_to_response(const bson_t *doc)
+{
+    json_t *all = bj_to_json(doc);
+    json_t *out = json_object();
+    json_object_set(out, "id", json_object_get(all, "_id"));
+    static const char *const copy[] = {"trigger_id", "status", "attempt", "task_type", "kind",
+                                       "scheduled_for", "created_at", "started_at", "finished_at",
+                                       "worker_id", "duration_ms", "parameters", "result",
+                                       "misfire", "owner", NULL};
+    for (const char *const *k = copy; *k; k++) {
+        json_t *val = json_object_get(all, *k);
+        json_object_set(out, *k, val ? val : json_null());
+    }
+    json_decref(all);
+    return out;
+}

@@ -1,0 +1,137 @@
+/*
+ * main.c - sked-master: configuration, the ZeroMQ loop, signals.
+ *
+ * One ROUTER socket (SKED_MASTER_BIND) carries workers' HELLO, HEARTBEAT,
+ * STARTED, FINISHED and BYE, and gateways' NOTIFY. The loop sleeps until
+ * the next fire, the next message or the next housekeeping tick.
+ */
+#include "master/master.h"
+
+#include "common/clock.h"
+#include "common/log.h"
+
+#include <signal.h>
+#include <string.h>
+
+static volatile sig_atomic_t s_stop;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+static void s_handle(master_t *m, zmsg_t *z)
+{
+    zframe_t *identity = zmsg_pop(z);
+    proto_msg_t msg;
+    err_t err = {0};
+    if (!identity || proto_decode(z, &msg, &err) < 0) {
+        proto_dropped++;
+        log_warn("malformed message dropped", "reason=\"%s\" dropped_total=%llu", err.msg,
+                 (unsigned long long)proto_dropped);
+        zframe_destroy(&identity);
+        return;
+    }
+    if (msg.type == PROTO_NOTIFY)
+        sched_reload(m->sched, msg.trigger_id);
+    else
+        dispatch_on_message(m->disp, identity, &msg);
+    proto_msg_reset(&msg);
+    zframe_destroy(&identity);
+}
+
+static int s_run(master_t *m)
+{
+    const config_t *cfg = m->cfg;
+    int tick_ms = cfg->heartbeat_ms < cfg->lease_ttl_ms / 3 ? cfg->heartbeat_ms
+                                                            : cfg->lease_ttl_ms / 3;
+    int64_t next_tick = 0;
+    int scanned = 0;
+    zmq_pollitem_t items[] = {{zsock_resolve(m->router), 0, ZMQ_POLLIN, 0}};
+    while (!s_stop) {
+        int64_t mono = clock_mono_ms();
+        if (mono >= next_tick) {
+            err_t err = {0};
+            if (!scanned && lease_scan(m->store, m->leases, cfg->partitions, &err) < 0)
+                log_warn("store not reachable yet", "reason=\"%s\"", err.msg);
+            else if (!scanned && (scanned = 1))
+                store_ensure_indexes(m->store);
+            if (scanned)
+                partitions_tick(m);
+            dispatch_tick(m->disp);
+            next_tick = clock_mono_ms() + tick_ms;
+        }
+        int64_t now = clock_wall_ms();
+        int64_t wait = next_tick - clock_mono_ms();
+        int64_t due = sched_next_due(m->sched);
+        if (due != INT64_MAX && due - now < wait)
+            wait = due - now;
+        if (wait < 0)
+            wait = 0;
+        if (zmq_poll(items, 1, (long)wait) < 0 && errno != EINTR)
+            break;
+        /* Drain what arrived, bounded so fires are never starved. */
+        for (int i = 0; i < 1000 && (zsock_events(m->router) & ZMQ_POLLIN); i++) {
+            zmsg_t *z = zmsg_recv(m->router);
+            if (!z)
+                break;
+            s_handle(m, z);
+            zmsg_destroy(&z);
+        }
+        sched_fire_due(m->sched, clock_wall_ms());
+        dispatch_tick(m->disp);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    config_t cfg;
+    err_t err = {0};
+    int rc = config_load(&cfg, CONFIG_ROLE_MASTER, "sked-master", argc, argv, NULL, &err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "sked-master: %s\n", err.msg);
+        return rc < 0 ? 2 : 0;
+    }
+    config_init_log(&cfg, "master");
+    zsys_init();
+    zsys_handler_set(NULL);
+    signal(SIGINT, s_on_signal);
+    signal(SIGTERM, s_on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    master_t m = {.cfg = &cfg};
+    m.store = store_new(cfg.mongo_uri, &err);
+    if (!m.store) {
+        log_error("cannot start", "reason=\"%s\"", err.msg);
+        return 1;
+    }
+    m.router = zsock_new(ZMQ_ROUTER);
+    zsock_set_router_mandatory(m.router, 1);
+    zsock_set_linger(m.router, 0);
+    zsock_set_rcvhwm(m.router, 100000);
+    zsock_set_sndhwm(m.router, 100000);
+    if (zsock_bind(m.router, "%s", cfg.master_bind) < 0) {
+        log_error("cannot bind", "endpoint=%s reason=\"%s\"", cfg.master_bind,
+                  zmq_strerror(zmq_errno()));
+        zsock_destroy(&m.router);
+        store_destroy(&m.store);
+        return 1;
+    }
+    m.sched = sched_new(&m);
+    m.disp = dispatch_new(&m);
+    partitions_init(&m, &err); /* a store not yet up is retried in the loop */
+    log_info("master started", "bind=%s partitions=%d lease_ttl_ms=%d", cfg.master_bind,
+             cfg.partitions, cfg.lease_ttl_ms);
+    s_run(&m);
+    log_info("master stopping", "pending=%zu", dispatch_pending(m.disp));
+    partitions_release_all(&m);
+    sched_destroy(&m.sched);
+    dispatch_destroy(&m.disp);
+    zsock_destroy(&m.router);
+    store_destroy(&m.store);
+    free(m.leases);
+    return 0;
+}

@@ -1,0 +1,84 @@
+/*
+ * master.h - the parts of a master and how they reach each other.
+ *
+ *   partitions.c  leases on trigger partitions, membership, rebalancing
+ *   sched.c       triggers of held partitions in a min-heap; fires them
+ *   dispatch.c    workers, credit, the pending queue, job status
+ *   main.c        configuration, the ZeroMQ loop, signals
+ *
+ * Everything runs on one thread; store calls are synchronous.
+ */
+#ifndef SKED_MASTER_H
+#define SKED_MASTER_H
+
+#include "common/config.h"
+#include "common/lease.h"
+#include "common/store.h"
+#include "proto/proto.h"
+
+#include <czmq.h>
+
+typedef struct sched sched_t;
+typedef struct dispatch dispatch_t;
+
+typedef struct {
+    const config_t *cfg;
+    store_t *store;
+    zsock_t *router;
+    lease_t *leases; /* cfg->partitions of them, index = partition */
+    sched_t *sched;
+    dispatch_t *disp;
+} master_t;
+
+/* A job ready to go to a worker; owned by dispatch once submitted. */
+typedef struct {
+    char id[PROTO_ID_MAX];
+    char trigger_id[64];
+    char task_type[64];
+    int partition;
+    int attempt;
+    int priority;
+    int64_t scheduled_for;
+    int max_execution_time;
+    char *parameters; /* JSON object text, owned */
+} job_t;
+
+/* partitions.c */
+int partitions_init(master_t *m, err_t *err);
+/* Renews/acquires/releases leases and refreshes this master's member
+ * document; loads and drops partitions in the scheduler. */
+void partitions_tick(master_t *m);
+/* True while this master may fire and write for partition p. */
+int partitions_owned(const master_t *m, int p);
+void partitions_release_all(master_t *m);
+
+/* sched.c */
+sched_t *sched_new(master_t *m);
+void sched_destroy(sched_t **self_p);
+/* Loads the active triggers of the given partitions. */
+int sched_load(sched_t *self, const int *parts, int n, err_t *err);
+void sched_drop(sched_t *self, int partition);
+/* Re-reads one trigger after a gateway's NOTIFY (if its partition is ours). */
+void sched_reload(sched_t *self, const char *trigger_id);
+/* Wall ms of the earliest fire, or INT64_MAX. */
+int64_t sched_next_due(const sched_t *self);
+/* Fires everything due at or before now (wall ms). */
+void sched_fire_due(sched_t *self, int64_t now);
+size_t sched_size(const sched_t *self);
+
+/* dispatch.c */
+dispatch_t *dispatch_new(master_t *m);
+void dispatch_destroy(dispatch_t **self_p);
+/* Takes ownership of *job (sets it to NULL) and sends it when a worker with
+ * credit serves its task type. */
+void dispatch_submit(dispatch_t *self, job_t **job);
+/* Handles a worker message; identity is the ROUTER routing frame. */
+void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg);
+/* Sends what can be sent; expires silent workers. */
+void dispatch_tick(dispatch_t *self);
+/* JSON array text of connected workers, for the member document (caller frees). */
+json_t *dispatch_workers_json(const dispatch_t *self);
+size_t dispatch_pending(const dispatch_t *self);
+void job_destroy(job_t **job_p);
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * partitions.c - which partitions this master schedules.
+ *
+ * Each partition is a lease (common/lease.c). Masters publish a member
+ * document (_id "master:<node>", written only by that master) with a
+ * heartbeat; from the live members each computes its fair share,
+ * ceil(partitions / live masters), releases leases above it and tries to
+ * take free or expired ones below it. A new master thus gets its share
+ * without restarting the others, and a dead master's partitions are taken
+ * over once its leases expire.
+ */
+#include "master/master.h"
+
+#include "common/clock.h"
+#include "common/log.h"
+
+#include <string.h>
+
+/* Every this many ticks, re-read the held partitions' triggers so that a
+ * lost NOTIFY delays a change but never loses it. */
+#define RECONCILE_TICKS 10
+
+static int s_tick_count;
+
+int partitions_init(master_t *m, err_t *err)
+{
+    int n = m->cfg->partitions;
+    m->leases = calloc((size_t)n, sizeof *m->leases);
+    for (int p = 0; p < n; p++) {
+        char res[32];
+        snprintf(res, sizeof res, "partition/%d", p);
+        lease_init(&m->leases[p], res);
+    }
+    return lease_scan(m->store, m->leases, n, err);
+}
+
+int partitions_owned(const master_t *m, int p)
+{
+    return p >= 0 && p < m->cfg->partitions && lease_valid(&m->leases[p], clock_mono_ms());
+}
+
+static int s_held(const master_t *m)
+{
+    int held = 0;
+    for (int p = 0; p < m->cfg->partitions; p++)
+        held += m->leases[p].held;
+    return held;
+}
+
+/* Writes this master's member document and counts live masters (>= 1). */
+static int s_heartbeat(master_t *m)
+{
+    int64_t now = clock_wall_ms();
+    char id[160];
+    snprintf(id, sizeof id, "master:%s", m->cfg->node_id);
+    bson_t set = BSON_INITIALIZER, arr;
+    BSON_APPEND_UTF8(&set, "role", "master");
+    BSON_APPEND_UTF8(&set, "node_id", m->cfg->node_id);
+    BSON_APPEND_UTF8(&set, "endpoint", m->cfg->master_bind);
+    BSON_APPEND_ARRAY_BEGIN(&set, "partitions", &arr);
+    for (int p = 0, i = 0; p < m->cfg->partitions; p++)
+        if (m->leases[p].held) {
+            char k[16];
+            snprintf(k, sizeof k, "%d", i++);
+            BSON_APPEND_INT32(&arr, k, p);
+        }
+    bson_append_array_end(&set, &arr);
+    json_t *workers = dispatch_workers_json(m->disp);
+    bj_append(&set, "workers", workers);
+    json_decref(workers);
+    BSON_APPEND_INT64(&set, "pending", (int64_t)dispatch_pending(m->disp));
+    BSON_APPEND_INT64(&set, "scheduled_triggers", (int64_t)sched_size(m->sched));
+    BSON_APPEND_DATE_TIME(&set, "heartbeat_at", now);
+    BSON_APPEND_DATE_TIME(&set, "expires_at", now + 3 * m->cfg->heartbeat_ms + 1000);
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t update = BSON_INITIALIZER;
+    BSON_APPEND_DOCUMENT(&update, "$set", &set);
+    bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
+    bson_error_t berr;
+    if (!mongoc_collection_update_one(store_coll(m->store, "members"), filter, &update, opts, NULL,
+                                      &berr))
+        log_warn("cannot write member heartbeat", "reason=\"%s\"", berr.message);
+    bson_destroy(filter);
+    bson_destroy(&update);
+    bson_destroy(&set);
+    bson_destroy(opts);
+
+    int live = 0;
+    bson_t *q = BCON_NEW("role", BCON_UTF8("master"), "expires_at", "{", "$gt",
+                         BCON_DATE_TIME(now), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(store_coll(m->store, "members"), q, NULL,
+                                                            NULL);
+    const bson_t *doc;
+    while (mongoc_cursor_next(cur, &doc))
+        live++;
+    mongoc_cursor_destroy(cur);
+    bson_destroy(q);
+    return live < 1 ? 1 : live;
+}
+
+void partitions_tick(master_t *m)
+{
+    int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms;
+    int live = s_heartbeat(m);
+    int target = (np + live - 1) / live;
+    err_t err = {0};
+    int gained[np], ngained = 0;
+
+    /* Renew what we hold once a third of the TTL has passed since the last
+     * renewal; forget what we lost. */
+    int64_t mono = clock_mono_ms();
+    for (int p = 0; p < np; p++) {
+        const lease_t *l = &m->leases[p];
+        int64_t renewed = l->valid_until - ttl + lease_margin_ms(ttl);
+        if (!l->held || mono - renewed < ttl / 3)
+            continue;
+        int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, ttl, &err);
+        if (rc == 0)
+            sched_drop(m->sched, p);
+        else if (rc < 0)
+            log_warn("cannot renew lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
+                     err.msg);
+    }
+    /* Above our share: give the highest partitions back. */
+    for (int p = np - 1, held = s_held(m); p >= 0 && held > target; p--)
+        if (m->leases[p].held) {
+            sched_drop(m->sched, p);
+            lease_release(m->store, &m->leases[p], m->cfg->node_id, &err);
+            held--;
+        }
+    /* Below our share: try free or expired partitions, starting at an
+     * offset of our own so that masters do not all contend for the same. */
+    int held = s_held(m);
+    int start = (int)(zclock_usecs() % (uint64_t)np);
+    for (int i = 0; i < np && held < target; i++) {
+        int p = (start + i) % np;
+        if (m->leases[p].held)
+            continue;
+        int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, ttl, &err);
+        if (rc == 1) {
+            gained[ngained++] = p;
+            held++;
+        } else if (rc < 0) {
+            log_warn("cannot contend for lease", "resource=%s reason=\"%s\"",
+                     m->leases[p].resource, err.msg);
+            break;
+        }
+    }
+    if (ngained && sched_load(m->sched, gained, ngained, &err) < 0) {
+        log_warn("cannot load partitions; releasing them", "reason=\"%s\"", err.msg);
+        for (int i = 0; i < ngained; i++) {
+            sched_drop(m->sched, gained[i]);
+            lease_release(m->store, &m->leases[gained[i]], m->cfg->node_id, &err);
+        }
+    } else if (ngained) {
+        log_info("partitions gained", "count=%d held=%d target=%d triggers=%zu", ngained, held,
+                 target, sched_size(m->sched));
+    }
+    if (++s_tick_count % RECONCILE_TICKS == 0) {
+        int all[np], n = 0;
+        for (int p = 0; p < np; p++)
+            if (m->leases[p].held)
+                all[n++] = p;
+        if (sched_load(m->sched, all, n, &err) < 0)
+            log_warn("cannot reconcile schedule", "reason=\"%s\"", err.msg);
+    }
+}
+
+void partitions_release_all(master_t *m)
+{
+    err_t err = {0};
+    for (int p = 0; p < m->cfg->partitions; p++)
+        if (m->leases[p].held && lease_release(m->store, &m->leases[p], m->cfg->node_id, &err) < 0)
+            log_warn("cannot release lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
+                     err.msg);
+    char id[160];
+    snprintf(id, sizeof id, "master:%s", m->cfg->node_id);
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+    mongoc_collection_delete_one(store_coll(m->store, "members"), filter, NULL, NULL, NULL);
+    bson_destroy(filter);
+}

@@ -1,0 +1,516 @@
+/*
+ * sched.c - the master's in-memory schedule: the triggers of the partitions
+ * it holds, in a binary min-heap keyed by the next time to look at them.
+ *
+ * MongoDB is the source of truth: triggers (written by gateways) and
+ * trigger_state (next_fire_at, written only by the master holding the
+ * partition). A fire is claimed by inserting its job document, whose _id
+ * is derived from (trigger, scheduled_for), so even two masters that both
+ * believe they hold a partition cannot fire the same time twice (G1).
+ *
+ * Hot path per fire: one job insert and one trigger_state update, both by
+ * _id. Loading (on gaining a partition, and periodically to reconcile lost
+ * notifications) is a batched secondary-field query.
+ */
+#include "master/master.h"
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/schedule.h"
+
+#include <stdint.h>
+#include <string.h>
+
+/* A fire this late is a misfire, handled by the misfire policy. */
+#define MISFIRE_GRACE_MS 1000
+
+typedef struct {
+    char id[64];
+    int partition;
+    int64_t version;
+    int64_t first_ms, period_ms, end_ms; /* INTERVAL; end_ms 0 = none */
+    int64_t next_ms;                     /* next scheduled fire */
+    int64_t look_at;                     /* heap key: when to look again */
+    size_t heap_idx;
+    unsigned gen;
+    char task_type[64];
+    char owner[256];
+    char *parameters;
+    int max_execution_time;
+    int priority;
+} trig_t;
+
+struct sched {
+    master_t *m;
+    zhashx_t *by_id; /* id -> trig_t*, owns */
+    trig_t **heap;
+    size_t n, cap;
+    unsigned gen;
+};
+
+/* ---- heap ------------------------------------------------------------- */
+
+static void s_swap(sched_t *s, size_t a, size_t b)
+{
+    trig_t *t = s->heap[a];
+    s->heap[a] = s->heap[b];
+    s->heap[b] = t;
+    s->heap[a]->heap_idx = a;
+    s->heap[b]->heap_idx = b;
+}
+
+static void s_up(sched_t *s, size_t i)
+{
+    while (i > 0 && s->heap[(i - 1) / 2]->look_at > s->heap[i]->look_at) {
+        s_swap(s, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void s_down(sched_t *s, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < s->n && s->heap[l]->look_at < s->heap[m]->look_at)
+            m = l;
+        if (r < s->n && s->heap[r]->look_at < s->heap[m]->look_at)
+            m = r;
+        if (m == i)
+            return;
+        s_swap(s, i, m);
+        i = m;
+    }
+}
+
+static void s_heap_push(sched_t *s, trig_t *t)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 256;
+        s->heap = realloc(s->heap, s->cap * sizeof *s->heap);
+    }
+    t->heap_idx = s->n;
+    s->heap[s->n++] = t;
+    s_up(s, t->heap_idx);
+}
+
+static void s_heap_remove(sched_t *s, trig_t *t)
+{
+    size_t i = t->heap_idx;
+    if (i >= s->n || s->heap[i] != t)
+        return;
+    s->n--;
+    if (i != s->n) {
+        s->heap[i] = s->heap[s->n];
+        s->heap[i]->heap_idx = i;
+        s_down(s, i);
+        s_up(s, i);
+    }
+    t->heap_idx = SIZE_MAX;
+}
+
+static void s_heap_update(sched_t *s, trig_t *t)
+{
+    s_up(s, t->heap_idx);
+    s_down(s, t->heap_idx);
+}
+
+/* ---- triggers --------------------------------------------------------- */
+
+static void s_trig_free(void **item)
+{
+    trig_t *t = *item;
+    if (t) {
+        free(t->parameters);
+        free(t);
+        *item = NULL;
+    }
+}
+
+static void s_remove(sched_t *s, trig_t *t)
+{
+    s_heap_remove(s, t);
+    zhashx_delete(s->by_id, t->id);
+}
+
+sched_t *sched_new(master_t *m)
+{
+    sched_t *s = calloc(1, sizeof *s);
+    s->m = m;
+    s->by_id = zhashx_new();
+    zhashx_set_destructor(s->by_id, s_trig_free);
+    return s;
+}
+
+void sched_destroy(sched_t **self_p)
+{
+    sched_t *s = *self_p;
+    if (!s)
+        return;
+    zhashx_destroy(&s->by_id);
+    free(s->heap);
+    free(s);
+    *self_p = NULL;
+}
+
+size_t sched_size(const sched_t *self)
+{
+    return self->n;
+}
+
+int64_t sched_next_due(const sched_t *self)
+{
+    return self->n ? self->heap[0]->look_at : INT64_MAX;
+}
+
+/* First scheduled fire at or after `from` for the trigger, or -1 if none
+ * remains before end_at. */
+static int64_t s_first_at_or_after(const trig_t *t, int64_t from)
+{
+    int64_t next = sched_interval_next(t->first_ms, t->period_ms, from - 1);
+    if (t->end_ms && next > t->end_ms)
+        return -1;
+    return next;
+}
+
+/* Builds or refreshes a trigger from its definition and optional state.
+ * Returns the trigger, or NULL if it has nothing left to fire. */
+static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
+{
+    const char *id = bj_get_str(def, "_id", NULL);
+    if (!id || strlen(id) >= 64)
+        return NULL;
+    int64_t version = bj_get_int(def, "version", 0);
+    trig_t *t = zhashx_lookup(s->by_id, id);
+    if (t && t->version == version) {
+        t->gen = s->gen;
+        return t;
+    }
+    int fresh = t == NULL;
+    if (fresh) {
+        t = calloc(1, sizeof *t);
+        snprintf(t->id, sizeof t->id, "%s", id);
+        t->heap_idx = SIZE_MAX;
+    }
+    t->gen = s->gen;
+    t->version = version;
+    t->partition = (int)bj_get_int(def, "partition", 0);
+    t->first_ms = bj_get_date(def, "schedule.first_fire_at", 0);
+    t->period_ms = bj_get_int(def, "schedule.period_ms", 0);
+    t->end_ms = bj_get_date(def, "schedule.end_at", 0);
+    snprintf(t->task_type, sizeof t->task_type, "%s",
+             bj_get_str(def, "execution_config.task_type", "noop"));
+    snprintf(t->owner, sizeof t->owner, "%s", bj_get_str(def, "owner", ""));
+    t->max_execution_time = (int)bj_get_int(def, "execution_config.max_execution_time", 0);
+    t->priority = (int)bj_get_int(def, "execution_config.priority", 0);
+    free(t->parameters);
+    t->parameters = NULL;
+    bson_iter_t it, sub;
+    if (bson_iter_init(&it, def) && bson_iter_find_descendant(&it, "execution_config.parameters", &sub) &&
+        BSON_ITER_HOLDS_DOCUMENT(&sub)) {
+        uint32_t len;
+        const uint8_t *data;
+        bson_t doc;
+        bson_iter_document(&sub, &len, &data);
+        if (bson_init_static(&doc, data, len)) {
+            json_t *j = bj_to_json(&doc);
+            t->parameters = json_dumps(j, JSON_COMPACT);
+            json_decref(j);
+        }
+    }
+    int64_t stored_next = state ? bj_get_date(state, "next_fire_at", 0) : 0;
+    if (t->period_ms <= 0) {
+        if (!fresh)
+            s_remove(s, t);
+        else
+            s_trig_free((void **)&t);
+        return NULL;
+    }
+    /* A stored next_fire_at still on the grid wins; a changed schedule
+     * starts over from its own first fire. */
+    int64_t next = stored_next >= t->first_ms &&
+                           (stored_next - t->first_ms) % t->period_ms == 0
+                       ? stored_next
+                       : s_first_at_or_after(t, t->first_ms);
+    if (next < 0 || (t->end_ms && next > t->end_ms)) {
+        if (!fresh)
+            s_remove(s, t);
+        else
+            s_trig_free((void **)&t);
+        return NULL;
+    }
+    t->next_ms = next;
+    t->look_at = next;
+    if (fresh) {
+        zhashx_insert(s->by_id, t->id, t);
+        s_heap_push(s, t);
+    } else {
+        s_heap_update(s, t);
+    }
+    return t;
+}
+
+/* Runs `filter` on coll and calls fn for each document. */
+static int s_query(store_t *st, const char *coll, bson_t *filter,
+                   void (*fn)(void *arg, const bson_t *doc), void *arg, err_t *err)
+{
+    mongoc_cursor_t *cur =
+        mongoc_collection_find_with_opts(store_coll(st, coll), filter, NULL, NULL);
+    const bson_t *doc;
+    while (mongoc_cursor_next(cur, &doc))
+        fn(arg, doc);
+    bson_error_t berr;
+    int rc = 0;
+    if (mongoc_cursor_error(cur, &berr))
+        rc = store_error(&berr, "load schedule", err);
+    mongoc_cursor_destroy(cur);
+    return rc;
+}
+
+static void s_collect_state(void *arg, const bson_t *doc)
+{
+    zhashx_t *states = arg;
+    const char *id = bj_get_str(doc, "_id", NULL);
+    if (id)
+        zhashx_update(states, id, bson_copy(doc));
+}
+
+typedef struct {
+    sched_t *s;
+    zhashx_t *states;
+} load_ctx_t;
+
+static void s_collect_def(void *arg, const bson_t *doc)
+{
+    load_ctx_t *ctx = arg;
+    const char *id = bj_get_str(doc, "_id", "");
+    s_upsert(ctx->s, doc, zhashx_lookup(ctx->states, id));
+}
+
+static void s_bson_free(void **item)
+{
+    bson_t *b = *item;
+    if (b) {
+        bson_destroy(b);
+        *item = NULL;
+    }
+}
+
+static bson_t *s_partition_filter(const int *parts, int n, int active_only)
+{
+    bson_t *filter = bson_new(), in, arr;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "partition", &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (int i = 0; i < n; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%d", i);
+        BSON_APPEND_INT32(&arr, k, parts[i]);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(filter, &in);
+    if (active_only)
+        BSON_APPEND_UTF8(filter, "status", "active");
+    return filter;
+}
+
+int sched_load(sched_t *self, const int *parts, int n, err_t *err)
+{
+    if (n == 0)
+        return 0;
+    zhashx_t *states = zhashx_new();
+    zhashx_set_destructor(states, s_bson_free);
+    bson_t *sf = s_partition_filter(parts, n, 0), *df = s_partition_filter(parts, n, 1);
+    self->gen++;
+    load_ctx_t ctx = {self, states};
+    int rc = s_query(self->m->store, "trigger_state", sf, s_collect_state, states, err);
+    if (rc == 0)
+        rc = s_query(self->m->store, "triggers", df, s_collect_def, &ctx, err);
+    if (rc == 0) {
+        /* Sweep: triggers of these partitions that were not seen are gone
+         * (deleted or paused) and leave the schedule. */
+        zlistx_t *gone = zlistx_new();
+        for (trig_t *t = zhashx_first(self->by_id); t; t = zhashx_next(self->by_id))
+            for (int i = 0; i < n; i++)
+                if (t->partition == parts[i] && t->gen != self->gen)
+                    zlistx_add_end(gone, t);
+        for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone))
+            s_remove(self, t);
+        zlistx_destroy(&gone);
+    }
+    bson_destroy(sf);
+    bson_destroy(df);
+    zhashx_destroy(&states);
+    return rc;
+}
+
+void sched_drop(sched_t *self, int partition)
+{
+    zlistx_t *gone = zlistx_new();
+    for (trig_t *t = zhashx_first(self->by_id); t; t = zhashx_next(self->by_id))
+        if (t->partition == partition)
+            zlistx_add_end(gone, t);
+    for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone))
+        s_remove(self, t);
+    zlistx_destroy(&gone);
+}
+
+/* Reads one document by _id into *out (initialised); 1 found, 0 not, <0 error. */
+static int s_read_by_id(store_t *st, const char *coll, const char *id, bson_t *out)
+{
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+    mongoc_cursor_t *cur =
+        mongoc_collection_find_with_opts(store_coll(st, coll), filter, NULL, NULL);
+    const bson_t *doc;
+    int rc = 0;
+    if (mongoc_cursor_next(cur, &doc)) {
+        bson_copy_to(doc, out);
+        rc = 1;
+    }
+    bson_error_t berr;
+    if (mongoc_cursor_error(cur, &berr))
+        rc = store_error(&berr, "read", NULL);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(filter);
+    return rc;
+}
+
+void sched_reload(sched_t *self, const char *trigger_id)
+{
+    int p = sched_partition(trigger_id, self->m->cfg->partitions);
+    if (!partitions_owned(self->m, p))
+        return;
+    bson_t def, state;
+    int have_def = s_read_by_id(self->m->store, "triggers", trigger_id, &def);
+    if (have_def < 0)
+        return; /* the periodic reconcile will catch up */
+    trig_t *t = zhashx_lookup(self->by_id, trigger_id);
+    if (have_def == 0 || strcmp(bj_get_str(&def, "status", ""), "active") != 0) {
+        if (t)
+            s_remove(self, t);
+        if (have_def)
+            bson_destroy(&def);
+        log_info("trigger unscheduled", "trigger=%s", trigger_id);
+        return;
+    }
+    int have_state = s_read_by_id(self->m->store, "trigger_state", trigger_id, &state);
+    self->gen++;
+    if (t)
+        t->gen = self->gen;
+    t = s_upsert(self, &def, have_state == 1 ? &state : NULL);
+    if (t) {
+        char at[40];
+        clock_format_iso(t->next_ms, at, sizeof at);
+        log_info("trigger scheduled", "trigger=%s next_fire_at=%s", trigger_id, at);
+    }
+    bson_destroy(&def);
+    if (have_state == 1)
+        bson_destroy(&state);
+}
+
+/* ---- firing ----------------------------------------------------------- */
+
+/* Claims the fire by inserting its job document. 1 claimed, 0 already
+ * claimed by someone (G1), <0 store error. */
+static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, const char *job_id,
+                   err_t *err)
+{
+    master_t *m = s->m;
+    int64_t now = clock_wall_ms();
+    bson_t *doc = BCON_NEW("_id", BCON_UTF8(job_id), "trigger_id", BCON_UTF8(t->id), "owner",
+                           BCON_UTF8(t->owner), "partition", BCON_INT32(t->partition), "kind",
+                           BCON_UTF8("scheduled"), "task_type", BCON_UTF8(t->task_type),
+                           "scheduled_for", BCON_DATE_TIME(sf), "status", BCON_UTF8("queued"),
+                           "attempt", BCON_INT32(1), "created_at", BCON_DATE_TIME(now), "run_at",
+                           BCON_DATE_TIME(sf), "epoch", BCON_INT64(m->leases[t->partition].epoch),
+                           "master", BCON_UTF8(m->cfg->node_id), "misfire", BCON_BOOL(misfire));
+    if (t->parameters) {
+        json_t *p = json_loads(t->parameters, 0, NULL);
+        if (p)
+            bj_append(doc, "parameters", p);
+        json_decref(p);
+    }
+    bson_error_t berr;
+    bool ok = mongoc_collection_insert_one(store_coll(m->store, "jobs"), doc, NULL, NULL, &berr);
+    bson_destroy(doc);
+    if (ok)
+        return 1;
+    int rc = store_error(&berr, "insert job", err);
+    return rc == ERR_CONFLICT ? 0 : rc;
+}
+
+static void s_save_state(sched_t *s, const trig_t *t, int64_t last_sf)
+{
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(t->id));
+    bson_t *update = BCON_NEW("$set", "{", "partition", BCON_INT32(t->partition), "next_fire_at",
+                              BCON_DATE_TIME(t->next_ms), "last_fire_at", BCON_DATE_TIME(last_sf),
+                              "updated_at", BCON_DATE_TIME(clock_wall_ms()), "}");
+    bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
+    bson_error_t berr;
+    if (!mongoc_collection_update_one(store_coll(s->m->store, "trigger_state"), filter, update,
+                                      opts, NULL, &berr))
+        log_warn("cannot save trigger state", "trigger=%s reason=\"%s\"", t->id, berr.message);
+    bson_destroy(filter);
+    bson_destroy(update);
+    bson_destroy(opts);
+}
+
+static void s_fire(sched_t *s, trig_t *t, int64_t now)
+{
+    int64_t sf = t->next_ms;
+    int misfire = now - sf > MISFIRE_GRACE_MS;
+    if (misfire) /* fire_once: one run for everything missed, at the latest slot */
+        sf = sched_interval_prev(t->first_ms, t->period_ms, now);
+    char job_id[PROTO_ID_MAX];
+    sched_job_id(job_id, sizeof job_id, t->id, sf);
+    err_t err = {0};
+    int rc = s_claim(s, t, sf, misfire, job_id, &err);
+    if (rc < 0) {
+        /* Store unreachable: try again shortly; the lease deadline stops
+         * us if it stays away (G4, G6). */
+        log_warn("cannot claim fire", "trigger=%s reason=\"%s\"", t->id, err.msg);
+        t->look_at = now + 250;
+        s_heap_update(s, t);
+        return;
+    }
+    int64_t next = s_first_at_or_after(t, sf + 1);
+    if (rc == 1) {
+        log_debug("fire claimed", "trigger=%s job=%s misfire=%d", t->id, job_id, misfire);
+        job_t *job = calloc(1, sizeof *job);
+        snprintf(job->id, sizeof job->id, "%s", job_id);
+        snprintf(job->trigger_id, sizeof job->trigger_id, "%s", t->id);
+        snprintf(job->task_type, sizeof job->task_type, "%s", t->task_type);
+        job->partition = t->partition;
+        job->attempt = 1;
+        job->priority = t->priority;
+        job->scheduled_for = sf;
+        job->max_execution_time = t->max_execution_time;
+        job->parameters = t->parameters ? strdup(t->parameters) : NULL;
+        dispatch_submit(s->m->disp, &job);
+    } else {
+        log_info("fire already claimed elsewhere", "trigger=%s job=%s", t->id, job_id);
+    }
+    if (next < 0) {
+        t->next_ms = INT64_MAX;
+        s_save_state(s, t, sf);
+        log_info("trigger reached end_at", "trigger=%s", t->id);
+        s_remove(s, t);
+        return;
+    }
+    t->next_ms = next;
+    t->look_at = next;
+    s_save_state(s, t, sf);
+    s_heap_update(s, t);
+}
+
+void sched_fire_due(sched_t *self, int64_t now)
+{
+    int64_t mono = clock_mono_ms();
+    while (self->n && self->heap[0]->look_at <= now) {
+        trig_t *t = self->heap[0];
+        if (!lease_valid(&self->m->leases[t->partition], mono)) {
+            t->look_at = now + 100; /* not ours right now: partitions_tick decides */
+            s_heap_update(self, t);
+            continue;
+        }
+        s_fire(self, t, now);
+    }
+}
