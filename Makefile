@@ -100,9 +100,17 @@ CRON_ENGINE_SRC := common/cron.c common/tz.c common/err.c common/clock.c
 fuzz-cron:                                               ## libFuzzer on cron_new/cron_next and TZif parsing (FUZZ_SECONDS=60)
 	@command -v clang >/dev/null 2>&1 || apt-get install -y clang
 	@mkdir -p build/fuzz/cron-corpus
+	@for z in America/New_York Australia/Lord_Howe Europe/Dublin Asia/Tokyo; do \
+	    f=build/fuzz/cron-corpus/seed-tzif-$$(echo $$z | tr / -); \
+	    [ -f $$f ] || { printf '\300' | cat - /usr/share/zoneinfo/$$z > $$f; } 2>/dev/null || true; \
+	done
+	@i=0; for e in '*/15 2 * * *' '0 0 13 * 5' '30 1 * * 1-5' '0 */5 1,15 JAN-JUN *' '@weekly'; do \
+	    i=$$((i+1)); f=build/fuzz/cron-corpus/seed-cron-$$i; \
+	    [ -f $$f ] || printf '\002\000\100\270\224\221\001\000\000%s' "$$e" > $$f; \
+	done
 	clang -std=c11 -g -O1 $(WARN) $(DEFS) -I. -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=all tests/fuzz/fuzz_cron.c $(CRON_ENGINE_SRC) -o build/fuzz/fuzz-cron
-	build/fuzz/fuzz-cron -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+	build/fuzz/fuzz-cron -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=8192 -print_final_stats=1 \
 	    build/fuzz/cron-corpus
 
 bench-cron:                                              ## cron_next() computations per second, -O2, no sanitizers

@@ -396,6 +396,8 @@ int cron_next(const cron_t *c, const tz_t *tz, cron_dst_policy_t pol, int64_t af
     int64_t after = after_ms >= 0 ? after_ms / 1000 : -((-after_ms + 999) / 1000);
     int64_t u = after + 1; /* fires are whole seconds, strictly after */
     int64_t limit = u + (int64_t)CRON_SEARCH_YEARS * 366 * 86400;
+    if (limit > S_MAX_MS / 1000) /* nothing after year 9999 */
+        limit = S_MAX_MS / 1000;
     for (int iter = 0; iter < 64 * CRON_SEARCH_YEARS; iter++) {
         tz_span_t sp;
         tz_span_at(tz, u, &sp);

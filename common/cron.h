@@ -74,9 +74,10 @@ void cron_destroy(cron_t **self_p);
 
 /* The first fire instant strictly after after_ms, evaluated on the wall
  * clock of tz under policy pol. Returns 0 and fills *out; ERR_NOTFOUND if
- * nothing fires within CRON_SEARCH_YEARS (possible only when the DST
- * policy skips every match); ERR_INVALID if after_ms is outside the years
- * 1-9999. Never loops: a field-wise search over constant-offset spans. */
+ * nothing fires within CRON_SEARCH_YEARS or before the end of year 9999
+ * (otherwise possible only when the DST policy skips every match);
+ * ERR_INVALID if after_ms is outside the years 1-9999. Never loops: a
+ * field-wise search over constant-offset spans. */
 int cron_next(const cron_t *c, const tz_t *tz, cron_dst_policy_t pol, int64_t after_ms,
               cron_fire_t *out);
 

@@ -15,6 +15,7 @@
 #include "master/master.h"
 
 #include "common/clock.h"
+#include "common/cron.h"
 #include "common/log.h"
 #include "common/schedule.h"
 
@@ -28,8 +29,13 @@ typedef struct {
     char id[64];
     int partition;
     int64_t version;
-    int64_t first_ms, period_ms, end_ms; /* INTERVAL; end_ms 0 = none */
+    int64_t first_ms, period_ms;         /* INTERVAL */
+    cron_t *cron;                        /* CRON, with its zone and DST policy */
+    const tz_t *tz;
+    cron_dst_policy_t pol;
+    int64_t start_ms, end_ms;            /* 0 = none */
     int64_t next_ms;                     /* next scheduled fire */
+    int next_flags;                      /* CRON_FIRE_* of next_ms */
     int64_t look_at;                     /* heap key: when to look again */
     size_t heap_idx;
     unsigned gen;
@@ -121,6 +127,7 @@ static void s_trig_free(void **item)
     trig_t *t = *item;
     if (t) {
         free(t->parameters);
+        cron_destroy(&t->cron);
         free(t);
         *item = NULL;
     }
@@ -162,14 +169,70 @@ int64_t sched_next_due(const sched_t *self)
     return self->n ? self->heap[0]->look_at : INT64_MAX;
 }
 
-/* First scheduled fire at or after `from` for the trigger, or -1 if none
- * remains before end_at. */
-static int64_t s_first_at_or_after(const trig_t *t, int64_t from)
+/* First scheduled fire strictly after `after`, or -1 if none remains
+ * before end_at. Sets t->next_flags for CRON (DST shaping). */
+static int64_t s_next_after(trig_t *t, int64_t after)
 {
-    int64_t next = sched_interval_next(t->first_ms, t->period_ms, from - 1);
-    if (t->end_ms && next > t->end_ms)
+    int64_t next = -1;
+    t->next_flags = 0;
+    if (t->cron) {
+        cron_fire_t f;
+        int64_t from = t->start_ms && t->start_ms - 1 > after ? t->start_ms - 1 : after;
+        if (cron_next(t->cron, t->tz, t->pol, from, &f) == 0) {
+            next = f.at_ms;
+            t->next_flags = f.flags;
+        }
+    } else if (t->period_ms > 0) {
+        next = sched_interval_next(t->first_ms, t->period_ms, after);
+    }
+    if (next >= 0 && t->end_ms && next > t->end_ms)
         return -1;
     return next;
+}
+
+/* The latest scheduled fire at or before now, starting from a missed one
+ * (misfire policy fire_once runs that one for all that were missed). */
+static int64_t s_latest_missed(trig_t *t, int64_t missed, int64_t now)
+{
+    if (!t->cron)
+        return sched_interval_prev(t->first_ms, t->period_ms, now);
+    int64_t latest = missed;
+    for (int i = 0; i < 100000; i++) {
+        int64_t n = s_next_after(t, latest);
+        if (n < 0 || n > now)
+            break;
+        latest = n;
+    }
+    return latest;
+}
+
+/* Reads the derived schedule of a trigger document; 0 or -1 if unusable. */
+static int s_read_schedule(trig_t *t, const bson_t *def)
+{
+    const char *kind = bj_get_str(def, "schedule.kind", "");
+    cron_destroy(&t->cron);
+    t->period_ms = 0;
+    t->start_ms = bj_get_date(def, "schedule.start_at", 0);
+    t->end_ms = bj_get_date(def, "schedule.end_at", 0);
+    if (strcmp(kind, "interval") == 0) {
+        t->first_ms = bj_get_date(def, "schedule.first_fire_at", 0);
+        t->period_ms = bj_get_int(def, "schedule.period_ms", 0);
+        return t->period_ms > 0 ? 0 : -1;
+    }
+    if (strcmp(kind, "cron") != 0)
+        return -1; /* MANUAL: nothing to schedule */
+    err_t err = {0};
+    t->cron = cron_new(bj_get_str(def, "schedule.cron_expression", ""), &err);
+    t->tz = tz_get(bj_get_str(def, "schedule.timezone", "UTC"), &err);
+    t->pol = CRON_DST_POLICY_DEFAULT;
+    cron_dst_policy_parse(bj_get_str(def, "schedule.dst_gap", "fire_after"),
+                          bj_get_str(def, "schedule.dst_overlap", "first"), &t->pol, &err);
+    if (!t->cron || !t->tz) {
+        log_warn("trigger has an unusable cron schedule", "trigger=%s reason=\"%s\"", t->id,
+                 err.msg);
+        return -1;
+    }
+    return 0;
 }
 
 /* Builds or refreshes a trigger from its definition and optional state.
@@ -194,9 +257,6 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     t->gen = s->gen;
     t->version = version;
     t->partition = (int)bj_get_int(def, "partition", 0);
-    t->first_ms = bj_get_date(def, "schedule.first_fire_at", 0);
-    t->period_ms = bj_get_int(def, "schedule.period_ms", 0);
-    t->end_ms = bj_get_date(def, "schedule.end_at", 0);
     snprintf(t->task_type, sizeof t->task_type, "%s",
              bj_get_str(def, "execution_config.task_type", "noop"));
     snprintf(t->owner, sizeof t->owner, "%s", bj_get_str(def, "owner", ""));
@@ -218,20 +278,20 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         }
     }
     int64_t stored_next = state ? bj_get_date(state, "next_fire_at", 0) : 0;
-    if (t->period_ms <= 0) {
-        if (!fresh)
-            s_remove(s, t);
+    int64_t next = -1;
+    if (s_read_schedule(t, def) == 0) {
+        /* A stored next_fire_at still on the schedule wins; a changed
+         * schedule starts over. */
+        int on_grid = t->cron ? stored_next > 0
+                              : stored_next >= t->first_ms &&
+                                    (stored_next - t->first_ms) % t->period_ms == 0;
+        if (on_grid && (!t->end_ms || stored_next <= t->end_ms))
+            next = stored_next;
         else
-            s_trig_free((void **)&t);
-        return NULL;
+            next = t->cron ? s_next_after(t, bj_get_date(def, "updated_at", clock_wall_ms()))
+                           : s_next_after(t, t->first_ms - 1);
     }
-    /* A stored next_fire_at still on the grid wins; a changed schedule
-     * starts over from its own first fire. */
-    int64_t next = stored_next >= t->first_ms &&
-                           (stored_next - t->first_ms) % t->period_ms == 0
-                       ? stored_next
-                       : s_first_at_or_after(t, t->first_ms);
-    if (next < 0 || (t->end_ms && next > t->end_ms)) {
+    if (next < 0) {
         if (!fresh)
             s_remove(s, t);
         else
@@ -410,8 +470,8 @@ void sched_reload(sched_t *self, const char *trigger_id)
 
 /* Claims the fire by inserting its job document. 1 claimed, 0 already
  * claimed by someone (G1), <0 store error. */
-static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, const char *job_id,
-                   err_t *err)
+static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, int dst_flags,
+                   const char *job_id, err_t *err)
 {
     master_t *m = s->m;
     int64_t now = clock_wall_ms();
@@ -422,6 +482,10 @@ static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, const c
                            "attempt", BCON_INT32(1), "created_at", BCON_DATE_TIME(now), "run_at",
                            BCON_DATE_TIME(sf), "epoch", BCON_INT64(m->leases[t->partition].epoch),
                            "master", BCON_UTF8(m->cfg->node_id), "misfire", BCON_BOOL(misfire));
+    if (dst_flags & CRON_FIRE_GAP_SHIFTED)
+        BSON_APPEND_UTF8(doc, "dst", "gap_shifted");
+    else if (dst_flags & CRON_FIRE_OVERLAP_SECOND)
+        BSON_APPEND_UTF8(doc, "dst", "overlap_second");
     if (t->parameters) {
         json_t *p = json_loads(t->parameters, 0, NULL);
         if (p)
@@ -457,12 +521,13 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
 {
     int64_t sf = t->next_ms;
     int misfire = now - sf > MISFIRE_GRACE_MS;
+    int dst_flags = t->next_flags;
     if (misfire) /* fire_once: one run for everything missed, at the latest slot */
-        sf = sched_interval_prev(t->first_ms, t->period_ms, now);
+        sf = s_latest_missed(t, sf, now);
     char job_id[PROTO_ID_MAX];
     sched_job_id(job_id, sizeof job_id, t->id, sf);
     err_t err = {0};
-    int rc = s_claim(s, t, sf, misfire, job_id, &err);
+    int rc = s_claim(s, t, sf, misfire, misfire ? 0 : dst_flags, job_id, &err);
     if (rc < 0) {
         /* Store unreachable: try again shortly; the lease deadline stops
          * us if it stays away (G4, G6). */
@@ -471,7 +536,7 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
         s_heap_update(s, t);
         return;
     }
-    int64_t next = s_first_at_or_after(t, sf + 1);
+    int64_t next = s_next_after(t, sf);
     if (rc == 1) {
         log_debug("fire claimed", "trigger=%s job=%s misfire=%d", t->id, job_id, misfire);
         job_t *job = calloc(1, sizeof *job);

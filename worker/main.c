@@ -245,6 +245,13 @@ int main(int argc, char **argv)
     signal(SIGTERM, s_on_signal);
     signal(SIGPIPE, SIG_IGN);
 
+    char types[sizeof cfg.task_types];
+    snprintf(types, sizeof types, "%s", cfg.task_types);
+    for (char *save = NULL, *t = strtok_r(types, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (!builtin_known(t)) {
+            log_error("cannot serve task type", "task_type=%s reason=\"not a built-in (noop, sleep, echo, fail); configured handlers are not built yet\"", t);
+            return 2;
+        }
     worker_t w = {.cfg = &cfg};
     w.running = zlistx_new();
     zlistx_set_destructor(w.running, s_run_destructor);

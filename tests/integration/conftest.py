@@ -1,0 +1,208 @@
+"""Fixtures that run a real sked cluster: FerretDB on loopback, the real
+sked binaries (the sanitizer build from `make asan`), a real HTTP client.
+
+Each test gets its own database in the shared FerretDB, and its own
+processes on free ports. When a cluster stops, every process must exit 0
+after SIGTERM and its log must hold no sanitizer report.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import jwt
+import pymongo
+import pytest
+import requests
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("SKED_BIN_DIR", os.path.join(ROOT, "build", "asan", "bin"))
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def wait_for(pred, timeout, interval=0.1, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """One FerretDB (SQLite backend) for the session; yields its port."""
+    ferretdb = shutil.which("ferretdb") or os.path.expanduser("~/.local/bin/ferretdb")
+    d = tmp_path_factory.mktemp("store")
+    port = free_port()
+    log = open(d / "ferretdb.log", "w")
+    proc = subprocess.Popen(
+        [ferretdb, "--handler=sqlite", f"--sqlite-url=file:{d}/", f"--listen-addr=127.0.0.1:{port}",
+         f"--state-dir={d}", "--telemetry=disable", "--debug-addr=-", "--log-level=error"],
+        stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+class Proc:
+    def __init__(self, name, args, env, logdir):
+        self.name = name
+        self.log_path = os.path.join(logdir, f"{name}.log")
+        self.log = open(self.log_path, "w")
+        self.popen = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=40):
+        if self.alive():
+            self.popen.send_signal(sig)
+        try:
+            rc = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            rc = self.popen.wait()
+            self.log.close()
+            raise AssertionError(f"{self.name} did not stop within {timeout}s")
+        self.log.close()
+        return rc
+
+    def text(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+class Cluster:
+    """A sked cluster on loopback against the session's FerretDB."""
+
+    def __init__(self, store_port, logdir, name):
+        self.store_port = store_port
+        self.logdir = logdir
+        self.db_name = "t_" + uuid.uuid4().hex[:12]
+        self.uri = f"mongodb://127.0.0.1:{store_port}/{self.db_name}"
+        self.secret = "test-secret-" + uuid.uuid4().hex
+        self.http_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.masters, self.workers, self.gateway = [], [], None
+        self.master_ports = []
+        self.mongo = pymongo.MongoClient(f"mongodb://127.0.0.1:{store_port}/", serverSelectionTimeoutMS=5000)
+        self.db = self.mongo[self.db_name]
+        self.checked_stop = []
+
+    def env(self, **extra):
+        e = dict(os.environ)
+        e.update({
+            "SKED_MONGO_URI": self.uri,
+            "SKED_JWT_SECRET": self.secret,
+            "SKED_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
+            "SKED_MASTERS": ",".join(f"tcp://127.0.0.1:{p}" for p in self.master_ports),
+            "SKED_LEASE_TTL_MS": "3000",
+            "SKED_HEARTBEAT_MS": "300",
+            "SKED_WORKER_TIMEOUT_MS": "1500",
+            "SKED_PARTITIONS": "8",
+            "SKED_LOG_LEVEL": "info",
+            "ASAN_OPTIONS": "detect_leaks=1:exitcode=66",
+            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+            "LSAN_OPTIONS": f"suppressions={ROOT}/tests/lsan.supp:print_suppressions=0",
+        })
+        e.update({k: str(v) for k, v in extra.items()})
+        return e
+
+    def start(self, masters=2, workers=2, worker_env=None, master_env=None):
+        self.master_ports = [free_port() for _ in range(masters)]
+        for i, port in enumerate(self.master_ports):
+            self.start_master(i, port, **(master_env or {}))
+        for i in range(workers):
+            self.start_worker(i, **(worker_env or {}))
+        self.gateway = Proc("gateway", [os.path.join(BIN, "sked-gateway")],
+                            self.env(SKED_NODE_ID="gateway-1"), self.logdir)
+        wait_port(self.http_port)
+        wait_for(lambda: self.health().get("status") == "healthy", 30, what="a healthy cluster")
+        return self
+
+    def start_master(self, i, port, **env):
+        p = Proc(f"master-{i}", [os.path.join(BIN, "sked-master")],
+                 self.env(SKED_NODE_ID=f"master-{i}", SKED_MASTER_BIND=f"tcp://127.0.0.1:{port}", **env),
+                 self.logdir)
+        self.masters.append(p)
+        return p
+
+    def start_worker(self, i, **env):
+        p = Proc(f"worker-{i}", [os.path.join(BIN, "sked-worker")],
+                 self.env(SKED_NODE_ID=f"worker-{i}", **env), self.logdir)
+        self.workers.append(p)
+        return p
+
+    def token(self, sub="alice", role="user", ttl=3600, secret=None, **claims):
+        now = int(time.time())
+        payload = {"sub": sub, "role": role, "iat": now, "exp": now + ttl, **claims}
+        return jwt.encode(payload, secret or self.secret, algorithm="HS256")
+
+    def headers(self, sub="alice", role="user"):
+        return {"Authorization": f"Bearer {self.token(sub, role)}"}
+
+    def health(self):
+        try:
+            return requests.get(f"{self.url}/api/scheduler/health", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return {}
+
+    def api(self, method, path, sub="alice", role="user", **kw):
+        kw.setdefault("headers", self.headers(sub, role))
+        kw.setdefault("timeout", 10)
+        return requests.request(method, f"{self.url}/api/scheduler{path}", **kw)
+
+    def stop(self):
+        failures = []
+        procs = ([self.gateway] if self.gateway else []) + self.workers + self.masters
+        for p in procs:
+            if p in self.checked_stop:
+                continue
+            try:
+                rc = p.stop()
+            except AssertionError as e:
+                failures.append(str(e))
+                continue
+            if rc != 0:
+                failures.append(f"{p.name} exited with {rc}")
+            text = p.text()
+            for mark in SANITIZER_MARKS:
+                if mark in text:
+                    failures.append(f"{p.name}: {mark} (see {p.log_path})")
+        self.mongo.drop_database(self.db_name)
+        self.mongo.close()
+        assert not failures, "; ".join(failures)
+
+
+@pytest.fixture
+def cluster(store, tmp_path, request):
+    c = Cluster(store, str(tmp_path), request.node.name)
+    yield c
+    c.stop()

@@ -1,0 +1,144 @@
+"""End to end: a trigger created over HTTP runs on workers via masters,
+and the job documents tell the truth (G1 among them)."""
+import datetime as dt
+import time
+
+from conftest import wait_for
+
+INTERVAL_BODY = {
+    "name": "every-second",
+    "trigger_config": {"interval": 1, "unit": "seconds"},
+    "execution_config": {"task_type": "noop"},
+}
+
+
+def succeeded(cluster, trigger_id, sub="alice"):
+    r = cluster.api("GET", f"/triggers/{trigger_id}/history?page_size=100", sub=sub)
+    assert r.status_code == 200, r.text
+    return [j for j in r.json()["items"] if j["status"] == "succeeded"]
+
+
+def test_interval_trigger_runs_on_workers(cluster):
+    cluster.start(masters=2, workers=2)
+    r = cluster.api("POST", "/triggers/", json=INTERVAL_BODY)
+    assert r.status_code == 201, r.text
+    t = r.json()
+    assert t["id"] and t["trigger_type"] == "INTERVAL" and t["owner"] == "alice"
+    assert t["next_fire_at"] is not None
+    created = time.time()
+    jobs = wait_for(lambda: (lambda s: s if len(s) >= 3 else None)(succeeded(cluster, t["id"])),
+                    timeout=10, what="3 succeeded jobs")
+    took = time.time() - created
+    for j in jobs:
+        for field in ("scheduled_for", "started_at", "finished_at", "attempt", "worker_id"):
+            assert j[field] is not None, (field, j)
+        assert j["attempt"] == 1
+        assert j["worker_id"].startswith("worker-")
+    print(f"3 succeeded jobs {took:.2f}s after creation")
+    # The trigger as read back carries schedule state written by the master.
+    r = cluster.api("GET", f"/triggers/{t['id']}")
+    assert r.status_code == 200
+    assert r.json()["last_fire_at"] is not None
+    # And it also works without the trailing slash, and in the listing.
+    r = cluster.api("GET", "/triggers")
+    assert r.status_code == 200 and r.json()["total"] == 1
+
+
+def test_fires_are_on_the_interval_grid_and_never_duplicated(cluster):
+    cluster.start(masters=2, workers=2)
+    ids = []
+    for i in range(6):
+        body = dict(INTERVAL_BODY, name=f"grid-{i}")
+        r = cluster.api("POST", "/triggers/", json=body)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    time.sleep(6)
+    for tid in ids:
+        jobs = list(cluster.db.jobs.find({"trigger_id": tid}))
+        times = [j["scheduled_for"] for j in jobs]
+        assert len(times) == len(set(times)), "duplicate fire"
+        assert len(jobs) >= 4, f"trigger {tid} fired only {len(jobs)} times in 6 s"
+        times.sort()
+        for a, b in zip(times, times[1:]):
+            assert b - a == dt.timedelta(seconds=1), (a, b)
+    # Both masters took a share of the partitions.
+    h = cluster.health()
+    assert len(h["masters"]) == 2 and all(m["partitions"] > 0 for m in h["masters"]), h
+
+
+def test_a_fire_claimed_elsewhere_is_not_run_again(cluster):
+    """G1: the job _id is (trigger, scheduled_for); a fire that another
+    master already claimed is refused by the store and not dispatched."""
+    cluster.start(masters=1, workers=1)
+    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=3)
+    body = {
+        "name": "claimed",
+        "trigger_config": {"interval": 1, "unit": "seconds",
+                           "start_at": start.isoformat().replace("+00:00", "Z")},
+        "execution_config": {"task_type": "noop"},
+    }
+    r = cluster.api("POST", "/triggers/", json=body)
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    first_ms = int(start.timestamp() * 1000)
+    cluster.db.jobs.insert_one({"_id": f"{tid}@{first_ms}", "trigger_id": tid, "status": "succeeded",
+                                "worker_id": "someone-else", "attempt": 1, "owner": "alice",
+                                "scheduled_for": start})
+    wait_for(lambda: len(succeeded(cluster, tid)) >= 3, timeout=12, what="later fires")
+    doc = cluster.db.jobs.find_one({"_id": f"{tid}@{first_ms}"})
+    assert doc["worker_id"] == "someone-else"
+    assert cluster.db.jobs.count_documents({"trigger_id": tid, "scheduled_for": start}) == 1
+
+
+def test_cron_trigger_with_seconds_field_runs(cluster):
+    cluster.start(masters=1, workers=1)
+    body = {"name": "cron-secs", "trigger_config": {"cron_expression": "*/1 * * * * *",
+                                                   "timezone": "Europe/London"},
+            "execution_config": {"task_type": "echo", "parameters": {"hello": "world"}}}
+    r = cluster.api("POST", "/triggers/", json=body)
+    assert r.status_code == 201, r.text
+    t = r.json()
+    assert t["trigger_type"] == "CRON"
+    jobs = wait_for(lambda: (lambda s: s if len(s) >= 2 else None)(succeeded(cluster, t["id"])),
+                    timeout=10, what="2 cron jobs")
+    assert jobs[0]["result"]["output"] == '{"hello":"world"}'
+    for j in jobs:
+        assert j["scheduled_for"].endswith(".000Z"), j["scheduled_for"]
+
+
+def test_failing_and_sleeping_tasks_report_status(cluster):
+    cluster.start(masters=1, workers=1)
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "fails", "trigger_config": {"interval": 1, "unit": "seconds"},
+        "execution_config": {"task_type": "fail", "parameters": {"message": "boom"}}})
+    tid = r.json()["id"]
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "sleeps", "trigger_config": {"interval": 2, "unit": "seconds"},
+        "execution_config": {"task_type": "sleep", "parameters": {"seconds": 0.5}}})
+    sid = r.json()["id"]
+
+    def failed():
+        items = cluster.api("GET", f"/triggers/{tid}/history").json()["items"]
+        return [j for j in items if j["status"] == "failed"]
+    jobs = wait_for(failed, timeout=10, what="a failed job")
+    assert jobs[0]["result"]["error"] == "boom"
+    assert jobs[0]["result"]["exit_code"] == 1
+    slept = wait_for(lambda: succeeded(cluster, sid), timeout=10, what="a sleep job")
+    assert slept[0]["duration_ms"] >= 450
+    job = cluster.api("GET", f"/jobs/{slept[0]['id']}")
+    assert job.status_code == 200 and job.json()["trigger_id"] == sid
+
+
+def test_jobs_wait_for_a_worker_that_serves_their_task_type(cluster):
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"})
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "nobody", "trigger_config": {"interval": 1, "unit": "seconds"},
+        "execution_config": {"task_type": "sleep", "parameters": {"seconds": 0}}})
+    tid = r.json()["id"]
+    time.sleep(2.5)
+    items = cluster.api("GET", f"/triggers/{tid}/history").json()["items"]
+    assert items and all(j["status"] == "queued" for j in items), items
+    # A worker that serves the type arrives and takes the queued jobs.
+    cluster.start_worker(9, SKED_TASK_TYPES="sleep")
+    wait_for(lambda: len(succeeded(cluster, tid)) >= len(items), timeout=10,
+             what="queued jobs to run on the new worker")
