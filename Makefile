@@ -31,22 +31,28 @@ obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
 define build_rules
 $(1)/obj/%.o: %.c
 	@mkdir -p $$(dir $$@)
-	$$(CC) $(3) -c $$< -o $$@
+	@echo "  CC    $$@"
+	@$$(CC) $(3) -c $$< -o $$@
 $(2)/sked-gateway: $(call obj,$(1),$(GATEWAY_SRC) $(COMMON_SRC))
 	@mkdir -p $$(dir $$@)
-	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+	@echo "  LINK  $$@"
+	@$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
 $(2)/sked-master: $(call obj,$(1),$(MASTER_SRC) $(COMMON_SRC))
 	@mkdir -p $$(dir $$@)
-	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+	@echo "  LINK  $$@"
+	@$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
 $(2)/sked-worker: $(call obj,$(1),$(WORKER_SRC) $(COMMON_SRC))
 	@mkdir -p $$(dir $$@)
-	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+	@echo "  LINK  $$@"
+	@$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
 $(2)/sked-cron: $(call obj,$(1),$(CRON_SRC) $(COMMON_SRC))
 	@mkdir -p $$(dir $$@)
-	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+	@echo "  LINK  $$@"
+	@$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
 $(2)/unit-tests: $(call obj,$(1),$(UNIT_SRC) $(COMMON_SRC) $(filter-out gateway/main.c,$(GATEWAY_SRC)))
 	@mkdir -p $$(dir $$@)
-	$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+	@echo "  LINK  $$@"
+	@$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
 endef
 
 $(eval $(call build_rules,build/release,bin,$(REL_CFLAGS),))
@@ -99,7 +105,7 @@ CRON_ENGINE_SRC := common/cron.c common/tz.c common/err.c common/clock.c
 
 fuzz-cron:                                               ## libFuzzer on cron_new/cron_next and TZif parsing (FUZZ_SECONDS=60)
 	@command -v clang >/dev/null 2>&1 || apt-get install -y clang
-	@mkdir -p build/fuzz/cron-corpus
+	@mkdir -p build/fuzz/cron-corpus build/fuzz/crashes
 	@for z in America/New_York Australia/Lord_Howe Europe/Dublin Asia/Tokyo; do \
 	    f=build/fuzz/cron-corpus/seed-tzif-$$(echo $$z | tr / -); \
 	    [ -f $$f ] || { printf '\300' | cat - /usr/share/zoneinfo/$$z > $$f; } 2>/dev/null || true; \
@@ -110,7 +116,8 @@ fuzz-cron:                                               ## libFuzzer on cron_ne
 	done
 	clang -std=c11 -g -O1 $(WARN) $(DEFS) -I. -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=all tests/fuzz/fuzz_cron.c $(CRON_ENGINE_SRC) -o build/fuzz/fuzz-cron
-	build/fuzz/fuzz-cron -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=8192 -print_final_stats=1 \
+	build/fuzz/fuzz-cron -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=8192 \
+	    -artifact_prefix=build/fuzz/crashes/ -print_final_stats=1 \
 	    build/fuzz/cron-corpus
 
 bench-cron:                                              ## cron_next() computations per second, -O2, no sanitizers
