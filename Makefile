@@ -87,6 +87,8 @@ test: deps                                               ## everything `make tes
 	$(MAKE) unit
 	$(MAKE) integration
 
+bench: bench-cron                                        ## benchmarks (cron engine; cluster workloads not built yet)
+
 clean:                                                   ## remove build output
 	rm -rf build bin
 

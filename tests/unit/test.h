@@ -33,7 +33,7 @@ void test_fail(const char *file, int line, const char *what);
         const char *a_ = (a), *b_ = (b);                                                     \
         if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                             \
             char m_[1024];                                                                   \
-            snprintf(m_, sizeof m_, "%s == \"%s\" (got \"%s\")", #a, b_ ? b_ : "(null)",   \
+            snprintf(m_, sizeof m_, "%s == \"%.400s\" (got \"%.400s\")", #a, b_ ? b_ : "(null)", \
                      a_ ? a_ : "(null)");                                                    \
             test_fail(__FILE__, __LINE__, m_);                                               \
         }                                                                                    \
