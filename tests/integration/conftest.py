@@ -112,7 +112,8 @@ class Cluster:
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.masters, self.workers, self.gateway = [], [], None
         self.master_ports = []
-        self.mongo = pymongo.MongoClient(f"mongodb://127.0.0.1:{store_port}/", serverSelectionTimeoutMS=5000)
+        self.mongo = pymongo.MongoClient(f"mongodb://127.0.0.1:{store_port}/", serverSelectionTimeoutMS=5000,
+                                         tz_aware=True)
         self.db = self.mongo[self.db_name]
         self.checked_stop = []
 
