@@ -3,22 +3,34 @@
  * handlers and error responses.
  *
  * Every endpoint but health needs "Authorization: Bearer <JWT>"; the
- * token's sub owns what it creates, and only admins see other users'
- * triggers (others get 404, which reveals nothing). Errors use FastAPI's
- * shape: {"detail": "..."} or {"detail": [{type, loc, msg}, ...]}.
- * Paths are accepted with and without a trailing slash.
+ * token's sub owns what it creates, and only admins see or change other
+ * users' triggers (others get 404, which reveals nothing). Errors use
+ * FastAPI's shape: {"detail": "..."} or {"detail": [{type, loc, msg}, ...]}.
+ * Paths are accepted with and without a trailing slash; query values are
+ * form-urlencoded ('+' is a space, %XX a byte) and must decode to UTF-8
+ * without NUL.
+ *
+ * Trigger changes (PUT, PATCH, pause, resume, DELETE) are single writes by
+ * _id followed by a NOTIFY, so the owning master reschedules at once; it
+ * tells versions apart by the `version` every change increments.
  */
 #include "gateway/gateway.h"
 
 #include "common/clock.h"
+#include "common/cron.h"
 #include "common/log.h"
 #include "common/schedule.h"
+#include "common/tz.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PREFIX "/api/scheduler"
 #define MAX_SEGS 8
+#define PREVIEW_DEFAULT_COUNT 5
+#define PREVIEW_MAX_COUNT 100
 
 typedef struct {
     gateway_t *gw;
@@ -58,33 +70,139 @@ static int s_method(const ctx_t *c, const char *m)
     return c->req->method_len == strlen(m) && memcmp(c->req->method, m, c->req->method_len) == 0;
 }
 
-/* Value of ?name= in the query string as an integer within bounds. Returns
- * 0 (and *out = def) if absent, -1 if not a valid number. */
-static int s_query_int(const ctx_t *c, const char *name, long def, long min, long max, long *out)
+static int s_hex(char ch)
 {
-    *out = def;
-    const char *q = c->req->query, *end = q + c->req->query_len;
-    size_t n = strlen(name);
-    while (q && q < end) {
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Decodes form-urlencoded text src[0..n) ('+' is a space, %XX a byte) into
+ * out, NUL-terminated. Returns the decoded length; -1 for a malformed
+ * escape, a NUL byte or a result that is not UTF-8; -2 if it does not fit
+ * in size bytes. */
+static long s_url_decode(const char *src, size_t n, char *out, size_t size)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        int ch = (unsigned char)src[i];
+        if (ch == '+') {
+            ch = ' ';
+        } else if (ch == '%') {
+            int hi = n - i >= 3 ? s_hex(src[i + 1]) : -1;
+            int lo = n - i >= 3 ? s_hex(src[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return -1;
+            ch = hi * 16 + lo;
+            i += 2;
+        }
+        if (ch == 0)
+            return -1;
+        if (len + 1 >= size)
+            return -2;
+        out[len++] = (char)ch;
+    }
+    out[len] = '\0';
+    /* Decoded values end up in JSON responses and error messages, so they
+     * must be UTF-8; jansson refuses to make a string of anything else. */
+    json_t *probe = json_stringn(out, len);
+    if (!probe)
+        return -1;
+    json_decref(probe);
+    return (long)len;
+}
+
+/* Decodes the value of ?name= (the first one given) into out. Returns 1
+ * found, 0 absent, -1 badly encoded, -2 longer than size - 1 bytes. */
+static int s_query_get(const ctx_t *c, const char *name, char *out, size_t size)
+{
+    const char *q = c->req->query;
+    if (!q)
+        return 0;
+    const char *end = q + c->req->query_len;
+    while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *stop = amp ? amp : end;
-        if ((size_t)(stop - q) > n && memcmp(q, name, n) == 0 && q[n] == '=') {
-            char buf[32];
-            size_t len = (size_t)(stop - q) - n - 1;
-            if (len == 0 || len >= sizeof buf)
-                return -1;
-            memcpy(buf, q + n + 1, len);
-            buf[len] = '\0';
-            char *e;
-            long v = strtol(buf, &e, 10);
-            if (*e || v < min || v > max)
-                return -1;
-            *out = v;
-            return 1;
+        const char *eq = memchr(q, '=', (size_t)(stop - q));
+        const char *kend = eq ? eq : stop;
+        char key[64];
+        if (s_url_decode(q, (size_t)(kend - q), key, sizeof key) >= 0 && strcmp(key, name) == 0) {
+            long n = 0;
+            if (eq)
+                n = s_url_decode(eq + 1, (size_t)(stop - eq - 1), out, size);
+            else
+                out[0] = '\0';
+            return n < 0 ? (int)n : 1;
         }
         q = amp ? amp + 1 : end;
     }
     return 0;
+}
+
+/* Parses a decimal integer within [min, max]; 0 or -1. */
+static int s_parse_long(const char *s, long min, long max, long *out)
+{
+    if (!isdigit((unsigned char)s[0]) && !(s[0] == '-' && isdigit((unsigned char)s[1])))
+        return -1;
+    char *e;
+    errno = 0;
+    long v = strtol(s, &e, 10);
+    if (*e || errno || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Value of ?name= in the query string as an integer within bounds. Returns
+ * 0 (and *out = def) if absent, -1 if not a valid number. */
+static int s_query_int(const ctx_t *c, const char *name, long def, long min, long max, long *out)
+{
+    char buf[32];
+    *out = def;
+    int rc = s_query_get(c, name, buf, sizeof buf);
+    if (rc <= 0)
+        return rc < 0 ? -1 : 0;
+    return s_parse_long(buf, min, max, out) < 0 ? -1 : 1;
+}
+
+/* Adds a {type, loc: ["query", param], msg} entry to errors. */
+static void s_query_err(json_t *errors, const char *param, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_query_err(json_t *errors, const char *param, const char *type, const char *fmt, ...)
+{
+    char msg[640];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *m = json_string(msg);
+    if (!m) /* a quoted value cut inside a UTF-8 sequence */
+        m = json_string("invalid value");
+    json_array_append_new(errors, json_pack("{s:s, s:[s, s], s:o}", "type", type, "loc", "query",
+                                            param, "msg", m));
+}
+
+/* Reads query parameter name into buf, adding an entry to errors if it is
+ * missing (and required), badly encoded or too long. Returns 1 present, 0
+ * absent, -1 unusable. */
+static int s_query_param(const ctx_t *c, json_t *errors, const char *name, char *buf, size_t size,
+                         int required)
+{
+    int rc = s_query_get(c, name, buf, size);
+    if (rc == 0 && required)
+        s_query_err(errors, name, "missing", "field required");
+    else if (rc == -1)
+        s_query_err(errors, name, "value_error",
+                    "invalid percent-encoding: use %%XX with two hex digits; the value must be "
+                    "UTF-8 without NUL");
+    else if (rc == -2)
+        s_query_err(errors, name, "string_too_long", "must be at most %zu bytes", size - 1);
+    return rc < 0 ? -1 : rc;
 }
 
 static int s_authenticate(ctx_t *c)
@@ -154,22 +272,31 @@ static void s_respond_trigger(ctx_t *c, int status, const bson_t *doc)
         bson_destroy(&state);
 }
 
-static void s_create_trigger(ctx_t *c)
+/* Parses the request body as JSON; on failure answers 400 with the line
+ * and column itself and returns NULL. */
+static json_t *s_body(ctx_t *c)
 {
     json_error_t jerr;
     json_t *body = json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!body) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
-                 jerr.text);
-        s_json(c->resp, 400,
-               json_pack("{s:[{s:s, s:[s], s:s, s:i, s:i}]}", "detail", "type", "json_invalid",
-                         "loc", "body", "msg", msg, "line", jerr.line, "column", jerr.column));
+    if (body)
+        return body;
+    char msg[300];
+    snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+             jerr.text);
+    s_json(c->resp, 400,
+           json_pack("{s:[{s:s, s:[s], s:s, s:i, s:i}]}", "detail", "type", "json_invalid", "loc",
+                     "body", "msg", msg, "line", jerr.line, "column", jerr.column));
+    return NULL;
+}
+
+static void s_create_trigger(ctx_t *c)
+{
+    json_t *body = s_body(c);
+    if (!body)
         return;
-    }
     int64_t now = clock_wall_ms();
     json_t *errors = NULL;
-    bson_t *doc = trigger_from_request(body, c->gw->cfg->partitions, now, &errors);
+    bson_t *doc = trigger_from_request(body, now, &errors);
     json_decref(body);
     if (!doc) {
         s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
@@ -203,6 +330,266 @@ static void s_create_trigger(ctx_t *c)
     gateway_notify(c->gw, id, "upsert");
     s_json(c->resp, 201, trigger_to_response(&full, NULL));
     bson_destroy(&full);
+}
+
+/* 1 if owner has a trigger other than id called name, 0 if not, <0 on a
+ * store error. Checked before a rename because FerretDB reports a unique
+ * index violation on update as a generic error. */
+static int s_name_taken(gateway_t *gw, const char *owner, const char *name, const char *id,
+                        err_t *err)
+{
+    bson_t *filter = BCON_NEW("owner", BCON_UTF8(owner), "name", BCON_UTF8(name), "_id", "{",
+                              "$ne", BCON_UTF8(id), "}");
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+    bson_error_t berr;
+    int64_t n = mongoc_collection_count_documents(store_coll(gw->store, "triggers"), filter, opts,
+                                                  NULL, NULL, &berr);
+    bson_destroy(filter);
+    bson_destroy(opts);
+    if (n < 0)
+        return store_error(&berr, "check trigger name", err);
+    return n > 0;
+}
+
+/* Applies update to trigger id and copies the result to out. Returns 1
+ * done, 0 no such trigger (deleted meanwhile), <0 error (ERR_CONFLICT for
+ * a name taken meanwhile). */
+static int s_apply_update(gateway_t *gw, const char *id, const bson_t *update, bson_t *out,
+                          err_t *err)
+{
+    bson_t *query = BCON_NEW("_id", BCON_UTF8(id));
+    mongoc_find_and_modify_opts_t *opts = mongoc_find_and_modify_opts_new();
+    mongoc_find_and_modify_opts_set_update(opts, update);
+    mongoc_find_and_modify_opts_set_flags(opts, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    bson_t reply;
+    bson_error_t berr;
+    bson_iter_t it;
+    int rc = 0;
+    if (!mongoc_collection_find_and_modify_with_opts(store_coll(gw->store, "triggers"), query, opts,
+                                                     &reply, &berr)) {
+        rc = store_error(&berr, "update trigger", err);
+        /* MongoDB says E11000; FerretDB v1 passes SQLite's message on. */
+        if (strstr(berr.message, "E11000") || strstr(berr.message, "UNIQUE constraint failed"))
+            rc = err->code = ERR_CONFLICT;
+    } else if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        uint32_t len;
+        const uint8_t *data;
+        bson_t value;
+        bson_iter_document(&it, &len, &data);
+        if (bson_init_static(&value, data, len)) {
+            bson_copy_to(&value, out);
+            rc = 1;
+        }
+    }
+    bson_destroy(&reply);
+    mongoc_find_and_modify_opts_destroy(opts);
+    bson_destroy(query);
+    return rc;
+}
+
+typedef enum { CHANGE_PUT, CHANGE_PATCH, CHANGE_PAUSE, CHANGE_RESUME } change_t;
+
+/* The create request describing the trigger after the change, or NULL
+ * with *errors. */
+static json_t *s_change_request(const bson_t *stored, change_t how, json_t *body, json_t **errors)
+{
+    *errors = NULL;
+    if (how == CHANGE_PUT)
+        return json_incref(body);
+    if (how == CHANGE_PATCH)
+        return trigger_patch_request(stored, body, errors);
+    json_t *patch = json_pack("{s:b}", "is_active", how == CHANGE_RESUME);
+    json_t *req = trigger_patch_request(stored, patch, errors);
+    json_decref(patch);
+    return req;
+}
+
+/* Stores a validated change of a loaded trigger and answers it. */
+static void s_store_change(ctx_t *c, const bson_t *stored, const bson_t *def, int64_t now)
+{
+    const char *id = bj_get_str(stored, "_id", "");
+    const char *owner = bj_get_str(stored, "owner", "");
+    const char *name = bj_get_str(def, "name", "");
+    err_t err = {0};
+    bson_t *update = trigger_update(stored, def, now);
+    if (!update) { /* nothing changes: no new version, no NOTIFY */
+        s_respond_trigger(c, 200, stored);
+        return;
+    }
+    int rc = 0;
+    if (strcmp(name, bj_get_str(stored, "name", "")) != 0)
+        rc = s_name_taken(c->gw, owner, name, id, &err);
+    bson_t after;
+    if (rc == 0)
+        rc = s_apply_update(c->gw, id, update, &after, &err);
+    else if (rc > 0)
+        rc = ERR_CONFLICT;
+    bson_destroy(update);
+    if (rc == ERR_CONFLICT)
+        s_detail(c->resp, 409, "a trigger with this name already exists");
+    else if (rc < 0)
+        s_store_error(c->resp, &err);
+    else if (rc == 0)
+        s_detail(c->resp, 404, "trigger not found");
+    if (rc <= 0)
+        return;
+    log_info("trigger updated", "trigger=%s owner=%s by=%s version=%lld status=%s", id, owner,
+             c->user.sub, (long long)bj_get_int(&after, "version", 0),
+             bj_get_str(&after, "status", ""));
+    gateway_notify(c->gw, id, "upsert");
+    s_respond_trigger(c, 200, &after);
+    bson_destroy(&after);
+}
+
+/* PUT, PATCH, pause and resume: validate the trigger as it would be after
+ * the change with the create validator, then store it. */
+static void s_change_trigger(ctx_t *c, const char *id, change_t how)
+{
+    json_t *body = NULL, *errors = NULL;
+    if ((how == CHANGE_PUT || how == CHANGE_PATCH) && !(body = s_body(c)))
+        return;
+    bson_t stored;
+    if (s_load_trigger(c, id, &stored) < 0) {
+        json_decref(body);
+        return;
+    }
+    int64_t now = clock_wall_ms();
+    json_t *req = s_change_request(&stored, how, body, &errors);
+    bson_t *def = req ? trigger_from_request(req, now, &errors) : NULL;
+    if (def)
+        s_store_change(c, &stored, def, now);
+    else
+        s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
+    bson_destroy(def);
+    json_decref(req);
+    json_decref(body);
+    bson_destroy(&stored);
+}
+
+/* DELETE: removes the definition; the owning master drops it on NOTIFY
+ * (or its next reconcile). Jobs stay as history. */
+static void s_delete_trigger(ctx_t *c, const char *id)
+{
+    bson_t stored;
+    if (s_load_trigger(c, id, &stored) < 0)
+        return;
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t reply;
+    bson_error_t berr;
+    err_t err = {0};
+    if (!mongoc_collection_delete_one(store_coll(c->gw->store, "triggers"), filter, NULL, &reply,
+                                      &berr)) {
+        store_error(&berr, "delete trigger", &err);
+        s_store_error(c->resp, &err);
+    } else if (bj_get_int(&reply, "deletedCount", 0) == 0) {
+        s_detail(c->resp, 404, "trigger not found");
+    } else {
+        log_info("trigger deleted", "trigger=%s owner=%s by=%s", id,
+                 bj_get_str(&stored, "owner", ""), c->user.sub);
+        gateway_notify(c->gw, id, "delete");
+        c->resp->status = 204;
+    }
+    bson_destroy(&reply);
+    bson_destroy(filter);
+    bson_destroy(&stored);
+}
+
+/* One preview item: the instant, its wall-clock time with offset, DST flag. */
+static json_t *s_fire_json(const cron_fire_t *f)
+{
+    char at[48], local[64], offs[16];
+    int off = f->utc_offset < 0 ? -f->utc_offset : f->utc_offset;
+    char sign = f->utc_offset < 0 ? '-' : '+';
+    tz_civil_t t;
+    clock_format_iso(f->at_ms, at, sizeof at);
+    tz_civil_from_secs(f->local_secs, &t);
+    if (off % 60) /* only in local mean time, before standard zones */
+        snprintf(offs, sizeof offs, "%c%02d:%02d:%02d", sign, off / 3600, off / 60 % 60, off % 60);
+    else
+        snprintf(offs, sizeof offs, "%c%02d:%02d", sign, off / 3600, off / 60 % 60);
+    snprintf(local, sizeof local, "%04lld-%02d-%02dT%02d:%02d:%02d%s", (long long)t.year, t.mon,
+             t.mday, t.hour, t.min, t.sec, offs);
+    const char *dst = f->flags & CRON_FIRE_GAP_SHIFTED      ? "gap_shifted"
+                      : f->flags & CRON_FIRE_OVERLAP_SECOND ? "overlap_second"
+                                                            : NULL;
+    return json_pack("{s:s, s:s, s:i, s:s?}", "at", at, "local", local, "utc_offset",
+                     f->utc_offset, "dst", dst);
+}
+
+typedef struct {
+    char expr[257], zone[65], from[65], count[16], gap[33], overlap[33];
+    cron_t *cron;
+    const tz_t *tz;
+    cron_dst_policy_t pol;
+    int64_t from_ms;
+    long n;
+} preview_t;
+
+/* Reads and checks the preview's query parameters, adding every problem
+ * to errors. */
+static void s_preview_args(const ctx_t *c, preview_t *p, json_t *errors)
+{
+    err_t err = {0};
+    cron_dst_policy_t pol;
+    int re = s_query_param(c, errors, "expression", p->expr, sizeof p->expr, 1);
+    int rz = s_query_param(c, errors, "timezone", p->zone, sizeof p->zone, 0);
+    int rf = s_query_param(c, errors, "from", p->from, sizeof p->from, 0);
+    int rn = s_query_param(c, errors, "count", p->count, sizeof p->count, 0);
+    int rg = s_query_param(c, errors, "dst_gap", p->gap, sizeof p->gap, 0);
+    int ro = s_query_param(c, errors, "dst_overlap", p->overlap, sizeof p->overlap, 0);
+    if (re == 1 && !(p->cron = cron_new(p->expr, &err)))
+        s_query_err(errors, "expression", "value_error", "%s", err.msg);
+    if (rz == 0)
+        snprintf(p->zone, sizeof p->zone, "UTC");
+    if (rz >= 0 && !(p->tz = tz_get(p->zone, &err)))
+        s_query_err(errors, "timezone", "value_error", "%s", err.msg);
+    p->from_ms = clock_wall_ms();
+    if (rf == 1 && clock_parse_iso(p->from, &p->from_ms) < 0)
+        s_query_err(errors, "from", "datetime_parsing",
+                    "must be an ISO-8601 date-time with a zone, e.g. 2026-03-08T00:00:00Z "
+                    "(a '+' in an offset must be sent as %%2B)");
+    p->n = PREVIEW_DEFAULT_COUNT;
+    if (rn == 1 && s_parse_long(p->count, 1, PREVIEW_MAX_COUNT, &p->n) < 0)
+        s_query_err(errors, "count", "value_error", "must be an integer between 1 and %d",
+                    PREVIEW_MAX_COUNT);
+    if (rg == 1 && cron_dst_policy_parse(p->gap, NULL, &pol, &err) < 0)
+        s_query_err(errors, "dst_gap", "value_error", "%s", err.msg);
+    if (ro == 1 && cron_dst_policy_parse(NULL, p->overlap, &pol, &err) < 0)
+        s_query_err(errors, "dst_overlap", "value_error", "%s", err.msg);
+    p->pol = CRON_DST_POLICY_DEFAULT;
+    if (json_array_size(errors) == 0)
+        cron_dst_policy_parse(rg == 1 ? p->gap : NULL, ro == 1 ? p->overlap : NULL, &p->pol, &err);
+}
+
+/* GET /cron/preview: the next fire instants of an expression, computed by
+ * the engine the masters use. Fewer than count items means nothing else
+ * fires within the engine's search horizon. */
+static void s_cron_preview(ctx_t *c)
+{
+    preview_t p = {0};
+    json_t *errors = json_array(), *items = json_array();
+    s_preview_args(c, &p, errors);
+    int64_t after = p.from_ms;
+    for (long i = 0; json_array_size(errors) == 0 && i < p.n; i++) {
+        cron_fire_t f;
+        int rc = cron_next(p.cron, p.tz, p.pol, after, &f);
+        if (rc == ERR_INVALID && i == 0)
+            s_query_err(errors, "from", "value_error", "must be within the years 1-9999");
+        if (rc != 0)
+            break;
+        json_array_append_new(items, s_fire_json(&f));
+        after = f.at_ms;
+    }
+    if (json_array_size(errors) > 0) {
+        json_decref(items);
+        s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
+    } else {
+        json_decref(errors);
+        s_json(c->resp, 200,
+               json_pack("{s:s, s:s, s:o}", "expression", p.expr, "timezone", p.zone, "items",
+                         items));
+    }
+    cron_destroy(&p.cron);
 }
 
 /* Runs a paginated find and renders {items, total, page, page_size}. */
@@ -396,8 +783,12 @@ void api_handle(void *arg, const http_req_t *req, http_resp_t *resp)
             s_health(&c);
         return;
     }
+    int preview = c.nsegs == 2 && strcmp(c.segs[0], "cron") == 0 &&
+                  strcmp(c.segs[1], "preview") == 0;
+    int action = s_is(&c, 3, "triggers", "pause") || s_is(&c, 3, "triggers", "resume");
     int known = s_is(&c, 1, "triggers", NULL) || s_is(&c, 2, "triggers", NULL) ||
-                s_is(&c, 3, "triggers", "history") || s_is(&c, 2, "jobs", NULL);
+                s_is(&c, 3, "triggers", "history") || action || s_is(&c, 2, "jobs", NULL) ||
+                preview;
     if (!known) {
         s_detail(resp, 404, "Not Found");
         return;
@@ -414,10 +805,21 @@ void api_handle(void *arg, const http_req_t *req, http_resp_t *resp)
             s_respond_trigger(&c, 200, &doc);
             bson_destroy(&doc);
         }
-    } else if (s_is(&c, 3, "triggers", "history") && s_method(&c, "GET"))
+    } else if (s_is(&c, 2, "triggers", NULL) && s_method(&c, "PUT"))
+        s_change_trigger(&c, c.segs[1], CHANGE_PUT);
+    else if (s_is(&c, 2, "triggers", NULL) && s_method(&c, "PATCH"))
+        s_change_trigger(&c, c.segs[1], CHANGE_PATCH);
+    else if (s_is(&c, 2, "triggers", NULL) && s_method(&c, "DELETE"))
+        s_delete_trigger(&c, c.segs[1]);
+    else if (action && s_method(&c, "POST"))
+        s_change_trigger(&c, c.segs[1],
+                         strcmp(c.segs[2], "pause") == 0 ? CHANGE_PAUSE : CHANGE_RESUME);
+    else if (s_is(&c, 3, "triggers", "history") && s_method(&c, "GET"))
         s_history(&c, c.segs[1]);
     else if (s_is(&c, 2, "jobs", NULL) && s_method(&c, "GET"))
         s_get_job(&c, c.segs[1]);
+    else if (preview && s_method(&c, "GET"))
+        s_cron_preview(&c);
     else
         s_detail(resp, 405, "Method Not Allowed");
 }

@@ -38,10 +38,24 @@ void gateway_notify(gateway_t *gw, const char *trigger_id, const char *op);
 
 /* trigger.c */
 
-/* Validates a create request body. Returns a new trigger document (the
- * caller's, without _id/owner/timestamps) or NULL with *errors set to a
- * new JSON array of {type, loc, msg} entries. */
-bson_t *trigger_from_request(json_t *body, int partitions, int64_t now, json_t **errors);
+/* Validates a create (or PUT) request body. Returns a new trigger document
+ * (the caller's, without _id/owner/partition/timestamps; an INTERVAL
+ * without start_at first fires at now + interval) or NULL with *errors set
+ * to a new JSON array of {type, loc, msg} entries. May normalise body. */
+bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors);
+
+/* The create request a PATCH describes: the stored trigger as a request
+ * with the patch's top-level fields laid over it (a given trigger_config or
+ * execution_config replaces the stored one whole). Returns a new object for
+ * trigger_from_request(), or NULL with *errors (a new array) if the patch
+ * is not an object or has unknown fields. patch is not modified. */
+json_t *trigger_patch_request(const bson_t *stored, json_t *patch, json_t **errors);
+
+/* The update ({$set, $inc: {version: 1}}, the caller's) that turns the
+ * stored trigger into def (from trigger_from_request), or NULL if def
+ * changes nothing. The stored schedule is kept when trigger_config is
+ * unchanged and the trigger is not being resumed. */
+bson_t *trigger_update(const bson_t *stored, const bson_t *def, int64_t now);
 
 /* Renders a stored trigger (and its schedule state, may be NULL) as the
  * API's ScheduledTriggerResponse. */

@@ -1,6 +1,7 @@
 /*
- * trigger.c - CreateScheduledTriggerRequest validation, the stored trigger
- * document, and the JSON responses for triggers and jobs.
+ * trigger.c - trigger request validation (create, PUT and PATCH share it),
+ * the stored trigger document, the update that changes it, and the JSON
+ * responses for triggers and jobs.
  *
  * Validation collects every problem, each as {type, loc, msg} with loc the
  * field path (["body", "trigger_config", "interval"]), in the shape
@@ -12,6 +13,14 @@
  * without re-parsing: {kind, first_fire_at, period_ms, end_at} for
  * INTERVAL, {kind, cron_expression, timezone, dst_gap, dst_overlap,
  * start_at, end_at} for CRON.
+ *
+ * Gateways are the only writers of a trigger definition. A change goes
+ * through the same validator as a create (a PATCH is merged onto the
+ * stored trigger first), bumps `version` (masters compare it) and sets
+ * `updated_at`; the schedule is derived again, except that an unchanged
+ * trigger_config keeps its stored schedule unless the trigger is being
+ * resumed, so renaming an INTERVAL trigger does not move its grid while
+ * resuming one does not replay the fires it missed.
  */
 #include "gateway/gateway.h"
 
@@ -292,7 +301,7 @@ static const char *s_check_config(vctx_t *v, json_t *tc, const char *given_type,
     return type;
 }
 
-bson_t *trigger_from_request(json_t *body, int partitions, int64_t now, json_t **errors)
+bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors)
 {
     vctx_t v = {json_array()};
     *errors = NULL;
@@ -339,8 +348,90 @@ bson_t *trigger_from_request(json_t *body, int partitions, int64_t now, json_t *
     BSON_APPEND_UTF8(doc, "status", active && json_is_false(active) ? "paused" : "active");
     BSON_APPEND_INT64(doc, "version", 1);
     bson_destroy(&sched);
-    (void)partitions;
     return doc;
+}
+
+json_t *trigger_patch_request(const bson_t *stored, json_t *patch, json_t **errors)
+{
+    vctx_t v = {json_array()};
+    *errors = NULL;
+    if (!json_is_object(patch))
+        s_err(&v, "model_attributes_type", "", "input should be a valid object");
+    else {
+        static const char *const allowed[] = {"name", "description", "trigger_type",
+                                              "trigger_config", "execution_config", "is_active",
+                                              NULL};
+        s_no_extra(&v, patch, "", allowed);
+    }
+    if (json_array_size(v.errors) > 0) {
+        *errors = v.errors;
+        return NULL;
+    }
+    json_decref(v.errors);
+    /* trigger_type is left out: it is inferred again from the merged
+     * trigger_config, which a patch may turn from INTERVAL into CRON. */
+    json_t *all = bj_to_json(stored);
+    json_t *req = json_object();
+    static const char *const keep[] = {"name", "description", "trigger_config",
+                                       "execution_config", NULL};
+    for (const char *const *k = keep; *k; k++) {
+        json_t *val = json_object_get(all, *k);
+        if (val)
+            json_object_set(req, *k, val);
+    }
+    json_object_set_new(req, "is_active",
+                        json_boolean(strcmp(bj_get_str(stored, "status", ""), "active") == 0));
+    json_decref(all);
+    /* A given object replaces the stored one as a whole (no deep merge):
+     * the result is exactly what a create with that body would store. */
+    json_t *copy = json_deep_copy(patch);
+    json_object_update(req, copy);
+    json_decref(copy);
+    return req;
+}
+
+/* 1 if key holds equal values (or is absent) in both JSON objects. */
+static int s_same(json_t *a, json_t *b, const char *key)
+{
+    json_t *x = json_object_get(a, key), *y = json_object_get(b, key);
+    return (!x && !y) || (x && y && json_equal(x, y));
+}
+
+bson_t *trigger_update(const bson_t *stored, const bson_t *def, int64_t now)
+{
+    json_t *old = bj_to_json(stored), *new = bj_to_json(def);
+    static const char *const fields[] = {"name", "description", "trigger_type", "trigger_config",
+                                         "execution_config", "status", NULL};
+    int changed = 0;
+    for (const char *const *k = fields; *k; k++)
+        changed |= !s_same(old, new, *k);
+    int resumed = strcmp(bj_get_str(stored, "status", ""), "active") != 0 &&
+                  strcmp(bj_get_str(def, "status", ""), "active") == 0;
+    /* A resumed trigger starts its INTERVAL grid afresh rather than
+     * catching up on what it missed while paused. */
+    int keep_schedule = s_same(old, new, "trigger_config") && !resumed;
+    json_decref(old);
+    json_decref(new);
+    if (!changed)
+        return NULL;
+    bson_t *update = bson_new(), set;
+    bson_iter_t it, kept;
+    BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
+    bson_iter_init(&it, def);
+    while (bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+        if (strcmp(key, "version") == 0)
+            continue;
+        if (strcmp(key, "schedule") == 0 && keep_schedule &&
+            bson_iter_init_find(&kept, stored, "schedule"))
+            bson_append_iter(&set, key, -1, &kept);
+        else
+            bson_append_iter(&set, key, -1, &it);
+    }
+    BSON_APPEND_DATE_TIME(&set, "updated_at", now);
+    bson_append_document_end(update, &set);
+    BCON_APPEND(update, "$inc", "{", "version", BCON_INT64(1), "}");
+    return update;
 }
 
 int64_t trigger_next_fire(const bson_t *doc, int64_t after)
@@ -392,7 +483,11 @@ json_t *trigger_to_response(const bson_t *doc, const bson_t *state)
     }
     int active = strcmp(bj_get_str(doc, "status", ""), "active") == 0;
     json_object_set_new(out, "is_active", json_boolean(active));
+    /* The master writes next_fire_at when it fires; a definition changed
+     * since then makes it stale, so it is derived from the definition. */
     int64_t next = state ? bj_get_date(state, "next_fire_at", 0) : 0;
+    if (state && bj_get_date(state, "updated_at", 0) < bj_get_date(doc, "updated_at", 0))
+        next = 0;
     if (!next && active)
         next = trigger_next_fire(doc, clock_wall_ms());
     s_set_time(out, "next_fire_at", active ? next : 0);
