@@ -63,7 +63,7 @@ export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=0:exitcode=66
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS  ?= suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 
-.PHONY: all build asan deps run test unit integration bench clean help
+.PHONY: all build asan deps run test unit integration bench bench-lag clean help
 
 all: build
 
@@ -87,7 +87,10 @@ test: deps                                               ## everything `make tes
 	$(MAKE) unit
 	$(MAKE) integration
 
-bench: bench-cron                                        ## benchmarks (cron engine; cluster workloads not built yet)
+bench: bench-cron bench-lag                              ## benchmarks: cron engine, fire lag
+
+bench-lag: deps build                                    ## fire lag of N interval triggers (BENCH_TRIGGERS, BENCH_SECONDS)
+	$(VENV)/bin/python tests/bench/fire_lag.py
 
 clean:                                                   ## remove build output
 	rm -rf build bin
