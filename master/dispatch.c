@@ -1,14 +1,28 @@
 /*
- * dispatch.c - workers, their credit, the pending queue and job status.
+ * dispatch.c - workers, their credit, the pending queue, job status,
+ * retries and timeouts.
  *
  * Credit-based (zguide's load-balancing broker): a worker reports its free
  * slots in HELLO and every HEARTBEAT; the master sends a job only to a
  * worker serving the task type with credit left, choosing the one with the
- * most. Jobs nobody can take stay pending (status "queued" in the store),
- * neither lost nor failed.
+ * most. Jobs nobody can take stay pending (status "queued" or "retrying"
+ * in the store), neither lost nor failed.
  *
- * Status from workers is persisted by _id on the job document; an update
- * never moves a job out of a final state, so duplicates are harmless.
+ * A job sent to a worker is a flight (one per job id; it holds the job's
+ * current attempt). An attempt ends with FINISHED, when its worker goes
+ * silent ("lost"), or when no FINISHED came within max_execution_time +
+ * TIMEOUT_GRACE_MS of STARTED ("timed_out": the worker hangs). An attempt
+ * that ended failed, timed_out or lost is retried under the trigger's
+ * retry_policy: the job document (one per fire, G1) goes to "retrying"
+ * with the next attempt number and run_at, the finished attempt is pushed
+ * onto its `attempts` array, and the next attempt waits in a min-heap of
+ * timers (monotonic ms) until it is due, then joins the pending queue.
+ * The same heap holds the running flights' deadlines.
+ *
+ * Status is persisted by _id, and every update's filter also requires a
+ * non-final status and `attempt <= the message's attempt`: a duplicate or
+ * a stale attempt's STARTED/FINISHED never moves a job out of a final
+ * state nor overwrites a newer attempt.
  */
 #include "master/master.h"
 
@@ -16,7 +30,15 @@
 #include "common/log.h"
 #include "common/schedule.h"
 
+#include <math.h>
 #include <string.h>
+
+/* A running attempt with max_execution_time that has not FINISHED this
+ * long after it should have is declared timed_out by the master. */
+#define TIMEOUT_GRACE_MS 5000
+
+/* No retry waits longer than a year, whatever the policy says. */
+#define MAX_RETRY_DELAY_S (365.0 * 86400)
 
 typedef struct {
     char key[64]; /* hex of the ROUTER identity */
@@ -28,19 +50,47 @@ typedef struct {
     int draining;
 } worker_t;
 
+typedef struct flight flight_t;
+
+/* An entry of the timer heap: a retry waiting for its time (job set, owned)
+ * or a running flight's deadline (flight set; embedded in that flight). */
 typedef struct {
+    int64_t at; /* monotonic ms */
+    size_t idx; /* position in the heap, SIZE_MAX when not in it */
+    job_t *job;
+    flight_t *flight;
+} due_t;
+
+struct flight {
+    char id[PROTO_ID_MAX]; /* the job's, also its key in flights */
     job_t *job;
     char worker_key[64];
-    int64_t sent_at;
-} flight_t;
+    char worker_id[PROTO_ID_MAX];
+    int64_t sent_at;    /* monotonic ms */
+    int64_t started_at; /* wall ms from STARTED, 0 = not started */
+    due_t deadline;     /* in the heap once started, if the job has a limit */
+};
 
 struct dispatch {
     master_t *m;
     zhashx_t *workers; /* key -> worker_t*, owns */
     zlistx_t *pending; /* job_t*, owns */
     zhashx_t *flights; /* job id -> flight_t*, owns */
+    due_t **heap;      /* min-heap by `at`; owns retry entries */
+    size_t nheap, capheap;
     uint64_t seq;
+    uint64_t rng;
 };
+
+/* How an attempt ended, as written to the job and its `attempts` array. */
+typedef struct {
+    const char *status;
+    const char *worker_id;
+    int64_t started_at, finished_at; /* wall ms, 0 = unknown */
+    int has_exit_code, exit_code;
+    int64_t duration_ms; /* < 0 = unknown */
+    const char *error, *output; /* may be NULL */
+} outcome_t;
 
 void job_destroy(job_t **job_p)
 {
@@ -62,6 +112,7 @@ static void s_worker_free(void **item)
     }
 }
 
+/* Only through s_flight_done, which takes the deadline out of the heap. */
 static void s_flight_free(void **item)
 {
     flight_t *f = *item;
@@ -77,6 +128,68 @@ static void s_job_free(void **item)
     job_destroy((job_t **)item);
 }
 
+/* ---- timer heap --------------------------------------------------------- */
+
+static void s_swap(dispatch_t *d, size_t a, size_t b)
+{
+    due_t *t = d->heap[a];
+    d->heap[a] = d->heap[b];
+    d->heap[b] = t;
+    d->heap[a]->idx = a;
+    d->heap[b]->idx = b;
+}
+
+static void s_up(dispatch_t *d, size_t i)
+{
+    while (i > 0 && d->heap[(i - 1) / 2]->at > d->heap[i]->at) {
+        s_swap(d, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void s_down(dispatch_t *d, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < d->nheap && d->heap[l]->at < d->heap[m]->at)
+            m = l;
+        if (r < d->nheap && d->heap[r]->at < d->heap[m]->at)
+            m = r;
+        if (m == i)
+            return;
+        s_swap(d, i, m);
+        i = m;
+    }
+}
+
+static void s_heap_push(dispatch_t *d, due_t *e)
+{
+    if (d->nheap == d->capheap) {
+        d->capheap = d->capheap ? d->capheap * 2 : 64;
+        d->heap = realloc(d->heap, d->capheap * sizeof *d->heap);
+    }
+    e->idx = d->nheap;
+    d->heap[d->nheap++] = e;
+    s_up(d, e->idx);
+}
+
+static void s_heap_remove(dispatch_t *d, due_t *e)
+{
+    size_t i = e->idx;
+    if (i >= d->nheap || d->heap[i] != e)
+        return;
+    d->nheap--;
+    if (i != d->nheap) {
+        d->heap[i] = d->heap[d->nheap];
+        d->heap[i]->idx = i;
+        s_down(d, i);
+        s_up(d, i);
+    }
+    e->idx = SIZE_MAX;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
 dispatch_t *dispatch_new(master_t *m)
 {
     dispatch_t *d = calloc(1, sizeof *d);
@@ -87,6 +200,7 @@ dispatch_t *dispatch_new(master_t *m)
     zhashx_set_destructor(d->flights, s_flight_free);
     d->pending = zlistx_new();
     zlistx_set_destructor(d->pending, s_job_free);
+    d->rng = (uint64_t)zclock_usecs() ^ ((uint64_t)(uintptr_t)d << 16);
     return d;
 }
 
@@ -95,6 +209,12 @@ void dispatch_destroy(dispatch_t **self_p)
     dispatch_t *d = *self_p;
     if (!d)
         return;
+    for (size_t i = 0; i < d->nheap; i++)
+        if (d->heap[i]->job) { /* a retry entry: ours; deadlines live in flights */
+            job_destroy(&d->heap[i]->job);
+            free(d->heap[i]);
+        }
+    free(d->heap);
     zhashx_destroy(&d->workers);
     zhashx_destroy(&d->flights);
     zlistx_destroy(&d->pending);
@@ -111,6 +231,183 @@ void dispatch_submit(dispatch_t *self, job_t **job)
 {
     zlistx_add_end(self->pending, *job);
     *job = NULL;
+}
+
+int64_t dispatch_next_timer(const dispatch_t *self)
+{
+    if (!self->nheap)
+        return INT64_MAX;
+    int64_t left = self->heap[0]->at - clock_mono_ms();
+    return left < 0 ? 0 : left;
+}
+
+/* ---- retry policy ------------------------------------------------------- */
+
+int64_t retry_delay_ms(const retry_policy_t *policy, int attempt, double rnd)
+{
+    double delay = policy->initial_delay * pow(policy->multiplier, attempt > 1 ? attempt - 1 : 0);
+    if (!(delay <= policy->max_delay)) /* also catches inf and nan */
+        delay = policy->max_delay;
+    if (!(delay >= 0))
+        delay = 0;
+    if (delay > MAX_RETRY_DELAY_S) /* the store may hold anything; keep the cast defined */
+        delay = MAX_RETRY_DELAY_S;
+    if (policy->jitter)
+        delay *= rnd < 0 ? 0 : rnd > 1 ? 1 : rnd;
+    return (int64_t)(delay * 1000.0 + 0.5);
+}
+
+/* Uniform in [0, 1) (splitmix64; jitter needs spread, not secrecy). */
+static double s_random(dispatch_t *d)
+{
+    uint64_t z = (d->rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static int s_retryable(const char *status)
+{
+    return strcmp(status, "failed") == 0 || strcmp(status, "timed_out") == 0 ||
+           strcmp(status, "lost") == 0;
+}
+
+/* ---- store -------------------------------------------------------------- */
+
+/* Applies `update` to a job unless it is final or already past `attempt`.
+ * Takes ownership of update. */
+static void s_update_job(dispatch_t *d, const char *job_id, int attempt, bson_t *update)
+{
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id), "attempt", "{", "$lte",
+                              BCON_INT32(attempt), "}", "status", "{", "$in", "[",
+                              BCON_UTF8("queued"), BCON_UTF8("retrying"), BCON_UTF8("running"),
+                              "]", "}");
+    bson_error_t berr;
+    if (!mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, update, NULL, NULL,
+                                      &berr))
+        log_warn("cannot save job status", "job=%s attempt=%d reason=\"%s\"", job_id, attempt,
+                 berr.message);
+    bson_destroy(filter);
+    bson_destroy(update);
+}
+
+static void s_append_time(bson_t *b, const char *key, int64_t ms)
+{
+    if (ms)
+        BSON_APPEND_DATE_TIME(b, key, ms);
+    else
+        BSON_APPEND_NULL(b, key);
+}
+
+static void s_append_str(bson_t *b, const char *key, const char *s)
+{
+    if (s)
+        BSON_APPEND_UTF8(b, key, s);
+    else
+        BSON_APPEND_NULL(b, key);
+}
+
+/* The `attempts` entry of an ended attempt; unknowns are null. */
+static void s_append_attempt(bson_t *entry, int attempt, const outcome_t *o)
+{
+    BSON_APPEND_INT32(entry, "attempt", attempt);
+    BSON_APPEND_UTF8(entry, "status", o->status);
+    s_append_str(entry, "worker_id", o->worker_id);
+    s_append_time(entry, "started_at", o->started_at);
+    s_append_time(entry, "finished_at", o->finished_at);
+    if (o->duration_ms >= 0)
+        BSON_APPEND_INT64(entry, "duration_ms", o->duration_ms);
+    else
+        BSON_APPEND_NULL(entry, "duration_ms");
+    if (o->has_exit_code)
+        BSON_APPEND_INT32(entry, "exit_code", o->exit_code);
+    else
+        BSON_APPEND_NULL(entry, "exit_code");
+    s_append_str(entry, "error", o->error);
+}
+
+/* Records the end of `attempt`: the attempt goes onto `attempts`; the job
+ * becomes `o->status`, or "retrying" attempt+1 at wall time retry_at when
+ * retry_at is non-zero. The top-level worker_id, started_at, finished_at,
+ * duration_ms and result keep describing the attempt that ended until the
+ * next one starts. */
+static void s_save_outcome(dispatch_t *d, const char *job_id, int attempt, const outcome_t *o,
+                           int64_t retry_at)
+{
+    bson_t *update = bson_new(), set, result, push, entry;
+    BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
+    BSON_APPEND_UTF8(&set, "status", retry_at ? "retrying" : o->status);
+    BSON_APPEND_INT32(&set, "attempt", retry_at ? attempt + 1 : attempt);
+    if (retry_at)
+        BSON_APPEND_DATE_TIME(&set, "run_at", retry_at);
+    BSON_APPEND_DATE_TIME(&set, "finished_at", o->finished_at);
+    if (o->worker_id)
+        BSON_APPEND_UTF8(&set, "worker_id", o->worker_id);
+    if (o->started_at)
+        BSON_APPEND_DATE_TIME(&set, "started_at", o->started_at);
+    if (o->duration_ms >= 0)
+        BSON_APPEND_INT64(&set, "duration_ms", o->duration_ms);
+    BSON_APPEND_DOCUMENT_BEGIN(&set, "result", &result);
+    if (o->has_exit_code)
+        BSON_APPEND_INT32(&result, "exit_code", o->exit_code);
+    else
+        BSON_APPEND_NULL(&result, "exit_code");
+    if (o->error)
+        BSON_APPEND_UTF8(&result, "error", o->error);
+    if (o->output)
+        BSON_APPEND_UTF8(&result, "output", o->output);
+    bson_append_document_end(&set, &result);
+    bson_append_document_end(update, &set);
+    BSON_APPEND_DOCUMENT_BEGIN(update, "$push", &push);
+    BSON_APPEND_DOCUMENT_BEGIN(&push, "attempts", &entry);
+    s_append_attempt(&entry, attempt, o);
+    bson_append_document_end(&push, &entry);
+    bson_append_document_end(update, &push);
+    s_update_job(d, job_id, attempt, update);
+}
+
+/* ---- flights ------------------------------------------------------------ */
+
+static int s_owned(const dispatch_t *d, const job_t *job)
+{
+    return partitions_owned(d->m, job->partition);
+}
+
+/* Forgets a flight: its deadline, its worker's in-flight count, and its
+ * job unless the caller detached it (f->job = NULL) for a retry. */
+static void s_flight_done(dispatch_t *d, flight_t *f)
+{
+    s_heap_remove(d, &f->deadline);
+    worker_t *w = zhashx_lookup(d->workers, f->worker_key);
+    if (w && w->inflight > 0)
+        w->inflight--;
+    char id[PROTO_ID_MAX];
+    snprintf(id, sizeof id, "%s", f->id);
+    zhashx_delete(d->flights, id);
+}
+
+/* Ends the flight's current attempt with outcome o: saves it, and if the
+ * retry policy allows, schedules the next attempt. Consumes the flight. */
+static void s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
+{
+    job_t *job = f->job;
+    int retry = s_retryable(o->status) && job->attempt <= job->retry.max_retries;
+    int64_t delay = retry ? retry_delay_ms(&job->retry, job->attempt, s_random(d)) : 0;
+    s_save_outcome(d, job->id, job->attempt, o, retry ? clock_wall_ms() + delay : 0);
+    if (!retry) {
+        s_flight_done(d, f);
+        return;
+    }
+    log_info("job will be retried", "job=%s attempt=%d status=%s next_attempt=%d delay_ms=%lld",
+             job->id, job->attempt, o->status, job->attempt + 1, (long long)delay);
+    f->job = NULL; /* the retry takes the job over */
+    s_flight_done(d, f);
+    job->attempt++;
+    due_t *e = calloc(1, sizeof *e);
+    e->job = job;
+    e->at = clock_mono_ms() + delay;
+    s_heap_push(d, e);
 }
 
 static int s_serves(const worker_t *w, const char *task_type)
@@ -136,22 +433,6 @@ static worker_t *s_pick(dispatch_t *d, const char *task_type)
             (!best || w->credit > best->credit))
             best = w;
     return best;
-}
-
-/* Sets fields on a job document unless it is already final. */
-static void s_update_job(dispatch_t *d, const char *job_id, bson_t *set)
-{
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id), "status", "{", "$in", "[",
-                              BCON_UTF8("queued"), BCON_UTF8("running"), "]", "}");
-    bson_t update = BSON_INITIALIZER;
-    BSON_APPEND_DOCUMENT(&update, "$set", set);
-    bson_error_t berr;
-    if (!mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, &update, NULL, NULL,
-                                      &berr))
-        log_warn("cannot save job status", "job=%s reason=\"%s\"", job_id, berr.message);
-    bson_destroy(filter);
-    bson_destroy(&update);
-    bson_destroy(set);
 }
 
 static int s_send(dispatch_t *d, worker_t *w, const job_t *job)
@@ -196,16 +477,26 @@ static void s_pump(dispatch_t *d)
             zlistx_add_end(d->pending, job);
             continue;
         }
+        flight_t *old = zhashx_lookup(d->flights, job->id);
+        if (old) /* cannot happen: an attempt's flight ends before its retry */
+            s_flight_done(d, old);
         flight_t *f = calloc(1, sizeof *f);
+        snprintf(f->id, sizeof f->id, "%s", job->id);
         f->job = job;
         f->sent_at = clock_mono_ms();
+        f->deadline.idx = SIZE_MAX;
+        f->deadline.flight = f;
         snprintf(f->worker_key, sizeof f->worker_key, "%s", w->key);
+        snprintf(f->worker_id, sizeof f->worker_id, "%s", w->node_id);
         zhashx_update(d->flights, job->id, f);
         w->credit--;
         w->inflight++;
-        log_debug("job dispatched", "job=%s worker=%s", job->id, w->node_id);
+        log_debug("job dispatched", "job=%s attempt=%d worker=%s", job->id, job->attempt,
+                  w->node_id);
     }
 }
+
+/* ---- worker messages ---------------------------------------------------- */
 
 static worker_t *s_worker(dispatch_t *d, zframe_t *identity, const proto_msg_t *msg)
 {
@@ -227,7 +518,45 @@ static worker_t *s_worker(dispatch_t *d, zframe_t *identity, const proto_msg_t *
     return w;
 }
 
-static void s_on_status(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
+static void s_on_started(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
+{
+    /* The new attempt's own fields replace the last attempt's outcome. */
+    bson_t *update = BCON_NEW("$set", "{", "status", BCON_UTF8("running"), "started_at",
+                              BCON_DATE_TIME(msg->at), "worker_id", BCON_UTF8(msg->node_id),
+                              "attempt", BCON_INT32(msg->attempt), "}", "$unset", "{",
+                              "finished_at", BCON_UTF8(""), "duration_ms", BCON_UTF8(""),
+                              "result", BCON_UTF8(""), "}");
+    s_update_job(d, msg->job_id, msg->attempt, update);
+    log_info("job started", "job=%s attempt=%d worker=%s", msg->job_id, msg->attempt,
+             msg->node_id);
+    if (!f || f->started_at)
+        return;
+    f->started_at = msg->at;
+    snprintf(f->worker_id, sizeof f->worker_id, "%s", msg->node_id);
+    if (f->job->max_execution_time > 0) {
+        f->deadline.at =
+            clock_mono_ms() + (int64_t)f->job->max_execution_time * 1000 + TIMEOUT_GRACE_MS;
+        s_heap_push(d, &f->deadline);
+    }
+}
+
+static void s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
+{
+    outcome_t o = {.status = msg->status, .worker_id = msg->node_id,
+                   .started_at = f ? f->started_at : 0, .finished_at = msg->at,
+                   .has_exit_code = 1, .exit_code = msg->exit_code,
+                   .duration_ms = msg->duration_ms, .error = msg->error, .output = msg->output};
+    if (!o.started_at && msg->duration_ms > 0)
+        o.started_at = msg->at - msg->duration_ms;
+    log_info("job finished", "job=%s attempt=%d status=%s worker=%s", msg->job_id, msg->attempt,
+             msg->status, msg->node_id);
+    if (f)
+        s_end_attempt(d, f, &o);
+    else /* not ours in memory (e.g. sent before a restart): record, no retry */
+        s_save_outcome(d, msg->job_id, msg->attempt, &o, 0);
+}
+
+static void s_on_status(dispatch_t *d, const proto_msg_t *msg)
 {
     flight_t *f = zhashx_lookup(d->flights, msg->job_id);
     if (f && f->job->attempt != msg->attempt)
@@ -237,33 +566,14 @@ static void s_on_status(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
     snprintf(trig, sizeof trig, "%.*s", (int)strcspn(msg->job_id, "@"), msg->job_id);
     if (!partitions_owned(d->m, sched_partition(trig, d->m->cfg->partitions))) {
         log_warn("status for a partition not held here; ignored", "job=%s", msg->job_id);
+        if (f && msg->type == PROTO_FINISHED)
+            s_flight_done(d, f);
         return;
     }
-    if (msg->type == PROTO_STARTED) {
-        bson_t *set = BCON_NEW("status", BCON_UTF8("running"), "started_at", BCON_DATE_TIME(msg->at),
-                               "worker_id", BCON_UTF8(msg->node_id), "attempt",
-                               BCON_INT32(msg->attempt));
-        s_update_job(d, msg->job_id, set);
-        log_info("job started", "job=%s attempt=%d worker=%s", msg->job_id, msg->attempt,
-                 msg->node_id);
-        return;
-    }
-    bson_t *set = BCON_NEW("status", BCON_UTF8(msg->status), "finished_at", BCON_DATE_TIME(msg->at),
-                           "worker_id", BCON_UTF8(msg->node_id), "attempt",
-                           BCON_INT32(msg->attempt), "duration_ms", BCON_INT64(msg->duration_ms),
-                           "result.exit_code", BCON_INT32(msg->exit_code));
-    if (msg->error)
-        BSON_APPEND_UTF8(set, "result.error", msg->error);
-    if (msg->output)
-        BSON_APPEND_UTF8(set, "result.output", msg->output);
-    s_update_job(d, msg->job_id, set);
-    log_info("job finished", "job=%s attempt=%d status=%s worker=%s", msg->job_id, msg->attempt,
-             msg->status, msg->node_id);
-    if (f) {
-        if (w)
-            w->inflight--;
-        zhashx_delete(d->flights, msg->job_id);
-    }
+    if (msg->type == PROTO_STARTED)
+        s_on_started(d, f, msg);
+    else
+        s_on_finished(d, f, msg);
 }
 
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
@@ -286,7 +596,7 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         break;
     case PROTO_STARTED:
     case PROTO_FINISHED:
-        s_on_status(self, w, msg);
+        s_on_status(self, msg);
         break;
     default:
         log_warn("unexpected message type from a worker", "type=%s", proto_type_name(msg->type));
@@ -294,6 +604,26 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         return;
     }
     s_pump(self);
+}
+
+/* ---- time --------------------------------------------------------------- */
+
+/* Ends an attempt the master gave up on (lost worker, timeout). */
+static void s_abandon(dispatch_t *d, flight_t *f, const char *status, const char *error)
+{
+    if (!s_owned(d, f->job)) {
+        log_warn("job not recorded: its partition is no longer held here", "job=%s status=%s",
+                 f->job->id, status);
+        s_flight_done(d, f);
+        return;
+    }
+    int64_t now = clock_wall_ms();
+    outcome_t o = {.status = status, .worker_id = f->worker_id, .started_at = f->started_at,
+                   .finished_at = now, .duration_ms = f->started_at ? now - f->started_at : -1,
+                   .error = error};
+    log_warn(strcmp(status, "lost") == 0 ? "job lost" : "job timed out", "job=%s attempt=%d worker=%s",
+             f->job->id, f->job->attempt, f->worker_id);
+    s_end_attempt(d, f, &o);
 }
 
 /* A worker silent past the timeout is gone: its jobs become lost. */
@@ -308,24 +638,49 @@ static void s_expire(dispatch_t *d, int64_t now)
         zlistx_t *lost = zlistx_new();
         for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights))
             if (strcmp(f->worker_key, w->key) == 0)
-                zlistx_add_end(lost, f->job->id);
-        for (char *id = zlistx_first(lost); id; id = zlistx_next(lost)) {
-            bson_t *set = BCON_NEW("status", BCON_UTF8("lost"), "finished_at",
-                                   BCON_DATE_TIME(clock_wall_ms()), "result.error",
-                                   BCON_UTF8("worker stopped heartbeating"));
-            s_update_job(d, id, set);
-            log_warn("job lost", "job=%s worker=%s", id, w->node_id);
-            zhashx_delete(d->flights, id);
-        }
+                zlistx_add_end(lost, f);
+        for (flight_t *f = zlistx_first(lost); f; f = zlistx_next(lost))
+            s_abandon(d, f, "lost", "worker stopped heartbeating");
         zlistx_destroy(&lost);
         zhashx_delete(d->workers, w->key);
     }
     zlistx_destroy(&gone);
 }
 
+/* Acts on the timers that are due: retries join the pending queue, running
+ * attempts past their deadline time out. */
+static void s_timers(dispatch_t *d, int64_t now)
+{
+    while (d->nheap && d->heap[0]->at <= now) {
+        due_t *e = d->heap[0];
+        s_heap_remove(d, e);
+        if (!e->job) {
+            s_abandon(d, e->flight, "timed_out",
+                      "no FINISHED within max_execution_time and grace; worker hung?");
+            continue;
+        }
+        job_t *job = e->job;
+        if (s_owned(d, job)) {
+            log_debug("retry due", "job=%s attempt=%d", job->id, job->attempt);
+            zlistx_add_end(d->pending, job);
+        } else if (d->m->leases[job->partition].held) {
+            e->at = now + 250; /* lease being renewed: look again shortly */
+            s_heap_push(d, e);
+            continue;
+        } else {
+            log_warn("retry not dispatched: partition no longer held here; job stays retrying",
+                     "job=%s attempt=%d", job->id, job->attempt);
+            job_destroy(&job);
+        }
+        free(e);
+    }
+}
+
 void dispatch_tick(dispatch_t *self)
 {
-    s_expire(self, clock_mono_ms());
+    int64_t now = clock_mono_ms();
+    s_expire(self, now);
+    s_timers(self, now);
     s_pump(self);
 }
 

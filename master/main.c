@@ -3,7 +3,8 @@
  *
  * One ROUTER socket (SKED_MASTER_BIND) carries workers' HELLO, HEARTBEAT,
  * STARTED, FINISHED and BYE, and gateways' NOTIFY. The loop sleeps until
- * the next fire, the next message or the next housekeeping tick.
+ * the next fire, the next retry or job deadline, the next message or the
+ * next housekeeping tick.
  */
 #include "master/master.h"
 
@@ -67,6 +68,9 @@ static int s_run(master_t *m)
         int64_t due = sched_next_due(m->sched);
         if (due != INT64_MAX && due - now < wait)
             wait = due - now;
+        int64_t timer = dispatch_next_timer(m->disp); /* retries and job deadlines */
+        if (timer < wait)
+            wait = timer;
         if (wait < 0)
             wait = 0;
         if (zmq_poll(items, 1, (long)wait) < 0 && errno != EINTR)

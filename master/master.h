@@ -3,7 +3,8 @@
  *
  *   partitions.c  leases on trigger partitions, membership, rebalancing
  *   sched.c       triggers of held partitions in a min-heap; fires them
- *   dispatch.c    workers, credit, the pending queue, job status
+ *   dispatch.c    workers, credit, the pending queue, job status, retries
+ *                 and timeouts
  *   main.c        configuration, the ZeroMQ loop, signals
  *
  * Everything runs on one thread; store calls are synchronous.
@@ -30,6 +31,17 @@ typedef struct {
     dispatch_t *disp;
 } master_t;
 
+/* execution_config.retry_policy of a trigger, defaults filled in. */
+typedef struct {
+    int max_retries;      /* retries after the first attempt, 0-100 */
+    double initial_delay; /* seconds before the first retry */
+    double multiplier;    /* backoff factor per attempt, >= 1 */
+    double max_delay;     /* seconds, cap on any delay */
+    int jitter;           /* full jitter: uniform in [0, delay] */
+} retry_policy_t;
+
+#define RETRY_POLICY_DEFAULT ((retry_policy_t){0, 1.0, 2.0, 300.0, 1})
+
 /* A job ready to go to a worker; owned by dispatch once submitted. */
 typedef struct {
     char id[PROTO_ID_MAX];
@@ -39,7 +51,8 @@ typedef struct {
     int attempt;
     int priority;
     int64_t scheduled_for;
-    int max_execution_time;
+    int max_execution_time; /* seconds, 0 = none */
+    retry_policy_t retry;
     char *parameters; /* JSON object text, owned */
 } job_t;
 
@@ -74,8 +87,16 @@ void dispatch_destroy(dispatch_t **self_p);
 void dispatch_submit(dispatch_t *self, job_t **job);
 /* Handles a worker message; identity is the ROUTER routing frame. */
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg);
-/* Sends what can be sent; expires silent workers. */
+/* Sends what can be sent and retries that are due; expires silent workers
+ * and running jobs past max_execution_time + grace. */
 void dispatch_tick(dispatch_t *self);
+/* Milliseconds until dispatch_tick has a retry or a timeout to act on:
+ * 0 if one is overdue, INT64_MAX if none. */
+int64_t dispatch_next_timer(const dispatch_t *self);
+/* Delay in ms before the retry that follows `attempt` (>= 1):
+ * min(max_delay, initial_delay * multiplier^(attempt-1)), and with jitter a
+ * uniform draw in [0, that] made from `rnd` (a uniform value in [0, 1)). */
+int64_t retry_delay_ms(const retry_policy_t *policy, int attempt, double rnd);
 /* JSON array text of connected workers, for the member document (caller frees). */
 json_t *dispatch_workers_json(const dispatch_t *self);
 size_t dispatch_pending(const dispatch_t *self);

@@ -44,6 +44,7 @@ typedef struct {
     char *parameters;
     int max_execution_time;
     int priority;
+    retry_policy_t retry;
 } trig_t;
 
 struct sched {
@@ -235,6 +236,41 @@ static int s_read_schedule(trig_t *t, const bson_t *def)
     return 0;
 }
 
+/* A number at a dotted path (int32, int64 or double), else def. */
+static double s_get_double(const bson_t *doc, const char *dotted, double def)
+{
+    bson_iter_t it, sub;
+    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, dotted, &sub))
+        return def;
+    if (BSON_ITER_HOLDS_DOUBLE(&sub) || BSON_ITER_HOLDS_INT32(&sub) || BSON_ITER_HOLDS_INT64(&sub))
+        return bson_iter_as_double(&sub);
+    return def;
+}
+
+/* Reads execution_config.retry_policy; absent fields take the defaults,
+ * out-of-range ones (the gateway validates, the store may hold anything)
+ * are clamped. */
+static void s_read_retry(retry_policy_t *rp, const bson_t *def)
+{
+    *rp = RETRY_POLICY_DEFAULT;
+    rp->max_retries = (int)bj_get_int(def, "execution_config.retry_policy.max_retries", 0);
+    rp->max_retries = rp->max_retries < 0 ? 0 : rp->max_retries > 100 ? 100 : rp->max_retries;
+    rp->initial_delay = s_get_double(def, "execution_config.retry_policy.initial_delay", 1.0);
+    rp->multiplier = s_get_double(def, "execution_config.retry_policy.backoff_multiplier", 2.0);
+    rp->max_delay = s_get_double(def, "execution_config.retry_policy.max_delay", 300.0);
+    if (!(rp->initial_delay >= 0))
+        rp->initial_delay = 0;
+    if (!(rp->multiplier >= 1))
+        rp->multiplier = 1;
+    if (!(rp->max_delay >= 0))
+        rp->max_delay = 0;
+    bson_iter_t it, sub;
+    if (bson_iter_init(&it, def) &&
+        bson_iter_find_descendant(&it, "execution_config.retry_policy.jitter", &sub) &&
+        BSON_ITER_HOLDS_BOOL(&sub))
+        rp->jitter = bson_iter_bool(&sub);
+}
+
 /* Builds or refreshes a trigger from its definition and optional state.
  * Returns the trigger, or NULL if it has nothing left to fire. */
 static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
@@ -262,6 +298,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     snprintf(t->owner, sizeof t->owner, "%s", bj_get_str(def, "owner", ""));
     t->max_execution_time = (int)bj_get_int(def, "execution_config.max_execution_time", 0);
     t->priority = (int)bj_get_int(def, "execution_config.priority", 0);
+    s_read_retry(&t->retry, def);
     free(t->parameters);
     t->parameters = NULL;
     bson_iter_t it, sub;
@@ -278,18 +315,24 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         }
     }
     int64_t stored_next = state ? bj_get_date(state, "next_fire_at", 0) : 0;
+    int64_t def_updated = bj_get_date(def, "updated_at", 0);
     int64_t next = -1;
     if (s_read_schedule(t, def) == 0) {
-        /* A stored next_fire_at still on the schedule wins; a changed
-         * schedule starts over. */
-        int on_grid = t->cron ? stored_next > 0
+        /* A stored next_fire_at written after the definition's last change
+         * and still on its schedule wins. Otherwise the schedule starts
+         * from the change: no catch-up for times before it (a past
+         * start_at, a resume), nor a fire at a replaced cron time. */
+        int current = stored_next > 0 && state &&
+                      bj_get_date(state, "updated_at", 0) >= def_updated;
+        int on_grid = t->cron ? 1
                               : stored_next >= t->first_ms &&
                                     (stored_next - t->first_ms) % t->period_ms == 0;
-        if (on_grid && (!t->end_ms || stored_next <= t->end_ms))
+        if (current && on_grid && (!t->end_ms || stored_next <= t->end_ms))
             next = stored_next;
+        else if (t->cron)
+            next = s_next_after(t, def_updated);
         else
-            next = t->cron ? s_next_after(t, bj_get_date(def, "updated_at", clock_wall_ms()))
-                           : s_next_after(t, t->first_ms - 1);
+            next = s_next_after(t, t->first_ms - 1 > def_updated ? t->first_ms - 1 : def_updated);
     }
     if (next < 0) {
         if (!fresh)
@@ -446,6 +489,12 @@ void sched_reload(sched_t *self, const char *trigger_id)
     if (have_def == 0 || strcmp(bj_get_str(&def, "status", ""), "active") != 0) {
         if (t)
             s_remove(self, t);
+        if (have_def == 0) { /* deleted: its schedule state goes too */
+            bson_t *filter = BCON_NEW("_id", BCON_UTF8(trigger_id));
+            mongoc_collection_delete_one(store_coll(self->m->store, "trigger_state"), filter, NULL,
+                                         NULL, NULL);
+            bson_destroy(filter);
+        }
         if (have_def)
             bson_destroy(&def);
         log_info("trigger unscheduled", "trigger=%s", trigger_id);
@@ -548,6 +597,7 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
         job->priority = t->priority;
         job->scheduled_for = sf;
         job->max_execution_time = t->max_execution_time;
+        job->retry = t->retry;
         job->parameters = t->parameters ? strdup(t->parameters) : NULL;
         dispatch_submit(s->m->disp, &job);
     } else {

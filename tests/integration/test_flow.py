@@ -142,3 +142,20 @@ def test_jobs_wait_for_a_worker_that_serves_their_task_type(cluster):
     cluster.start_worker(9, SKED_TASK_TYPES="sleep")
     wait_for(lambda: len(succeeded(cluster, tid)) >= len(items), timeout=10,
              what="queued jobs to run on the new worker")
+
+
+def test_past_start_at_does_not_fire_for_times_before_creation(cluster):
+    cluster.start(masters=1, workers=1)
+    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=10)
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "past-start", "trigger_config": {
+            "interval": 1, "unit": "hours", "start_at": start.isoformat().replace("+00:00", "Z")},
+        "execution_config": {"task_type": "noop"}})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    expected = (start + dt.timedelta(hours=1)).isoformat().replace("+00:00", ".000Z")
+    assert r.json()["next_fire_at"] == expected
+    time.sleep(3)
+    assert cluster.db.jobs.count_documents({"trigger_id": tid}) == 0
+    state = cluster.db.trigger_state.find_one({"_id": tid})
+    assert state is None or state["next_fire_at"] == start + dt.timedelta(hours=1)

@@ -1,0 +1,231 @@
+"""Retries (G3): failed, timed-out and lost attempts run again under the
+trigger's retry_policy, on one job document per fire, with backoff; the
+master times out hung attempts itself; a stale attempt's messages never
+overwrite a newer attempt."""
+import datetime as dt
+import json
+import time
+
+import zmq
+
+from conftest import wait_for
+
+FINAL = ("succeeded", "failed", "timed_out", "lost", "cancelled")
+
+
+def one_shot(cluster, name, execution_config, delay=2):
+    """A trigger that fires once, `delay` s from now (then hourly)."""
+    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=delay)
+    r = cluster.api("POST", "/triggers/", json={
+        "name": name,
+        "trigger_config": {"interval": 1, "unit": "hours",
+                           "start_at": start.isoformat().replace("+00:00", "Z")},
+        "execution_config": execution_config})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def the_job(cluster, tid):
+    docs = list(cluster.db.jobs.find({"trigger_id": tid}))
+    assert len(docs) <= 1, f"one fire made {len(docs)} job documents"
+    return docs[0] if docs else None
+
+
+def wait_final(cluster, tid, timeout, seen=None, poll=None):
+    """Waits for the trigger's job to reach a final status; records every
+    (status, attempt) observed on the way in `seen`."""
+    def final():
+        if poll:
+            poll()
+        job = the_job(cluster, tid)
+        if job and seen is not None:
+            seen.add((job["status"], job["attempt"]))
+        return job if job and job["status"] in FINAL else None
+    return wait_for(final, timeout=timeout, interval=0.05, what="a final job status")
+
+
+def seconds(a, b):
+    return (b - a).total_seconds()
+
+
+def test_failed_attempts_are_retried_with_exponential_backoff(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = one_shot(cluster, "fails-thrice", {
+        "task_type": "fail", "parameters": {"message": "boom"},
+        "retry_policy": {"max_retries": 2, "initial_delay": 1, "backoff_multiplier": 2,
+                         "jitter": False}})
+    seen = set()
+    job = wait_final(cluster, tid, timeout=30, seen=seen)
+    assert job["status"] == "failed" and job["attempt"] == 3, job
+    attempts = job["attempts"]
+    assert [a["attempt"] for a in attempts] == [1, 2, 3], attempts
+    for a in attempts:
+        assert a["status"] == "failed" and a["error"] == "boom" and a["exit_code"] == 1, a
+        assert a["worker_id"] == "worker-0" and a["started_at"] and a["finished_at"], a
+    starts = [a["started_at"] for a in attempts]
+    gap1, gap2 = seconds(starts[0], starts[1]), seconds(starts[1], starts[2])
+    print(f"attempt start gaps: {gap1:.3f}s, {gap2:.3f}s")
+    assert 0.9 <= gap1 <= 2.0, (gap1, gap2)   # initial_delay 1
+    assert 1.9 <= gap2 <= 3.5, (gap1, gap2)   # 1 * 2^1
+    # Between attempts the job waited as `retrying`, numbered for the next one.
+    assert ("retrying", 2) in seen and ("retrying", 3) in seen, seen
+    # What a user sees: one job for the fire, its last attempt's outcome.
+    r = cluster.api("GET", f"/jobs/{job['_id']}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "failed" and body["attempt"] == 3, body
+    assert body["result"]["error"] == "boom" and body["result"]["exit_code"] == 1, body
+    items = cluster.api("GET", f"/triggers/{tid}/history").json()["items"]
+    assert len(items) == 1 and items[0]["status"] == "failed" and items[0]["attempt"] == 3, items
+
+
+def test_no_retry_policy_means_one_attempt(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = one_shot(cluster, "fails-once", {"task_type": "fail"})
+    job = wait_final(cluster, tid, timeout=20)
+    time.sleep(2.5)  # a retry (default initial_delay 1 s) would have begun by now
+    job = the_job(cluster, tid)
+    assert job["status"] == "failed" and job["attempt"] == 1, job
+    assert [a["status"] for a in job["attempts"]] == ["failed"], job["attempts"]
+
+
+def test_timed_out_attempts_are_retried_then_stay_timed_out(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = one_shot(cluster, "too-slow", {
+        "task_type": "sleep", "parameters": {"seconds": 5}, "max_execution_time": 1,
+        "retry_policy": {"max_retries": 1}})
+    job = wait_final(cluster, tid, timeout=30)
+    assert job["status"] == "timed_out" and job["attempt"] == 2, job
+    attempts = job["attempts"]
+    assert [(a["attempt"], a["status"]) for a in attempts] == [(1, "timed_out"), (2, "timed_out")]
+    for a in attempts:
+        # Ended by the limit (1 s), not by the 5 s sleep.
+        took = seconds(a["started_at"], a["finished_at"])
+        assert 0.8 <= took <= 3.5, (took, a)
+    # Default policy: initial_delay 1 s with full jitter, so at most ~1 s apart.
+    gap = seconds(attempts[0]["finished_at"], attempts[1]["started_at"])
+    assert -0.1 <= gap <= 2.5, gap
+
+
+def test_a_lost_attempt_is_retried_on_another_worker(cluster):
+    cluster.start(masters=1, workers=2)
+    tid = one_shot(cluster, "survives", {
+        "task_type": "sleep", "parameters": {"seconds": 3},
+        "retry_policy": {"max_retries": 1, "initial_delay": 0.5, "jitter": False}})
+    running = wait_for(lambda: (lambda j: j if j and j["status"] == "running" else None)(
+        the_job(cluster, tid)), timeout=20, interval=0.05, what="the job running")
+    victim_id = running["worker_id"]
+    victim = next(p for p in cluster.workers if p.name == victim_id)
+    survivor = next(p for p in cluster.workers if p is not victim)
+    victim.popen.kill()
+    victim.popen.wait(timeout=10)
+    victim.log.close()
+    cluster.checked_stop.append(victim)
+    killed = time.time()
+    seen = set()
+    job = wait_final(cluster, tid, timeout=30, seen=seen)
+    print(f"final status {time.time() - killed:.2f}s after the kill")
+    assert job["status"] == "succeeded" and job["attempt"] == 2, job
+    a1, a2 = job["attempts"]
+    assert (a1["attempt"], a1["status"], a1["worker_id"]) == (1, "lost", victim_id), a1
+    assert a1["error"] == "worker stopped heartbeating", a1
+    assert (a2["attempt"], a2["status"], a2["worker_id"]) == (2, "succeeded", survivor.name), a2
+    assert job["worker_id"] == survivor.name and job["result"]["exit_code"] == 0, job
+    assert ("retrying", 2) in seen or ("running", 2) in seen, seen
+
+
+class FakeWorker:
+    """A worker speaking the wire protocol from the test: it heartbeats
+    while pumped, and sends STARTED/FINISHED only when told to."""
+
+    def __init__(self, port, node_id, task_types):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+        self.node_id, self.task_types = node_id, task_types
+        self.next_hb = 0.0
+        self.jobs = []
+
+    def send(self, type_, **body):
+        body["node_id"] = self.node_id
+        self.sock.send_multipart([b"SKED1", type_.encode(), json.dumps(body).encode()])
+
+    def pump(self, duration):
+        end = time.time() + duration
+        while True:
+            now = time.time()
+            if now >= self.next_hb:
+                self.send("HEARTBEAT", slots=4, free_slots=4, task_types=self.task_types)
+                self.next_hb = now + 0.3
+            if now >= end:
+                return
+            if self.sock.poll(int(max(0, min(end, self.next_hb) - now) * 1000) + 1):
+                frames = self.sock.recv_multipart()
+                if frames[1] == b"JOB":
+                    self.jobs.append(json.loads(frames[2]))
+
+    def wait_job(self, timeout):
+        def got():
+            self.pump(0.1)
+            return self.jobs.pop(0) if self.jobs else None
+        return wait_for(got, timeout=timeout, interval=0, what="a JOB at the fake worker")
+
+    def close(self):
+        self.sock.close()
+        self.ctx.term()
+
+
+def test_master_times_out_a_hung_attempt_and_ignores_its_late_messages(cluster):
+    # The real worker serves only noop: sleep jobs go to the fake one.
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"})
+    fake = FakeWorker(cluster.master_ports[0], "fake-worker", "sleep")
+    try:
+        fake.pump(0.5)
+        tid = one_shot(cluster, "hangs", {
+            "task_type": "sleep", "parameters": {"seconds": 1}, "max_execution_time": 1,
+            "retry_policy": {"max_retries": 1, "initial_delay": 1, "jitter": False}})
+        j1 = fake.wait_job(timeout=20)
+        assert j1["attempt"] == 1 and j1["max_execution_time"] == 1, j1
+        jid = j1["job_id"]
+        fake.send("STARTED", job_id=jid, attempt=1, at=int(time.time() * 1000))
+        started = time.time()
+        # Attempt 1 never finishes; the master gives up after max_execution_time
+        # (1 s) + its grace (5 s) and retries after initial_delay (1 s).
+        j2 = fake.wait_job(timeout=25)
+        waited = time.time() - started
+        print(f"attempt 2 sent {waited:.2f}s after attempt 1 started")
+        assert j2["job_id"] == jid and j2["attempt"] == 2, j2
+        assert 5.5 <= waited <= 15, waited
+        doc = cluster.db.jobs.find_one({"_id": jid})
+        assert doc["status"] == "retrying" and doc["attempt"] == 2, doc
+        assert [(a["attempt"], a["status"]) for a in doc["attempts"]] == [(1, "timed_out")]
+        assert doc["attempts"][0]["worker_id"] == "fake-worker"
+
+        fake.send("STARTED", job_id=jid, attempt=2, at=int(time.time() * 1000))
+
+        def job_is(status, attempt):
+            fake.pump(0.1)
+            d = cluster.db.jobs.find_one({"_id": jid})
+            return d if d["status"] == status and d["attempt"] == attempt else None
+        wait_for(lambda: job_is("running", 2), timeout=10, interval=0, what="attempt 2 running")
+        # Late messages of attempt 1 must not touch attempt 2.
+        now = int(time.time() * 1000)
+        fake.send("FINISHED", job_id=jid, attempt=1, at=now, status="succeeded", exit_code=0)
+        fake.send("STARTED", job_id=jid, attempt=1, at=now)
+        fake.pump(1.0)
+        doc = cluster.db.jobs.find_one({"_id": jid})
+        assert doc["status"] == "running" and doc["attempt"] == 2, doc
+        assert len(doc["attempts"]) == 1 and "result" not in doc, doc
+
+        fake.send("FINISHED", job_id=jid, attempt=2, at=int(time.time() * 1000), status="failed",
+                  exit_code=3, error="bad", duration_ms=100)
+        doc = wait_for(lambda: job_is("failed", 2), timeout=10, interval=0, what="attempt 2 failed")
+        assert [(a["attempt"], a["status"]) for a in doc["attempts"]] == [(1, "timed_out"),
+                                                                          (2, "failed")]
+        assert doc["result"] == {"exit_code": 3, "error": "bad"}, doc
+        # max_retries 1 used up: nothing more is sent.
+        fake.pump(2.0)
+        assert not fake.jobs, fake.jobs
+    finally:
+        fake.close()
