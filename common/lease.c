@@ -39,25 +39,11 @@ static void s_id(char *buf, size_t size, const lease_t *lease, int64_t epoch)
 static int s_read(store_t *store, const lease_t *lease, int64_t epoch, bson_t *out, err_t *err)
 {
     char id[128];
+    bson_t tmp;
     s_id(id, sizeof id, lease, epoch);
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
-    bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
-    mongoc_cursor_t *cur =
-        mongoc_collection_find_with_opts(store_coll(store, "locks"), filter, opts, NULL);
-    const bson_t *doc;
-    int found = 0;
-    if (mongoc_cursor_next(cur, &doc)) {
-        if (out)
-            bson_copy_to(doc, out);
-        found = 1;
-    }
-    bson_error_t berr;
-    int rc = found;
-    if (mongoc_cursor_error(cur, &berr))
-        rc = store_error(&berr, "read lease", err);
-    mongoc_cursor_destroy(cur);
-    bson_destroy(filter);
-    bson_destroy(opts);
+    int rc = store_get_by_id(store, "locks", id, out ? out : &tmp, err);
+    if (rc == 1 && !out)
+        bson_destroy(&tmp);
     return rc;
 }
 

@@ -99,6 +99,30 @@ int store_error(const bson_error_t *e, const char *what, err_t *err)
     return err_set(err, code, "cannot %s: %s", what, e->message);
 }
 
+int store_get_by_id(store_t *self, const char *coll, const char *id, bson_t *out, err_t *err)
+{
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+    mongoc_cursor_t *cur =
+        mongoc_collection_find_with_opts(store_coll(self, coll), filter, opts, NULL);
+    const bson_t *doc;
+    int rc = 0;
+    if (mongoc_cursor_next(cur, &doc)) {
+        bson_copy_to(doc, out);
+        rc = 1;
+    }
+    bson_error_t berr;
+    if (mongoc_cursor_error(cur, &berr)) {
+        if (rc == 1)
+            bson_destroy(out);
+        rc = store_error(&berr, "read by _id", err);
+    }
+    mongoc_cursor_destroy(cur);
+    bson_destroy(filter);
+    bson_destroy(opts);
+    return rc;
+}
+
 int store_ping(store_t *self, err_t *err)
 {
     bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));

@@ -27,6 +27,10 @@ void store_destroy(store_t **self_p);
 /* A cached collection handle, borrowed. */
 mongoc_collection_t *store_coll(store_t *store, const char *name);
 
+/* Reads the document with _id `id` from coll into *out (initialised by this
+ * call when found). Returns 1 found, 0 absent, or a negative code. */
+int store_get_by_id(store_t *store, const char *coll, const char *id, bson_t *out, err_t *err);
+
 /* Round trip to the server; 0 or ERR_RETRY. */
 int store_ping(store_t *store, err_t *err);
 

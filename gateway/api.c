@@ -225,31 +225,11 @@ static int s_authenticate(ctx_t *c)
     return -1;
 }
 
-/* Reads one document by _id; 1 found (copied to out), 0 absent, <0 error. */
-static int s_get(gateway_t *gw, const char *coll, const char *id, bson_t *out, err_t *err)
-{
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
-    mongoc_cursor_t *cur =
-        mongoc_collection_find_with_opts(store_coll(gw->store, coll), filter, NULL, NULL);
-    const bson_t *doc;
-    int rc = 0;
-    if (mongoc_cursor_next(cur, &doc)) {
-        bson_copy_to(doc, out);
-        rc = 1;
-    }
-    bson_error_t berr;
-    if (mongoc_cursor_error(cur, &berr))
-        rc = store_error(&berr, "read", err);
-    mongoc_cursor_destroy(cur);
-    bson_destroy(filter);
-    return rc;
-}
-
 /* Loads a trigger the caller may see; answers 404/503 itself on failure. */
 static int s_load_trigger(ctx_t *c, const char *id, bson_t *doc)
 {
     err_t err = {0};
-    int rc = strlen(id) < 64 ? s_get(c->gw, "triggers", id, doc, &err) : 0;
+    int rc = strlen(id) < 64 ? store_get_by_id(c->gw->store, "triggers", id, doc, &err) : 0;
     if (rc < 0) {
         s_store_error(c->resp, &err);
         return -1;
@@ -266,7 +246,7 @@ static void s_respond_trigger(ctx_t *c, int status, const bson_t *doc)
 {
     bson_t state;
     err_t err = {0};
-    int have = s_get(c->gw, "trigger_state", bj_get_str(doc, "_id", ""), &state, &err) == 1;
+    int have = store_get_by_id(c->gw->store, "trigger_state", bj_get_str(doc, "_id", ""), &state, &err) == 1;
     s_json(c->resp, status, trigger_to_response(doc, have ? &state : NULL));
     if (have)
         bson_destroy(&state);
@@ -668,7 +648,7 @@ static void s_get_job(ctx_t *c, const char *id)
 {
     bson_t doc;
     err_t err = {0};
-    int rc = strlen(id) < 200 ? s_get(c->gw, "jobs", id, &doc, &err) : 0;
+    int rc = strlen(id) < 200 ? store_get_by_id(c->gw->store, "jobs", id, &doc, &err) : 0;
     if (rc < 0) {
         s_store_error(c->resp, &err);
         return;

@@ -456,33 +456,13 @@ void sched_drop(sched_t *self, int partition)
     zlistx_destroy(&gone);
 }
 
-/* Reads one document by _id into *out (initialised); 1 found, 0 not, <0 error. */
-static int s_read_by_id(store_t *st, const char *coll, const char *id, bson_t *out)
-{
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
-    mongoc_cursor_t *cur =
-        mongoc_collection_find_with_opts(store_coll(st, coll), filter, NULL, NULL);
-    const bson_t *doc;
-    int rc = 0;
-    if (mongoc_cursor_next(cur, &doc)) {
-        bson_copy_to(doc, out);
-        rc = 1;
-    }
-    bson_error_t berr;
-    if (mongoc_cursor_error(cur, &berr))
-        rc = store_error(&berr, "read", NULL);
-    mongoc_cursor_destroy(cur);
-    bson_destroy(filter);
-    return rc;
-}
-
 void sched_reload(sched_t *self, const char *trigger_id)
 {
     int p = sched_partition(trigger_id, self->m->cfg->partitions);
     if (!partitions_owned(self->m, p))
         return;
     bson_t def, state;
-    int have_def = s_read_by_id(self->m->store, "triggers", trigger_id, &def);
+    int have_def = store_get_by_id(self->m->store, "triggers", trigger_id, &def, NULL);
     if (have_def < 0)
         return; /* the periodic reconcile will catch up */
     trig_t *t = zhashx_lookup(self->by_id, trigger_id);
@@ -500,7 +480,7 @@ void sched_reload(sched_t *self, const char *trigger_id)
         log_info("trigger unscheduled", "trigger=%s", trigger_id);
         return;
     }
-    int have_state = s_read_by_id(self->m->store, "trigger_state", trigger_id, &state);
+    int have_state = store_get_by_id(self->m->store, "trigger_state", trigger_id, &state, NULL);
     self->gen++;
     if (t)
         t->gen = self->gen;
