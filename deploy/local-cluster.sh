@@ -30,6 +30,7 @@ stop() {
     for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
     wait 2>/dev/null || true
     echo "stopped"
+    exit 0
 }
 trap stop INT TERM EXIT
 
