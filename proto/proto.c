@@ -19,7 +19,9 @@ enum { K_STR, K_INT, K_I64, K_HEAP_STR, K_OBJ_TEXT, K_STR_ARRAY };
 
 #define B(t) (1u << (t))
 #define WORKER_HELLO (B(PROTO_HELLO) | B(PROTO_HEARTBEAT))
-#define JOBISH (B(PROTO_JOB) | B(PROTO_STARTED) | B(PROTO_FINISHED))
+#define JOBISH                                                                               \
+    (B(PROTO_JOB) | B(PROTO_STARTED) | B(PROTO_FINISHED) | B(PROTO_CANCEL) | B(PROTO_ACK) |      \
+     B(PROTO_OUTPUT))
 
 typedef struct {
     const char *name;
@@ -52,14 +54,16 @@ static const field_t s_fields[] = {
     F("status", K_STR, status, 16, B(PROTO_FINISHED), 0),
     F("exit_code", K_INT, exit_code, 0, 0, B(PROTO_FINISHED)),
     F("error", K_HEAP_STR, error, 8192, 0, B(PROTO_FINISHED)),
-    F("output", K_HEAP_STR, output, 65536, 0, B(PROTO_FINISHED)),
+    F("output", K_HEAP_STR, output, 65536, B(PROTO_OUTPUT), B(PROTO_FINISHED)),
+    F("reason", K_STR, reason, 64, 0, B(PROTO_CANCEL)),
     F("duration_ms", K_I64, duration_ms, 0, 0, B(PROTO_FINISHED)),
     F("op", K_STR, op, 16, B(PROTO_NOTIFY), 0),
 };
 #define NFIELDS (sizeof s_fields / sizeof s_fields[0])
 
 static const char *s_type_names[PROTO_TYPE_MAX] = {
-    NULL, "HELLO", "HEARTBEAT", "JOB", "STARTED", "FINISHED", "NOTIFY", "BYE",
+    NULL, "HELLO", "HEARTBEAT", "JOB", "STARTED", "FINISHED", "NOTIFY", "BYE", "CANCEL", "ACK",
+    "OUTPUT",
 };
 
 const char *proto_type_name(proto_type_t type)

@@ -29,6 +29,9 @@ typedef enum {
     PROTO_FINISHED,  /* worker -> master: job ended */
     PROTO_NOTIFY,    /* gateway -> master: trigger changed */
     PROTO_BYE,       /* worker -> master: draining, send nothing more */
+    PROTO_CANCEL,    /* master -> worker: stop this job (status cancelled / timed_out) */
+    PROTO_ACK,       /* master -> worker: FINISHED of this attempt is persisted */
+    PROTO_OUTPUT,    /* worker -> master: a chunk of a running job's output */
     PROTO_TYPE_MAX
 } proto_type_t;
 
@@ -58,10 +61,12 @@ typedef struct {
     char *parameters;              /* JOB: JSON object text */
     char status[16];               /* FINISHED: succeeded, failed, timed_out, cancelled */
     int exit_code;
-    char *error, *output;          /* FINISHED: may be NULL */
+    char *error, *output;          /* FINISHED: may be NULL; OUTPUT: output is the chunk */
     int64_t duration_ms;
     /* NOTIFY */
     char op[16];                   /* upsert, delete */
+    /* CANCEL */
+    char reason[64];               /* e.g. cancelled, timed_out, replaced */
 } proto_msg_t;
 
 /* Name of a type ("JOB"), or "?" if out of range. */
