@@ -138,6 +138,23 @@ static int s_number(vctx_t *v, json_t *obj, const char *key, const char *path, d
     return 1;
 }
 
+/* Optional string field that must be one of `values` (NULL-terminated). */
+static void s_enum(vctx_t *v, json_t *obj, const char *key, const char *path,
+                   const char *const *values)
+{
+    const char *got = s_str(v, obj, key, path, 1, 32, 0);
+    if (!got)
+        return;
+    char expected[256] = "";
+    for (const char *const *e = values; *e; e++) {
+        if (strcmp(got, *e) == 0)
+            return;
+        snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s'%s'",
+                 e == values ? "" : ", ", *e);
+    }
+    s_err(v, "enum", path, "input should be one of %s", expected);
+}
+
 static int64_t s_time(vctx_t *v, json_t *obj, const char *key, const char *path)
 {
     const char *s = s_str(v, obj, key, path, 1, 64, 0);
@@ -186,8 +203,11 @@ static void s_check_retry(vctx_t *v, json_t *rp)
 static void s_check_exec(vctx_t *v, json_t *ec)
 {
     static const char *const allowed[] = {"task_type", "parameters", "max_execution_time",
-                                          "retry_policy", "priority", "worker_labels", NULL};
+                                          "retry_policy", "priority", "worker_labels",
+                                          "overlap_policy", NULL};
+    static const char *const overlaps[] = {"allow", "forbid", "replace", "buffer_one", NULL};
     s_no_extra(v, ec, "execution_config", allowed);
+    s_enum(v, ec, "overlap_policy", "execution_config.overlap_policy", overlaps);
     const char *tt = s_str(v, ec, "task_type", "execution_config.task_type", 1, 63, 1);
     for (const char *p = tt; p && *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') {
@@ -253,8 +273,13 @@ static const char *s_check_config(vctx_t *v, json_t *tc, const char *given_type,
                                   bson_t *sched)
 {
     static const char *const allowed[] = {"cron_expression", "timezone", "interval", "unit",
-                                          "start_at", "end_at", "dst_policy", "event", NULL};
+                                          "start_at", "end_at", "dst_policy", "event",
+                                          "misfire_policy", "catchup_window", NULL};
+    static const char *const misfires[] = {"fire_once", "fire_all", "skip", NULL};
     s_no_extra(v, tc, "trigger_config", allowed);
+    s_enum(v, tc, "misfire_policy", "trigger_config.misfire_policy", misfires);
+    int64_t window;
+    s_int(v, tc, "catchup_window", "trigger_config.catchup_window", 0, 7 * 86400, &window);
     const char *expr = s_str(v, tc, "cron_expression", "trigger_config.cron_expression", 1, 256, 0);
     int has_interval = json_object_get(tc, "interval") != NULL;
     int has_event = json_object_get(tc, "event") != NULL;
