@@ -45,6 +45,7 @@ typedef struct {
     zframe_t *identity;
     char node_id[PROTO_ID_MAX];
     char task_types[512];
+    char labels[512];
     int slots, credit, inflight;
     int64_t last_seen;
     int draining;
@@ -78,9 +79,21 @@ struct dispatch {
     zhashx_t *flights; /* job id -> flight_t*, owns */
     due_t **heap;      /* min-heap by `at`; owns retry entries */
     size_t nheap, capheap;
+    zhashx_t *active;     /* trigger id -> count of its non-final jobs here (as intptr_t) */
+    zhashx_t *buffered;   /* trigger id -> job_t* held by buffer_one, owns */
+    zhashx_t *recovering; /* job id -> rec_t*: taken over, not yet placed, owns */
+    int64_t recover_until; /* monotonic ms when unclaimed recovered jobs are placed */
     uint64_t seq;
     uint64_t rng;
 };
+
+/* A job taken over from the store after gaining its partition. */
+typedef struct {
+    job_t *job;
+    char status[16];    /* queued, running, retrying */
+    int64_t started_at; /* wall ms */
+    int64_t run_at;     /* wall ms, for retrying */
+} rec_t;
 
 /* How an attempt ended, as written to the job and its `attempts` array. */
 typedef struct {
@@ -126,6 +139,66 @@ static void s_flight_free(void **item)
 static void s_job_free(void **item)
 {
     job_destroy((job_t **)item);
+}
+
+static void s_rec_free(void **item)
+{
+    rec_t *r = *item;
+    if (r) {
+        job_destroy(&r->job);
+        free(r);
+        *item = NULL;
+    }
+}
+
+/* ---- per-trigger activity (overlap policies) ---------------------------- */
+
+int dispatch_active(dispatch_t *self, const char *trigger_id)
+{
+    return (int)(intptr_t)zhashx_lookup(self->active, trigger_id);
+}
+
+static void s_active_add(dispatch_t *d, const char *trigger_id, int delta)
+{
+    intptr_t n = (intptr_t)zhashx_lookup(d->active, trigger_id) + delta;
+    if (n > 0)
+        zhashx_update(d->active, trigger_id, (void *)n);
+    else
+        zhashx_delete(d->active, trigger_id);
+}
+
+/* Pending order: higher priority first (zlistx sorts ascending). */
+static int s_cmp_priority(const void *a, const void *b)
+{
+    int pa = ((const job_t *)a)->priority, pb = ((const job_t *)b)->priority;
+    return pa > pb ? -1 : pa < pb ? 1 : 0;
+}
+
+/* Queues a job by priority; FIFO among equals (insertion from the end
+ * stops after the last item that sorts at or before it). */
+static void s_pending_add(dispatch_t *d, job_t *job)
+{
+    zlistx_insert(d->pending, job, false);
+}
+
+/* A job is final as far as this master goes: it is forgotten, and a fire
+ * that buffer_one held for its trigger is released. */
+static void s_job_final(dispatch_t *d, job_t **job_p)
+{
+    job_t *job = *job_p;
+    if (!job)
+        return;
+    char trig[64];
+    snprintf(trig, sizeof trig, "%s", job->trigger_id);
+    job_destroy(job_p);
+    s_active_add(d, trig, -1);
+    job_t *held = dispatch_active(d, trig) == 0 ? zhashx_lookup(d->buffered, trig) : NULL;
+    if (held) {
+        zhashx_delete(d->buffered, trig);
+        s_active_add(d, trig, 1);
+        s_pending_add(d, held);
+        log_info("buffered fire released", "job=%s", held->id);
+    }
 }
 
 /* ---- timer heap --------------------------------------------------------- */
@@ -200,6 +273,11 @@ dispatch_t *dispatch_new(master_t *m)
     zhashx_set_destructor(d->flights, s_flight_free);
     d->pending = zlistx_new();
     zlistx_set_destructor(d->pending, s_job_free);
+    zlistx_set_comparator(d->pending, s_cmp_priority);
+    d->active = zhashx_new();
+    d->buffered = zhashx_new(); /* no destructor: jobs leave it to run */
+    d->recovering = zhashx_new();
+    zhashx_set_destructor(d->recovering, s_rec_free);
     d->rng = (uint64_t)zclock_usecs() ^ ((uint64_t)(uintptr_t)d << 16);
     return d;
 }
@@ -218,6 +296,11 @@ void dispatch_destroy(dispatch_t **self_p)
     zhashx_destroy(&d->workers);
     zhashx_destroy(&d->flights);
     zlistx_destroy(&d->pending);
+    zhashx_destroy(&d->active);
+    for (job_t *job = zhashx_first(d->buffered); job; job = zhashx_next(d->buffered))
+        job_destroy(&job);
+    zhashx_destroy(&d->buffered);
+    zhashx_destroy(&d->recovering);
     free(d);
     *self_p = NULL;
 }
@@ -229,8 +312,23 @@ size_t dispatch_pending(const dispatch_t *self)
 
 void dispatch_submit(dispatch_t *self, job_t **job)
 {
-    zlistx_add_end(self->pending, *job);
+    s_active_add(self, (*job)->trigger_id, 1);
+    s_pending_add(self, *job);
     *job = NULL;
+}
+
+int dispatch_has_buffered(dispatch_t *self, const char *trigger_id)
+{
+    return zhashx_lookup(self->buffered, trigger_id) != NULL;
+}
+
+int dispatch_buffer(dispatch_t *self, job_t **job)
+{
+    if (zhashx_lookup(self->buffered, (*job)->trigger_id))
+        return -1;
+    zhashx_insert(self->buffered, (*job)->trigger_id, *job);
+    *job = NULL;
+    return 0;
 }
 
 int64_t dispatch_next_timer(const dispatch_t *self)
@@ -277,19 +375,23 @@ static int s_retryable(const char *status)
 
 /* Applies `update` to a job unless it is final or already past `attempt`.
  * Takes ownership of update. */
-static void s_update_job(dispatch_t *d, const char *job_id, int attempt, bson_t *update)
+static int s_update_job(dispatch_t *d, const char *job_id, int attempt, bson_t *update)
 {
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id), "attempt", "{", "$lte",
                               BCON_INT32(attempt), "}", "status", "{", "$in", "[",
                               BCON_UTF8("queued"), BCON_UTF8("retrying"), BCON_UTF8("running"),
                               "]", "}");
     bson_error_t berr;
+    int rc = 0;
     if (!mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, update, NULL, NULL,
-                                      &berr))
+                                      &berr)) {
         log_warn("cannot save job status", "job=%s attempt=%d reason=\"%s\"", job_id, attempt,
                  berr.message);
+        rc = ERR_RETRY;
+    }
     bson_destroy(filter);
     bson_destroy(update);
+    return rc;
 }
 
 static void s_append_time(bson_t *b, const char *key, int64_t ms)
@@ -332,8 +434,8 @@ static void s_append_attempt(bson_t *entry, int attempt, const outcome_t *o)
  * retry_at is non-zero. The top-level worker_id, started_at, finished_at,
  * duration_ms and result keep describing the attempt that ended until the
  * next one starts. */
-static void s_save_outcome(dispatch_t *d, const char *job_id, int attempt, const outcome_t *o,
-                           int64_t retry_at)
+static int s_save_outcome(dispatch_t *d, const char *job_id, int attempt, const outcome_t *o,
+                          int64_t retry_at)
 {
     bson_t *update = bson_new(), set, result, push, entry;
     BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
@@ -364,7 +466,7 @@ static void s_save_outcome(dispatch_t *d, const char *job_id, int attempt, const
     s_append_attempt(&entry, attempt, o);
     bson_append_document_end(&push, &entry);
     bson_append_document_end(update, &push);
-    s_update_job(d, job_id, attempt, update);
+    return s_update_job(d, job_id, attempt, update);
 }
 
 /* ---- flights ------------------------------------------------------------ */
@@ -387,17 +489,26 @@ static void s_flight_done(dispatch_t *d, flight_t *f)
     zhashx_delete(d->flights, id);
 }
 
+/* Forgets a flight whose job is final here. */
+static void s_flight_finish(dispatch_t *d, flight_t *f)
+{
+    job_t *job = f->job;
+    f->job = NULL;
+    s_flight_done(d, f);
+    s_job_final(d, &job);
+}
+
 /* Ends the flight's current attempt with outcome o: saves it, and if the
  * retry policy allows, schedules the next attempt. Consumes the flight. */
-static void s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
+static int s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
 {
     job_t *job = f->job;
     int retry = s_retryable(o->status) && job->attempt <= job->retry.max_retries;
     int64_t delay = retry ? retry_delay_ms(&job->retry, job->attempt, s_random(d)) : 0;
-    s_save_outcome(d, job->id, job->attempt, o, retry ? clock_wall_ms() + delay : 0);
+    int rc = s_save_outcome(d, job->id, job->attempt, o, retry ? clock_wall_ms() + delay : 0);
     if (!retry) {
-        s_flight_done(d, f);
-        return;
+        s_flight_finish(d, f);
+        return rc;
     }
     log_info("job will be retried", "job=%s attempt=%d status=%s next_attempt=%d delay_ms=%lld",
              job->id, job->attempt, o->status, job->attempt + 1, (long long)delay);
@@ -408,6 +519,7 @@ static void s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
     e->job = job;
     e->at = clock_mono_ms() + delay;
     s_heap_push(d, e);
+    return rc;
 }
 
 static int s_serves(const worker_t *w, const char *task_type)
@@ -425,11 +537,31 @@ static int s_serves(const worker_t *w, const char *task_type)
     return 0;
 }
 
-static worker_t *s_pick(dispatch_t *d, const char *task_type)
+/* True if every "k=v" of the comma list `required` is among w's labels. */
+static int s_has_labels(const worker_t *w, const char *required)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", required);
+    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        size_t n = strlen(kv);
+        int found = 0;
+        for (const char *p = w->labels; *p && !found;) {
+            size_t len = strcspn(p, ",");
+            found = len == n && strncmp(p, kv, n) == 0;
+            p += len + (p[len] == ',');
+        }
+        if (!found)
+            return 0;
+    }
+    return 1;
+}
+
+static worker_t *s_pick(dispatch_t *d, const job_t *job)
 {
     worker_t *best = NULL;
     for (worker_t *w = zhashx_first(d->workers); w; w = zhashx_next(d->workers))
-        if (!w->draining && w->credit > 0 && s_serves(w, task_type) &&
+        if (!w->draining && w->credit > 0 && s_serves(w, job->task_type) &&
+            (!job->labels[0] || s_has_labels(w, job->labels)) &&
             (!best || w->credit > best->credit))
             best = w;
     return best;
@@ -466,7 +598,7 @@ static void s_pump(dispatch_t *d)
     size_t n = zlistx_size(d->pending);
     for (size_t i = 0; i < n; i++) {
         job_t *job = zlistx_detach(d->pending, NULL);
-        worker_t *w = s_pick(d, job->task_type);
+        worker_t *w = s_pick(d, job);
         if (w && s_send(d, w, job) < 0) {
             log_warn("worker unreachable; dropping it", "worker=%s", w->node_id);
             w->credit = 0;
@@ -540,7 +672,21 @@ static void s_on_started(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
     }
 }
 
-static void s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
+/* Tells the worker its FINISHED is persisted, so it stops resending it. */
+static void s_ack(dispatch_t *d, zframe_t *identity, const proto_msg_t *msg)
+{
+    proto_msg_t ack = {.type = PROTO_ACK, .seq = ++d->seq, .attempt = msg->attempt};
+    snprintf(ack.node_id, sizeof ack.node_id, "%s", d->m->cfg->node_id);
+    snprintf(ack.job_id, sizeof ack.job_id, "%s", msg->job_id);
+    zmsg_t *z = proto_encode(&ack, NULL);
+    if (!z)
+        return;
+    zmsg_pushmem(z, zframe_data(identity), zframe_size(identity));
+    if (zmsg_send(&z, d->m->router) < 0)
+        zmsg_destroy(&z);
+}
+
+static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
 {
     outcome_t o = {.status = msg->status, .worker_id = msg->node_id,
                    .started_at = f ? f->started_at : 0, .finished_at = msg->at,
@@ -551,12 +697,12 @@ static void s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
     log_info("job finished", "job=%s attempt=%d status=%s worker=%s", msg->job_id, msg->attempt,
              msg->status, msg->node_id);
     if (f)
-        s_end_attempt(d, f, &o);
-    else /* not ours in memory (e.g. sent before a restart): record, no retry */
-        s_save_outcome(d, msg->job_id, msg->attempt, &o, 0);
+        return s_end_attempt(d, f, &o);
+    /* not ours in memory (e.g. sent before a restart): record, no retry */
+    return s_save_outcome(d, msg->job_id, msg->attempt, &o, 0);
 }
 
-static void s_on_status(dispatch_t *d, const proto_msg_t *msg)
+static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *msg)
 {
     flight_t *f = zhashx_lookup(d->flights, msg->job_id);
     if (f && f->job->attempt != msg->attempt)
@@ -565,15 +711,288 @@ static void s_on_status(dispatch_t *d, const proto_msg_t *msg)
     char trig[64];
     snprintf(trig, sizeof trig, "%.*s", (int)strcspn(msg->job_id, "@"), msg->job_id);
     if (!partitions_owned(d->m, sched_partition(trig, d->m->cfg->partitions))) {
+        /* Not acknowledged: the worker resends it, to every master in the
+         * end, and the partition's holder records it. */
         log_warn("status for a partition not held here; ignored", "job=%s", msg->job_id);
         if (f && msg->type == PROTO_FINISHED)
-            s_flight_done(d, f);
+            s_flight_finish(d, f);
         return;
+    }
+    if (!f) { /* a job taken over from the store that a worker finishes */
+        rec_t *r = zhashx_lookup(d->recovering, msg->job_id);
+        if (r && r->job->attempt == msg->attempt && msg->type == PROTO_FINISHED) {
+            r->job->partition = sched_partition(trig, d->m->cfg->partitions);
+            flight_t *nf = calloc(1, sizeof *nf);
+            snprintf(nf->id, sizeof nf->id, "%s", msg->job_id);
+            nf->job = r->job;
+            r->job = NULL;
+            nf->deadline.idx = SIZE_MAX;
+            nf->deadline.flight = nf;
+            nf->started_at = r->started_at;
+            zhashx_delete(d->recovering, msg->job_id);
+            zhashx_update(d->flights, nf->id, nf);
+            f = nf;
+        }
     }
     if (msg->type == PROTO_STARTED)
         s_on_started(d, f, msg);
-    else
-        s_on_finished(d, f, msg);
+    else if (s_on_finished(d, f, msg) == 0)
+        s_ack(d, identity, msg);
+}
+
+/* ---- takeover ------------------------------------------------------------ */
+
+static void s_abandon(dispatch_t *d, flight_t *f, const char *status, const char *error);
+
+/* Makes a flight of a recovered job on worker w (NULL: no worker). */
+static flight_t *s_flight_from_rec(dispatch_t *d, rec_t *r, worker_t *w)
+{
+    flight_t *f = calloc(1, sizeof *f);
+    snprintf(f->id, sizeof f->id, "%s", r->job->id);
+    f->job = r->job;
+    r->job = NULL;
+    f->sent_at = clock_mono_ms();
+    f->started_at = r->started_at;
+    f->deadline.idx = SIZE_MAX;
+    f->deadline.flight = f;
+    if (w) {
+        snprintf(f->worker_key, sizeof f->worker_key, "%s", w->key);
+        snprintf(f->worker_id, sizeof f->worker_id, "%s", w->node_id);
+        w->inflight++;
+    }
+    if (f->job->max_execution_time > 0 && f->started_at) {
+        int64_t left = f->started_at + (int64_t)f->job->max_execution_time * 1000 +
+                       TIMEOUT_GRACE_MS - clock_wall_ms();
+        f->deadline.at = clock_mono_ms() + (left > 0 ? left : 0);
+        s_heap_push(d, &f->deadline);
+    }
+    zhashx_update(d->flights, f->id, f);
+    return f;
+}
+
+/* A worker reports a job running that we took over: it is alive (G5). */
+static void s_adopt(dispatch_t *d, worker_t *w, const char *job_id)
+{
+    rec_t *r = zhashx_lookup(d->recovering, job_id);
+    if (!r)
+        return;
+    flight_t *f = s_flight_from_rec(d, r, w);
+    log_info("job adopted after takeover", "job=%s attempt=%d worker=%s", f->id, f->job->attempt,
+             w->node_id);
+    zhashx_delete(d->recovering, f->id);
+}
+
+/* After the takeover wait: queued jobs are dispatched, running ones that
+ * no worker reported are lost (and retried by policy), retries re-armed. */
+static void s_place_recovered(dispatch_t *d)
+{
+    d->recover_until = 0;
+    zlistx_t *ids = zhashx_keys(d->recovering);
+    for (const char *id = zlistx_first(ids); id; id = zlistx_next(ids)) {
+        rec_t *r = zhashx_lookup(d->recovering, id);
+        if (strcmp(r->status, "queued") == 0) {
+            s_pending_add(d, r->job);
+            r->job = NULL;
+        } else if (strcmp(r->status, "running") == 0) {
+            flight_t *f = s_flight_from_rec(d, r, NULL);
+            s_abandon(d, f, "lost", "no worker reports it running after a takeover");
+        } else {
+            due_t *e = calloc(1, sizeof *e);
+            int64_t left = r->run_at - clock_wall_ms();
+            e->job = r->job;
+            r->job = NULL;
+            e->at = clock_mono_ms() + (left > 0 ? left : 0);
+            s_heap_push(d, e);
+        }
+        zhashx_delete(d->recovering, id);
+    }
+    zlistx_destroy(&ids);
+}
+
+void dispatch_recover(dispatch_t *self, const int *parts, int n)
+{
+    if (n == 0)
+        return;
+    bson_t *filter = bson_new(), in, arr, st, sarr;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "partition", &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (int i = 0; i < n; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%d", i);
+        BSON_APPEND_INT32(&arr, k, parts[i]);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(filter, &in);
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "status", &st);
+    BSON_APPEND_ARRAY_BEGIN(&st, "$in", &sarr);
+    BSON_APPEND_UTF8(&sarr, "0", "queued");
+    BSON_APPEND_UTF8(&sarr, "1", "running");
+    BSON_APPEND_UTF8(&sarr, "2", "retrying");
+    bson_append_array_end(&st, &sarr);
+    bson_append_document_end(filter, &st);
+    mongoc_cursor_t *cur =
+        mongoc_collection_find_with_opts(store_coll(self->m->store, "jobs"), filter, NULL, NULL);
+    const bson_t *doc;
+    int count = 0;
+    while (mongoc_cursor_next(cur, &doc)) {
+        const char *id = bj_get_str(doc, "_id", NULL);
+        if (!id || strlen(id) >= PROTO_ID_MAX || zhashx_lookup(self->flights, id) ||
+            zhashx_lookup(self->recovering, id))
+            continue;
+        rec_t *r = calloc(1, sizeof *r);
+        job_t *job = r->job = calloc(1, sizeof *job);
+        snprintf(job->id, sizeof job->id, "%s", id);
+        snprintf(job->trigger_id, sizeof job->trigger_id, "%s", bj_get_str(doc, "trigger_id", ""));
+        snprintf(job->task_type, sizeof job->task_type, "%s", bj_get_str(doc, "task_type", "noop"));
+        job->partition = (int)bj_get_int(doc, "partition", 0);
+        job->attempt = (int)bj_get_int(doc, "attempt", 1);
+        job->scheduled_for = bj_get_date(doc, "scheduled_for", 0);
+        job->retry = RETRY_POLICY_DEFAULT;
+        sched_fill_job(self->m->sched, job);
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, doc, "parameters") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_t sub;
+            bson_iter_document(&it, &len, &data);
+            if (bson_init_static(&sub, data, len)) {
+                json_t *j = bj_to_json(&sub);
+                job->parameters = json_dumps(j, JSON_COMPACT);
+                json_decref(j);
+            }
+        }
+        snprintf(r->status, sizeof r->status, "%s", bj_get_str(doc, "status", "queued"));
+        r->started_at = bj_get_date(doc, "started_at", 0);
+        r->run_at = bj_get_date(doc, "run_at", 0);
+        s_active_add(self, job->trigger_id, 1);
+        zhashx_insert(self->recovering, id, r);
+        count++;
+    }
+    bson_error_t berr;
+    if (mongoc_cursor_error(cur, &berr))
+        log_warn("cannot scan jobs to take over; the next gain retries", "reason=\"%s\"",
+                 berr.message);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(filter);
+    if (count) {
+        /* Wait for every worker to have heartbeaten once with its running jobs. */
+        self->recover_until = clock_mono_ms() + self->m->cfg->worker_timeout_ms;
+        log_info("jobs taken over", "count=%d placing_in_ms=%d", count,
+                 self->m->cfg->worker_timeout_ms);
+    }
+}
+
+/* Sends CANCEL for a flight's attempt to its worker. */
+static void s_cancel_flight(dispatch_t *d, flight_t *f, const char *reason)
+{
+    worker_t *w = zhashx_lookup(d->workers, f->worker_key);
+    if (!w)
+        return; /* no worker: its timeout or loss ends the attempt */
+    proto_msg_t msg = {.type = PROTO_CANCEL, .seq = ++d->seq, .attempt = f->job->attempt};
+    snprintf(msg.node_id, sizeof msg.node_id, "%s", d->m->cfg->node_id);
+    snprintf(msg.job_id, sizeof msg.job_id, "%s", f->job->id);
+    snprintf(msg.reason, sizeof msg.reason, "%s", reason);
+    zmsg_t *z = proto_encode(&msg, NULL);
+    if (!z)
+        return;
+    zmsg_pushmem(z, zframe_data(w->identity), zframe_size(w->identity));
+    if (zmsg_send(&z, d->m->router) < 0)
+        zmsg_destroy(&z);
+    log_info("job cancel sent", "job=%s attempt=%d worker=%s reason=%s", f->job->id,
+             f->job->attempt, w->node_id, reason);
+}
+
+/* Records a job that never reached a worker as cancelled and forgets it. */
+static void s_cancel_waiting(dispatch_t *d, job_t **job_p, const char *reason)
+{
+    job_t *job = *job_p;
+    outcome_t o = {.status = "cancelled", .finished_at = clock_wall_ms(), .duration_ms = -1,
+                   .error = reason};
+    s_save_outcome(d, job->id, job->attempt, &o, 0);
+    s_job_final(d, job_p);
+}
+
+/* Detaches from the pending queue every job matching (trigger or partition). */
+static zlistx_t *s_take_pending(dispatch_t *d, const char *trigger_id, int partition)
+{
+    zlistx_t *taken = zlistx_new();
+    size_t n = zlistx_size(d->pending);
+    for (size_t i = 0; i < n; i++) {
+        job_t *job = zlistx_detach(d->pending, NULL);
+        if ((trigger_id && strcmp(job->trigger_id, trigger_id) == 0) ||
+            (!trigger_id && job->partition == partition))
+            zlistx_add_end(taken, job);
+        else
+            zlistx_add_end(d->pending, job);
+    }
+    return taken;
+}
+
+/* Removes from the timer heap the retries matching (trigger or partition). */
+static zlistx_t *s_take_retries(dispatch_t *d, const char *trigger_id, int partition)
+{
+    zlistx_t *taken = zlistx_new();
+    for (size_t i = 0; i < d->nheap;) {
+        due_t *e = d->heap[i];
+        if (e->job && ((trigger_id && strcmp(e->job->trigger_id, trigger_id) == 0) ||
+                       (!trigger_id && e->job->partition == partition))) {
+            s_heap_remove(d, e);
+            zlistx_add_end(taken, e->job);
+            free(e);
+            i = 0; /* the heap moved; start over (rare, small) */
+        } else {
+            i++;
+        }
+    }
+    return taken;
+}
+
+void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const char *reason)
+{
+    job_t *held = zhashx_lookup(self->buffered, trigger_id);
+    if (held) {
+        zhashx_delete(self->buffered, trigger_id);
+        s_active_add(self, trigger_id, 1); /* s_cancel_waiting takes one off */
+        s_cancel_waiting(self, &held, reason);
+    }
+    zlistx_t *lists[2] = {s_take_pending(self, trigger_id, -1), s_take_retries(self, trigger_id, -1)};
+    for (int k = 0; k < 2; k++) {
+        for (job_t *job = zlistx_first(lists[k]); job; job = zlistx_next(lists[k]))
+            s_cancel_waiting(self, &job, reason);
+        zlistx_destroy(&lists[k]);
+    }
+    for (flight_t *f = zhashx_first(self->flights); f; f = zhashx_next(self->flights))
+        if (strcmp(f->job->trigger_id, trigger_id) == 0)
+            s_cancel_flight(self, f, reason);
+}
+
+void dispatch_drop_partition(dispatch_t *self, int partition)
+{
+    zlistx_t *keys = zhashx_keys(self->buffered);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        job_t *job = zhashx_lookup(self->buffered, k);
+        if (job->partition == partition) {
+            zhashx_delete(self->buffered, k);
+            job_destroy(&job);
+        }
+    }
+    zlistx_destroy(&keys);
+    zlistx_t *lists[2] = {s_take_pending(self, NULL, partition),
+                          s_take_retries(self, NULL, partition)};
+    for (int k = 0; k < 2; k++) {
+        for (job_t *job = zlistx_first(lists[k]); job; job = zlistx_next(lists[k]))
+            s_job_final(self, &job);
+        zlistx_destroy(&lists[k]);
+    }
+    keys = zhashx_keys(self->recovering);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        rec_t *r = zhashx_lookup(self->recovering, k);
+        if (r->job->partition == partition) {
+            s_active_add(self, r->job->trigger_id, -1);
+            zhashx_delete(self->recovering, k);
+        }
+    }
+    zlistx_destroy(&keys);
 }
 
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
@@ -584,9 +1003,12 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
     case PROTO_HEARTBEAT:
         snprintf(w->node_id, sizeof w->node_id, "%s", msg->node_id);
         snprintf(w->task_types, sizeof w->task_types, "%s", msg->task_types);
+        snprintf(w->labels, sizeof w->labels, "%s", msg->labels);
         w->slots = msg->slots;
         w->credit = msg->free_slots;
         w->draining = 0;
+        for (int i = 0; i < msg->nrunning; i++)
+            s_adopt(self, w, msg->running[i]);
         break;
     case PROTO_BYE:
         if (w) {
@@ -596,8 +1018,12 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         break;
     case PROTO_STARTED:
     case PROTO_FINISHED:
-        s_on_status(self, msg);
+        s_on_status(self, identity, msg);
         break;
+    case PROTO_OUTPUT:
+        log_debug("job output", "job=%s attempt=%d bytes=%zu", msg->job_id, msg->attempt,
+                  msg->output ? strlen(msg->output) : 0);
+        return;
     default:
         log_warn("unexpected message type from a worker", "type=%s", proto_type_name(msg->type));
         proto_dropped++;
@@ -614,7 +1040,7 @@ static void s_abandon(dispatch_t *d, flight_t *f, const char *status, const char
     if (!s_owned(d, f->job)) {
         log_warn("job not recorded: its partition is no longer held here", "job=%s status=%s",
                  f->job->id, status);
-        s_flight_done(d, f);
+        s_flight_finish(d, f);
         return;
     }
     int64_t now = clock_wall_ms();
@@ -662,7 +1088,7 @@ static void s_timers(dispatch_t *d, int64_t now)
         job_t *job = e->job;
         if (s_owned(d, job)) {
             log_debug("retry due", "job=%s attempt=%d", job->id, job->attempt);
-            zlistx_add_end(d->pending, job);
+            s_pending_add(d, job);
         } else if (d->m->leases[job->partition].held) {
             e->at = now + 250; /* lease being renewed: look again shortly */
             s_heap_push(d, e);
@@ -670,7 +1096,7 @@ static void s_timers(dispatch_t *d, int64_t now)
         } else {
             log_warn("retry not dispatched: partition no longer held here; job stays retrying",
                      "job=%s attempt=%d", job->id, job->attempt);
-            job_destroy(&job);
+            s_job_final(d, &job);
         }
         free(e);
     }
@@ -681,6 +1107,8 @@ void dispatch_tick(dispatch_t *self)
     int64_t now = clock_mono_ms();
     s_expire(self, now);
     s_timers(self, now);
+    if (self->recover_until && now >= self->recover_until)
+        s_place_recovered(self);
     s_pump(self);
 }
 

@@ -42,6 +42,14 @@ typedef struct {
 
 #define RETRY_POLICY_DEFAULT ((retry_policy_t){0, 1.0, 2.0, 300.0, 1})
 
+/* What to do with a fire while the trigger's previous job is not final. */
+typedef enum {
+    OVERLAP_FORBID = 0, /* skip the new fire (recorded as skipped) */
+    OVERLAP_ALLOW,      /* run both */
+    OVERLAP_REPLACE,    /* cancel the running one, run the new one */
+    OVERLAP_BUFFER_ONE, /* hold one fire until the running one ends; skip further ones */
+} overlap_t;
+
 /* A job ready to go to a worker; owned by dispatch once submitted. */
 typedef struct {
     char id[PROTO_ID_MAX];
@@ -53,6 +61,7 @@ typedef struct {
     int64_t scheduled_for;
     int max_execution_time; /* seconds, 0 = none */
     retry_policy_t retry;
+    char labels[256];  /* required worker labels, "k=v,k2=v2" */
     char *parameters; /* JSON object text, owned */
 } job_t;
 
@@ -77,6 +86,9 @@ void sched_reload(sched_t *self, const char *trigger_id);
 int64_t sched_next_due(const sched_t *self);
 /* Fires everything due at or before now (wall ms). */
 void sched_fire_due(sched_t *self, int64_t now);
+/* Fills a recovered job's policy fields (retry, labels, priority, limits)
+ * from its trigger if the trigger is scheduled here; 0 or -1 if unknown. */
+int sched_fill_job(sched_t *self, job_t *job);
 size_t sched_size(const sched_t *self);
 
 /* dispatch.c */
@@ -85,6 +97,23 @@ void dispatch_destroy(dispatch_t **self_p);
 /* Takes ownership of *job (sets it to NULL) and sends it when a worker with
  * credit serves its task type. */
 void dispatch_submit(dispatch_t *self, job_t **job);
+/* Non-final jobs of a trigger that this master is running, retrying or
+ * holding; what overlap policies look at. */
+int dispatch_active(dispatch_t *self, const char *trigger_id);
+/* buffer_one: keeps *job (taking it, sets NULL) until the trigger has no
+ * active job. Returns 0, or -1 (job untouched) if one is already held. */
+int dispatch_buffer(dispatch_t *self, job_t **job);
+/* True if buffer_one already holds a fire for the trigger. */
+int dispatch_has_buffered(dispatch_t *self, const char *trigger_id);
+/* replace: cancels the trigger's active jobs (CANCEL to running ones). */
+void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const char *reason);
+/* Forgets queued, buffered and retry-waiting jobs of a partition given up
+ * (they stay queued/retrying in the store for the next owner). */
+void dispatch_drop_partition(dispatch_t *self, int partition);
+/* Takes over the non-final jobs of newly gained partitions: adopts those a
+ * worker reports running, and after SKED_WORKER_TIMEOUT_MS queues the rest,
+ * declares the running ones nobody reports lost, and re-arms retries. */
+void dispatch_recover(dispatch_t *self, const int *parts, int n);
 /* Handles a worker message; identity is the ROUTER routing frame. */
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg);
 /* Sends what can be sent and retries that are due; expires silent workers

@@ -34,6 +34,13 @@ int partitions_init(master_t *m, err_t *err)
     return lease_scan(m->store, m->leases, n, err);
 }
 
+/* Forgets a partition given up: its schedule and its waiting jobs. */
+static void s_drop(master_t *m, int p)
+{
+    sched_drop(m->sched, p);
+    dispatch_drop_partition(m->disp, p);
+}
+
 int partitions_owned(const master_t *m, int p)
 {
     return p >= 0 && p < m->cfg->partitions && lease_valid(&m->leases[p], clock_mono_ms());
@@ -116,7 +123,7 @@ void partitions_tick(master_t *m)
             continue;
         int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, ttl, &err);
         if (rc == 0)
-            sched_drop(m->sched, p);
+            s_drop(m, p);
         else if (rc < 0)
             log_warn("cannot renew lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                      err.msg);
@@ -124,7 +131,7 @@ void partitions_tick(master_t *m)
     /* Above our share: give the highest partitions back. */
     for (int p = np - 1, held = s_held(m); p >= 0 && held > target; p--)
         if (m->leases[p].held) {
-            sched_drop(m->sched, p);
+            s_drop(m, p);
             lease_release(m->store, &m->leases[p], m->cfg->node_id, &err);
             held--;
         }
@@ -149,12 +156,13 @@ void partitions_tick(master_t *m)
     if (ngained && sched_load(m->sched, gained, ngained, &err) < 0) {
         log_warn("cannot load partitions; releasing them", "reason=\"%s\"", err.msg);
         for (int i = 0; i < ngained; i++) {
-            sched_drop(m->sched, gained[i]);
+            s_drop(m, gained[i]);
             lease_release(m->store, &m->leases[gained[i]], m->cfg->node_id, &err);
         }
     } else if (ngained) {
         log_info("partitions gained", "count=%d held=%d target=%d triggers=%zu", ngained, held,
                  target, sched_size(m->sched));
+        dispatch_recover(m->disp, gained, ngained);
     }
     if (++s_tick_count % RECONCILE_TICKS == 0) {
         int all[np], n = 0;

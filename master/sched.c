@@ -45,7 +45,17 @@ typedef struct {
     int max_execution_time;
     int priority;
     retry_policy_t retry;
+    char labels[256];     /* execution_config.worker_labels as "k=v,..." */
+    overlap_t overlap;    /* execution_config.overlap_policy */
+    int misfire;          /* trigger_config.misfire_policy: MISFIRE_* */
+    int64_t catchup_ms;   /* trigger_config.catchup_window */
 } trig_t;
+
+enum { MISFIRE_FIRE_ONCE = 0, MISFIRE_FIRE_ALL, MISFIRE_SKIP };
+
+/* At most this many skipped fires are recorded one by one per misfire;
+ * beyond it one log line tells how many more were skipped. */
+#define MAX_SKIP_RECORDS 1000
 
 struct sched {
     master_t *m;
@@ -271,6 +281,37 @@ static void s_read_retry(retry_policy_t *rp, const bson_t *def)
         rp->jitter = bson_iter_bool(&sub);
 }
 
+/* Reads labels, overlap and misfire policies (validated by the gateway;
+ * anything unexpected falls back to the defaults). */
+static void s_read_policies(trig_t *t, const bson_t *def)
+{
+    const char *ov = bj_get_str(def, "execution_config.overlap_policy", "forbid");
+    t->overlap = strcmp(ov, "allow") == 0        ? OVERLAP_ALLOW
+                 : strcmp(ov, "replace") == 0    ? OVERLAP_REPLACE
+                 : strcmp(ov, "buffer_one") == 0 ? OVERLAP_BUFFER_ONE
+                                                 : OVERLAP_FORBID;
+    const char *mp = bj_get_str(def, "trigger_config.misfire_policy", "fire_once");
+    t->misfire = strcmp(mp, "fire_all") == 0 ? MISFIRE_FIRE_ALL
+                 : strcmp(mp, "skip") == 0   ? MISFIRE_SKIP
+                                             : MISFIRE_FIRE_ONCE;
+    t->catchup_ms = bj_get_int(def, "trigger_config.catchup_window", 3600) * 1000;
+    t->labels[0] = '\0';
+    bson_iter_t it, sub;
+    if (bson_iter_init(&it, def) &&
+        bson_iter_find_descendant(&it, "execution_config.worker_labels", &sub) &&
+        BSON_ITER_HOLDS_DOCUMENT(&sub) && bson_iter_recurse(&sub, &it)) {
+        size_t len = 0;
+        while (bson_iter_next(&it) && BSON_ITER_HOLDS_UTF8(&it))
+            len += (size_t)snprintf(t->labels + len, len < sizeof t->labels ? sizeof t->labels - len : 0,
+                                    "%s%s=%s", len ? "," : "", bson_iter_key(&it),
+                                    bson_iter_utf8(&it, NULL));
+        if (len >= sizeof t->labels)
+            log_warn("worker_labels too long; ignored", "trigger=%s", t->id);
+        if (len >= sizeof t->labels)
+            t->labels[0] = '\0';
+    }
+}
+
 /* Builds or refreshes a trigger from its definition and optional state.
  * Returns the trigger, or NULL if it has nothing left to fire. */
 static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
@@ -299,6 +340,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     t->max_execution_time = (int)bj_get_int(def, "execution_config.max_execution_time", 0);
     t->priority = (int)bj_get_int(def, "execution_config.priority", 0);
     s_read_retry(&t->retry, def);
+    s_read_policies(t, def);
     free(t->parameters);
     t->parameters = NULL;
     bson_iter_t it, sub;
@@ -497,37 +539,88 @@ void sched_reload(sched_t *self, const char *trigger_id)
 
 /* ---- firing ----------------------------------------------------------- */
 
-/* Claims the fire by inserting its job document. 1 claimed, 0 already
- * claimed by someone (G1), <0 store error. */
-static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, int dst_flags,
-                   const char *job_id, err_t *err)
+/* The job document of a fire: queued (to run) or skipped with a reason. */
+static bson_t *s_job_doc(sched_t *s, const trig_t *t, int64_t sf, int misfire, int dst_flags,
+                         const char *skip_reason)
 {
     master_t *m = s->m;
     int64_t now = clock_wall_ms();
+    char job_id[PROTO_ID_MAX];
+    sched_job_id(job_id, sizeof job_id, t->id, sf);
     bson_t *doc = BCON_NEW("_id", BCON_UTF8(job_id), "trigger_id", BCON_UTF8(t->id), "owner",
                            BCON_UTF8(t->owner), "partition", BCON_INT32(t->partition), "kind",
                            BCON_UTF8("scheduled"), "task_type", BCON_UTF8(t->task_type),
-                           "scheduled_for", BCON_DATE_TIME(sf), "status", BCON_UTF8("queued"),
-                           "attempt", BCON_INT32(1), "created_at", BCON_DATE_TIME(now), "run_at",
-                           BCON_DATE_TIME(sf), "epoch", BCON_INT64(m->leases[t->partition].epoch),
-                           "master", BCON_UTF8(m->cfg->node_id), "misfire", BCON_BOOL(misfire));
+                           "scheduled_for", BCON_DATE_TIME(sf), "status",
+                           BCON_UTF8(skip_reason ? "skipped" : "queued"), "attempt", BCON_INT32(1),
+                           "created_at", BCON_DATE_TIME(now), "run_at", BCON_DATE_TIME(sf), "epoch",
+                           BCON_INT64(m->leases[t->partition].epoch), "master",
+                           BCON_UTF8(m->cfg->node_id), "misfire", BCON_BOOL(misfire));
+    if (skip_reason) {
+        BSON_APPEND_UTF8(doc, "skip_reason", skip_reason);
+        BSON_APPEND_DATE_TIME(doc, "finished_at", now);
+    }
     if (dst_flags & CRON_FIRE_GAP_SHIFTED)
         BSON_APPEND_UTF8(doc, "dst", "gap_shifted");
     else if (dst_flags & CRON_FIRE_OVERLAP_SECOND)
         BSON_APPEND_UTF8(doc, "dst", "overlap_second");
-    if (t->parameters) {
+    if (t->parameters && !skip_reason) {
         json_t *p = json_loads(t->parameters, 0, NULL);
         if (p)
             bj_append(doc, "parameters", p);
         json_decref(p);
     }
+    return doc;
+}
+
+/* Claims the fire by inserting its job document. 1 claimed, 0 already
+ * claimed by someone (G1), <0 store error. */
+static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, int dst_flags,
+                   const char *skip_reason, err_t *err)
+{
+    bson_t *doc = s_job_doc(s, t, sf, misfire, dst_flags, skip_reason);
     bson_error_t berr;
-    bool ok = mongoc_collection_insert_one(store_coll(m->store, "jobs"), doc, NULL, NULL, &berr);
+    bool ok = mongoc_collection_insert_one(store_coll(s->m->store, "jobs"), doc, NULL, NULL, &berr);
     bson_destroy(doc);
     if (ok)
         return 1;
     int rc = store_error(&berr, "insert job", err);
     return rc == ERR_CONFLICT ? 0 : rc;
+}
+
+/* Records the fires from `from` (a scheduled time) up to but not including
+ * `until` as skipped, in one unordered insert (already claimed ones are
+ * refused by _id and ignored). Returns the first fire >= until, or -1. */
+static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t until,
+                                const char *reason)
+{
+    bson_t *docs[MAX_SKIP_RECORDS];
+    size_t n = 0;
+    long more = 0;
+    int64_t sf = from;
+    while (sf >= 0 && sf < until) {
+        if (n < MAX_SKIP_RECORDS)
+            docs[n++] = s_job_doc(s, t, sf, 1, 0, reason);
+        else
+            more++;
+        sf = s_next_after(t, sf);
+    }
+    if (n) {
+        bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
+        bson_error_t berr;
+        if (!mongoc_collection_insert_many(store_coll(s->m->store, "jobs"), (const bson_t **)docs,
+                                           n, opts, NULL, &berr) &&
+            berr.code != 11000 && berr.code != MONGOC_ERROR_DUPLICATE_KEY)
+            log_warn("cannot record skipped fires", "trigger=%s reason=\"%s\"", t->id,
+                     berr.message);
+        bson_destroy(opts);
+        for (size_t i = 0; i < n; i++)
+            bson_destroy(docs[i]);
+        log_info("fires skipped", "trigger=%s count=%zu reason=%s", t->id, n, reason);
+    }
+    if (more)
+        log_warn("more fires skipped than recorded one by one", "trigger=%s unrecorded=%ld reason=%s",
+                 t->id, more, reason);
+    return sf;
 }
 
 static void s_save_state(sched_t *s, const trig_t *t, int64_t last_sf)
@@ -546,43 +639,122 @@ static void s_save_state(sched_t *s, const trig_t *t, int64_t last_sf)
     bson_destroy(opts);
 }
 
-static void s_fire(sched_t *s, trig_t *t, int64_t now)
+/* Applies the misfire policy to a late fire at t->next_ms. Returns the
+ * scheduled time to run now, or -1 if nothing runs (policy skip, or all
+ * missed fires were outside the catch-up window and none is due). */
+static int64_t s_misfire(sched_t *s, trig_t *t, int64_t now)
 {
     int64_t sf = t->next_ms;
-    int misfire = now - sf > MISFIRE_GRACE_MS;
-    int dst_flags = t->next_flags;
-    if (misfire) /* fire_once: one run for everything missed, at the latest slot */
-        sf = s_latest_missed(t, sf, now);
-    char job_id[PROTO_ID_MAX];
-    sched_job_id(job_id, sizeof job_id, t->id, sf);
+    switch (t->misfire) {
+    case MISFIRE_SKIP:
+        t->next_ms = s_record_skipped(s, t, sf, now + 1, "misfire_skipped");
+        return -1;
+    case MISFIRE_FIRE_ALL: {
+        /* Every missed fire within the window runs, oldest first; the loop
+         * in sched_fire_due brings the next one round at once. */
+        int64_t first = s_record_skipped(s, t, sf, now - t->catchup_ms,
+                                         "misfire_outside_catchup_window");
+        if (first < 0 || first > now) {
+            t->next_ms = first;
+            return -1;
+        }
+        return first;
+    }
+    default: { /* fire_once: one run, at the latest missed time */
+        int64_t latest = s_latest_missed(t, sf, now);
+        s_record_skipped(s, t, sf, latest, "misfire_coalesced");
+        return latest;
+    }
+    }
+}
+
+/* Decides, by overlap policy, whether a fire runs now, waits (buffer_one)
+ * or is skipped. Returns the skip reason or NULL; *buffer set for waiting. */
+static const char *s_overlap(sched_t *s, const trig_t *t, int *buffer)
+{
+    *buffer = 0;
+    if (dispatch_active(s->m->disp, t->id) == 0)
+        return NULL;
+    switch (t->overlap) {
+    case OVERLAP_ALLOW:
+        return NULL;
+    case OVERLAP_REPLACE:
+        dispatch_cancel_trigger(s->m->disp, t->id, "replaced");
+        return NULL;
+    case OVERLAP_BUFFER_ONE:
+        if (dispatch_has_buffered(s->m->disp, t->id))
+            return "overlap";
+        *buffer = 1;
+        return NULL;
+    default:
+        return "overlap";
+    }
+}
+
+static job_t *s_new_job(const trig_t *t, int64_t sf)
+{
+    job_t *job = calloc(1, sizeof *job);
+    sched_job_id(job->id, sizeof job->id, t->id, sf);
+    snprintf(job->trigger_id, sizeof job->trigger_id, "%s", t->id);
+    snprintf(job->task_type, sizeof job->task_type, "%s", t->task_type);
+    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    job->partition = t->partition;
+    job->attempt = 1;
+    job->priority = t->priority;
+    job->scheduled_for = sf;
+    job->max_execution_time = t->max_execution_time;
+    job->retry = t->retry;
+    job->parameters = t->parameters ? strdup(t->parameters) : NULL;
+    return job;
+}
+
+static void s_fire(sched_t *s, trig_t *t, int64_t now)
+{
+    int64_t missed = t->next_ms;
+    int misfire = now - missed > MISFIRE_GRACE_MS;
+    int dst_flags = misfire ? 0 : t->next_flags;
+    int64_t sf = misfire ? s_misfire(s, t, now) : missed;
+    if (sf < 0) { /* nothing runs now; t->next_ms was moved on */
+        if (t->next_ms < 0) {
+            t->next_ms = INT64_MAX;
+            s_save_state(s, t, missed);
+            s_remove(s, t);
+            return;
+        }
+        t->look_at = t->next_ms;
+        s_save_state(s, t, missed);
+        s_heap_update(s, t);
+        return;
+    }
+    int buffer = 0;
+    const char *skip = s_overlap(s, t, &buffer);
     err_t err = {0};
-    int rc = s_claim(s, t, sf, misfire, misfire ? 0 : dst_flags, job_id, &err);
+    int rc = s_claim(s, t, sf, misfire, dst_flags, skip, &err);
     if (rc < 0) {
         /* Store unreachable: try again shortly; the lease deadline stops
          * us if it stays away (G4, G6). */
         log_warn("cannot claim fire", "trigger=%s reason=\"%s\"", t->id, err.msg);
+        t->next_ms = missed;
         t->look_at = now + 250;
         s_heap_update(s, t);
         return;
     }
-    int64_t next = s_next_after(t, sf);
-    if (rc == 1) {
-        log_debug("fire claimed", "trigger=%s job=%s misfire=%d", t->id, job_id, misfire);
-        job_t *job = calloc(1, sizeof *job);
-        snprintf(job->id, sizeof job->id, "%s", job_id);
-        snprintf(job->trigger_id, sizeof job->trigger_id, "%s", t->id);
-        snprintf(job->task_type, sizeof job->task_type, "%s", t->task_type);
-        job->partition = t->partition;
-        job->attempt = 1;
-        job->priority = t->priority;
-        job->scheduled_for = sf;
-        job->max_execution_time = t->max_execution_time;
-        job->retry = t->retry;
-        job->parameters = t->parameters ? strdup(t->parameters) : NULL;
-        dispatch_submit(s->m->disp, &job);
+    if (rc == 1 && skip) {
+        log_info("fire skipped", "trigger=%s scheduled_for=%lld reason=%s", t->id, (long long)sf,
+                 skip);
+    } else if (rc == 1) {
+        job_t *job = s_new_job(t, sf);
+        log_debug("fire claimed", "trigger=%s job=%s misfire=%d", t->id, job->id, misfire);
+        if (buffer && dispatch_buffer(s->m->disp, &job) == 0)
+            log_info("fire buffered behind the running job", "trigger=%s scheduled_for=%lld", t->id,
+                     (long long)sf);
+        else
+            dispatch_submit(s->m->disp, &job);
     } else {
-        log_info("fire already claimed elsewhere", "trigger=%s job=%s", t->id, job_id);
+        log_info("fire already claimed elsewhere", "trigger=%s scheduled_for=%lld", t->id,
+                 (long long)sf);
     }
+    int64_t next = s_next_after(t, sf);
     if (next < 0) {
         t->next_ms = INT64_MAX;
         s_save_state(s, t, sf);
@@ -594,6 +766,18 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
     t->look_at = next;
     s_save_state(s, t, sf);
     s_heap_update(s, t);
+}
+
+int sched_fill_job(sched_t *self, job_t *job)
+{
+    trig_t *t = zhashx_lookup(self->by_id, job->trigger_id);
+    if (!t)
+        return -1;
+    job->retry = t->retry;
+    job->priority = t->priority;
+    job->max_execution_time = t->max_execution_time;
+    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    return 0;
 }
 
 void sched_fire_due(sched_t *self, int64_t now)

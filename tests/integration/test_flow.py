@@ -133,7 +133,8 @@ def test_jobs_wait_for_a_worker_that_serves_their_task_type(cluster):
     cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"})
     r = cluster.api("POST", "/triggers/", json={
         "name": "nobody", "trigger_config": {"interval": 1, "unit": "seconds"},
-        "execution_config": {"task_type": "sleep", "parameters": {"seconds": 0}}})
+        "execution_config": {"task_type": "sleep", "parameters": {"seconds": 0},
+                             "overlap_policy": "allow"}})
     tid = r.json()["id"]
     time.sleep(2.5)
     items = cluster.api("GET", f"/triggers/{tid}/history").json()["items"]

@@ -1,0 +1,129 @@
+"""Per-trigger policies in the master: overlap (forbid, allow, buffer_one)
+and misfire (fire_once, fire_all within catchup_window, skip). Every
+skipped fire is a job document with status skipped and a reason."""
+import datetime as dt
+import signal
+import time
+
+from conftest import wait_for
+
+
+def create(cluster, name, execution, **trigger_config):
+    tc = {"interval": 1, "unit": "seconds", **trigger_config}
+    r = cluster.api("POST", "/triggers/", json={"name": name, "trigger_config": tc,
+                                                "execution_config": execution})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def jobs_of(cluster, tid):
+    return sorted(cluster.db.jobs.find({"trigger_id": tid}), key=lambda j: j["scheduled_for"])
+
+
+def runs(jobs):
+    return [j for j in jobs if j["status"] != "skipped"]
+
+
+def overlapping(jobs):
+    done = [j for j in jobs if j.get("started_at") and j.get("finished_at") and j["status"] == "succeeded"]
+    done.sort(key=lambda j: j["started_at"])
+    return any(b["started_at"] < a["finished_at"] for a, b in zip(done, done[1:]))
+
+
+def test_overlap_forbid_skips_fires_while_the_job_runs(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = create(cluster, "forbid", {"task_type": "sleep", "parameters": {"seconds": 2.5}})
+    time.sleep(8)
+    jobs = jobs_of(cluster, tid)
+    skipped = [j for j in jobs if j["status"] == "skipped"]
+    assert skipped and all(j["skip_reason"] == "overlap" for j in skipped), jobs
+    assert len(runs(jobs)) >= 2
+    assert not overlapping(jobs)
+
+
+def test_overlap_allow_runs_concurrently(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = create(cluster, "allow", {"task_type": "sleep", "parameters": {"seconds": 2.5},
+                                    "overlap_policy": "allow"})
+    time.sleep(7)
+    jobs = jobs_of(cluster, tid)
+    assert not [j for j in jobs if j["status"] == "skipped"]
+    assert overlapping(jobs)
+
+
+def test_overlap_buffer_one_holds_one_fire(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = create(cluster, "buffer", {"task_type": "sleep", "parameters": {"seconds": 2.5},
+                                     "overlap_policy": "buffer_one"})
+    time.sleep(9)
+    jobs = jobs_of(cluster, tid)
+    skipped = [j for j in jobs if j["status"] == "skipped"]
+    assert skipped and all(j["skip_reason"] == "overlap" for j in skipped)
+    ran = [j for j in runs(jobs) if j.get("started_at")]
+    assert len(ran) >= 3
+    assert not overlapping(jobs)
+    # A buffered fire starts as soon as the previous run ends, not at its own time.
+    late = [j for j in ran if (j["started_at"] - j["scheduled_for"]).total_seconds() > 1]
+    assert late, ran
+
+
+def stop_master_for(cluster, seconds):
+    m = cluster.masters[0]
+    assert m.stop() == 0  # SIGTERM: it releases its leases
+    cluster.checked_stop.append(m)
+    time.sleep(seconds)
+    cluster.start_master(1, cluster.master_ports[0])
+
+
+def test_misfire_skip_records_every_missed_fire(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = create(cluster, "skip", {"task_type": "noop"}, misfire_policy="skip")
+    wait_for(lambda: len(jobs_of(cluster, tid)) >= 2, 10, what="first fires")
+    stop_master_for(cluster, 5)
+    wait_for(lambda: any(j["status"] == "skipped" for j in jobs_of(cluster, tid)), 20,
+             what="skipped fires")
+    time.sleep(2)
+    jobs = jobs_of(cluster, tid)
+    skipped = [j for j in jobs if j["status"] == "skipped"]
+    assert len(skipped) >= 3 and all(j["skip_reason"] == "misfire_skipped" for j in skipped)
+    assert not [j for j in jobs if j.get("misfire") and j["status"] != "skipped"]
+    # Together they cover the grid without a hole.
+    times = [j["scheduled_for"] for j in jobs]
+    assert all(b - a == dt.timedelta(seconds=1) for a, b in zip(times, times[1:])), times
+
+
+def test_misfire_fire_all_runs_missed_fires_within_the_window(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = create(cluster, "all", {"task_type": "noop", "overlap_policy": "allow"},
+                 misfire_policy="fire_all", catchup_window=3)
+    wait_for(lambda: len(jobs_of(cluster, tid)) >= 2, 10, what="first fires")
+    stopped = dt.datetime.now(dt.timezone.utc)
+    stop_master_for(cluster, 7)
+    restarted = dt.datetime.now(dt.timezone.utc)
+    wait_for(lambda: any(j.get("misfire") and j["status"] == "succeeded" for j in jobs_of(cluster, tid)),
+             20, what="catch-up runs")
+    time.sleep(2)
+    jobs = jobs_of(cluster, tid)
+    outside = [j for j in jobs if j["status"] == "skipped"]
+    missed_but_run = [j for j in jobs if j["status"] != "skipped"
+                      and stopped < j["scheduled_for"] < restarted]
+    assert outside and all(j["skip_reason"] == "misfire_outside_catchup_window" for j in outside)
+    assert len(missed_but_run) >= 2, jobs
+    assert all(j["scheduled_for"] >= restarted - dt.timedelta(seconds=5) for j in missed_but_run)
+    times = [j["scheduled_for"] for j in jobs]
+    assert all(b - a == dt.timedelta(seconds=1) for a, b in zip(times, times[1:])), times
+
+
+def test_misfire_fire_once_runs_one_and_records_the_rest(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = create(cluster, "once", {"task_type": "noop"})
+    wait_for(lambda: len(jobs_of(cluster, tid)) >= 2, 10, what="first fires")
+    stop_master_for(cluster, 5)
+    wait_for(lambda: any(j.get("misfire") and j["status"] == "succeeded" for j in jobs_of(cluster, tid)),
+             20, what="the misfire run")
+    jobs = jobs_of(cluster, tid)
+    ran = [j for j in jobs if j.get("misfire") and j["status"] != "skipped"]
+    coalesced = [j for j in jobs if j["status"] == "skipped"]
+    assert len(ran) == 1
+    assert coalesced and all(j["skip_reason"] == "misfire_coalesced" for j in coalesced)
+    assert max(j["scheduled_for"] for j in coalesced) < ran[0]["scheduled_for"]
