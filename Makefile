@@ -63,7 +63,7 @@ export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=0:exitcode=66
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS  ?= suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 
-.PHONY: all build asan deps run test unit integration bench bench-lag clean help
+.PHONY: all build asan deps run test unit integration bench bench-lag check-invariants clean help
 
 all: build
 
@@ -91,6 +91,9 @@ bench: bench-cron bench-lag                              ## benchmarks: cron eng
 
 bench-lag: deps build                                    ## fire lag of N interval triggers (BENCH_TRIGGERS, BENCH_SECONDS)
 	$(VENV)/bin/python tests/bench/fire_lag.py
+
+check-invariants: deps                                   ## scan SKED_MONGO_URI's jobs: duplicates, gaps, stuck jobs
+	$(VENV)/bin/python tests/tools/check_invariants.py "$${SKED_MONGO_URI:-mongodb://127.0.0.1:27018/sked}"
 
 clean:                                                   ## remove build output
 	rm -rf build bin

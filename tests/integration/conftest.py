@@ -7,6 +7,7 @@ after SIGTERM and its log must hold no sanitizer report.
 """
 import os
 import shutil
+import sys
 import signal
 import socket
 import subprocess
@@ -15,6 +16,9 @@ import uuid
 
 import jwt
 import pymongo
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+import check_invariants  # noqa: E402
 import pytest
 import requests
 
@@ -179,6 +183,10 @@ class Cluster:
         kw.setdefault("headers", self.headers(sub, role))
         kw.setdefault("timeout", 10)
         return requests.request(method, f"{self.url}/api/scheduler{path}", **kw)
+
+    def invariants(self, stuck_after=300.0):
+        """The invariant checker's report over this cluster's database."""
+        return check_invariants.check(self.db, stuck_after)
 
     def stop(self):
         failures = []

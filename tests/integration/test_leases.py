@@ -73,3 +73,7 @@ def test_killed_master_partitions_are_taken_over(cluster):
         latest = max(j["scheduled_for"] for j in jobs).timestamp()
         assert now - latest < 2.5, f"trigger {tid} stopped firing after the takeover"
     assert_chains_sound(cluster)
+    # Fires due while no one held the partitions ran once or were recorded
+    # as skipped (fire_once): no duplicate, no hole in any trigger's grid.
+    report = cluster.invariants(stuck_after=30)
+    assert not report["duplicates"] and not report["gaps"] and not report["stuck"], report
