@@ -6,7 +6,6 @@ scheduled_for -> created_at (claim), plus duplicates and gaps.
     make bench-lag [BENCH_TRIGGERS=100] [BENCH_SECONDS=20]
 """
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,13 +25,8 @@ def pct(values, p):
 def main():
     conftest.BIN = os.path.join(conftest.ROOT, "bin")
     with tempfile.TemporaryDirectory() as d:
-        port = conftest.free_port()
-        store = subprocess.Popen(
-            ["ferretdb", "--handler=sqlite", f"--sqlite-url=file:{d}/", f"--listen-addr=127.0.0.1:{port}",
-             f"--state-dir={d}", "--telemetry=disable", "--debug-addr=-", "--log-level=error"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        conftest.wait_port(port)
-        c = conftest.Cluster(port, d, "bench")
+        store = conftest.Store(d)
+        c = conftest.Cluster(store, d, "bench")
         try:
             c.start(masters=2, workers=2, master_env={"SKED_LOG_LEVEL": "warn"},
                     worker_env={"SKED_LOG_LEVEL": "warn"})
@@ -47,8 +41,7 @@ def main():
                                             "trigger_id": 1, "status": 1}))
         finally:
             c.stop()
-            store.terminate()
-            store.wait()
+            store.stop()
     run = [j for j in jobs if j.get("started_at")]
     start_lag = [(j["started_at"] - j["scheduled_for"]).total_seconds() * 1000 for j in run]
     claim_lag = [(j["created_at"] - j["scheduled_for"]).total_seconds() * 1000 for j in jobs]

@@ -55,22 +55,39 @@ def wait_for(pred, timeout, interval=0.1, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
+class Store:
+    """FerretDB (SQLite backend) on a loopback port; can be stopped and
+    started again on the same port and data for outage tests."""
+
+    def __init__(self, d):
+        self.dir = d
+        self.port = free_port()
+        self.ferretdb = shutil.which("ferretdb") or os.path.expanduser("~/.local/bin/ferretdb")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "ferretdb.log"), "a")
+        self.proc = subprocess.Popen(
+            [self.ferretdb, "--handler=sqlite", f"--sqlite-url=file:{self.dir}/",
+             f"--listen-addr=127.0.0.1:{self.port}", f"--state-dir={self.dir}",
+             "--telemetry=disable", "--debug-addr=-", "--log-level=error"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
 @pytest.fixture(scope="session")
 def store(tmp_path_factory):
-    """One FerretDB (SQLite backend) for the session; yields its port."""
-    ferretdb = shutil.which("ferretdb") or os.path.expanduser("~/.local/bin/ferretdb")
-    d = tmp_path_factory.mktemp("store")
-    port = free_port()
-    log = open(d / "ferretdb.log", "w")
-    proc = subprocess.Popen(
-        [ferretdb, "--handler=sqlite", f"--sqlite-url=file:{d}/", f"--listen-addr=127.0.0.1:{port}",
-         f"--state-dir={d}", "--telemetry=disable", "--debug-addr=-", "--log-level=error"],
-        stdout=log, stderr=subprocess.STDOUT)
-    wait_port(port)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    """One FerretDB for the session."""
+    s = Store(str(tmp_path_factory.mktemp("store")))
+    yield s
+    if s.proc.poll() is None:
+        s.stop()
 
 
 class Proc:
@@ -106,7 +123,9 @@ class Proc:
 class Cluster:
     """A sked cluster on loopback against the session's FerretDB."""
 
-    def __init__(self, store_port, logdir, name):
+    def __init__(self, store, logdir, name):
+        self.store = store
+        store_port = store.port
         self.store_port = store_port
         self.logdir = logdir
         self.db_name = "t_" + uuid.uuid4().hex[:12]
