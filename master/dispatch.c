@@ -630,6 +630,14 @@ static void s_pump(dispatch_t *d)
 
 /* ---- worker messages ---------------------------------------------------- */
 
+static worker_t *s_worker_by_identity(dispatch_t *d, zframe_t *identity)
+{
+    char *hex = zframe_strhex(identity);
+    worker_t *w = zhashx_lookup(d->workers, hex);
+    free(hex);
+    return w;
+}
+
 static worker_t *s_worker(dispatch_t *d, zframe_t *identity, const proto_msg_t *msg)
 {
     char *hex = zframe_strhex(identity);
@@ -734,9 +742,16 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
             f = nf;
         }
     }
-    if (msg->type == PROTO_STARTED)
+    if (msg->type == PROTO_STARTED) {
         s_on_started(d, f, msg);
-    else if (s_on_finished(d, f, msg) == 0)
+        return;
+    }
+    /* The slot is free again: give the credit back now rather than at the
+     * next heartbeat, so a waiting job starts at once. */
+    worker_t *w = zframe_size(identity) ? s_worker_by_identity(d, identity) : NULL;
+    if (w && f && strcmp(f->worker_key, w->key) == 0 && w->credit < w->slots)
+        w->credit++;
+    if (s_on_finished(d, f, msg) == 0)
         s_ack(d, identity, msg);
 }
 

@@ -127,3 +127,18 @@ def test_misfire_fire_once_runs_one_and_records_the_rest(cluster):
     assert len(ran) == 1
     assert coalesced and all(j["skip_reason"] == "misfire_coalesced" for j in coalesced)
     assert max(j["scheduled_for"] for j in coalesced) < ran[0]["scheduled_for"]
+
+
+def test_higher_priority_jobs_go_first_when_workers_are_scarce(cluster):
+    cluster.start(masters=1, workers=1, worker_env={"SKED_WORKER_SLOTS": "1"})
+    low = create(cluster, "low", {"task_type": "sleep", "parameters": {"seconds": 0.9},
+                                  "overlap_policy": "allow", "priority": 0})
+    high = create(cluster, "high", {"task_type": "sleep", "parameters": {"seconds": 0.9},
+                                    "overlap_policy": "allow", "priority": 10})
+    time.sleep(8)
+    ran_low = [j for j in jobs_of(cluster, low) if j.get("started_at")]
+    ran_high = [j for j in jobs_of(cluster, high) if j.get("started_at")]
+    # One slot, 1.8 s of work per second: the queue grows, and it is the
+    # low-priority trigger's jobs that wait.
+    assert len(ran_high) >= 5, ran_high
+    assert len(ran_high) > len(ran_low) + 2, (len(ran_high), len(ran_low))
