@@ -38,7 +38,8 @@ static const setting_t s_settings[] = {
      "MongoDB connection string; the database name in its path is used (default sked)"},
     {"SKED_HTTP_ADDR", STR(http_addr), "127.0.0.1:8080", G, "gateway HTTP listen address host:port"},
     {"SKED_JWT_SECRET", STR(jwt_secret), "", G,
-     "HS256 secret for API tokens (required; 32+ random bytes recommended)"},
+     "HS256 secret for API tokens (required unless SKED_JWT_PUBLIC_KEY_FILE is set; 32+ random "
+     "bytes recommended)"},
     {"SKED_MASTER_BIND", STR(master_bind), "tcp://127.0.0.1:7601", M,
      "ZeroMQ endpoint this master binds for workers and gateways"},
     {"SKED_MASTERS", STR(masters), "tcp://127.0.0.1:7601", G | W,
@@ -61,6 +62,21 @@ static const setting_t s_settings[] = {
     {"SKED_DRAIN_TIMEOUT_MS", INT(drain_timeout_ms), "30000", W,
      "on SIGTERM a worker waits this long for running jobs before exiting"},
     {"SKED_MAX_BODY", LONG(max_body), "1048576", G, "largest accepted request body in bytes"},
+    {"SKED_JWT_PUBLIC_KEY_FILE", STR(jwt_public_key_file), "", G,
+     "PEM file with an RSA public key: tokens are then RS256, verified with it, and "
+     "SKED_JWT_SECRET is not used"},
+    {"SKED_JWT_ISSUER", STR(jwt_issuer), "", G, "required token \"iss\" (empty: not checked)"},
+    {"SKED_JWT_AUDIENCE", STR(jwt_audience), "", G,
+     "required token \"aud\" (string or array holding it; empty: not checked)"},
+    {"SKED_JWT_LEEWAY", INT(jwt_leeway_s), "30", G, "clock skew allowed on exp and nbf, seconds"},
+    {"SKED_RATE_LIMIT", INT(rate_limit), "50", G,
+     "requests per second per user (per client IP without a valid token); 0 disables"},
+    {"SKED_RATE_BURST", INT(rate_burst), "100", G, "token bucket size of SKED_RATE_LIMIT"},
+    {"SKED_CORS_ORIGINS", STR(cors_origins), "", G,
+     "comma-separated origins allowed by CORS, or *; empty: no CORS headers"},
+    {"SKED_OPENAPI_PATH", STR(openapi_path), "docs/openapi/scheduler_openapi.json", G,
+     "OpenAPI document served under /docs/openapi/ (relative: to the working directory, "
+     "else to the binary's directory and its parents)"},
 };
 #define NSETTINGS (sizeof s_settings / sizeof s_settings[0])
 

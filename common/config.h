@@ -35,6 +35,15 @@ typedef struct {
     int worker_timeout_ms;
     int drain_timeout_ms;
     long max_body;
+    /* gateway: auth, rate limits, CORS, OpenAPI document */
+    char jwt_public_key_file[512];
+    char jwt_issuer[256];
+    char jwt_audience[256];
+    int jwt_leeway_s;
+    int rate_limit;
+    int rate_burst;
+    char cors_origins[2048];
+    char openapi_path[512];
 } config_t;
 
 /* Fills cfg for a role (CONFIG_ROLE_*). Returns 0, 1 when --help was given

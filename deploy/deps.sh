@@ -42,9 +42,11 @@ if ! "$FERRETDB_BIN" --version 2>/dev/null | grep -q "${FERRETDB_VERSION#v}"; th
     (cd "$src/ferretdb" && CGO_ENABLED=0 go build -trimpath -o "$FERRETDB_BIN" ./cmd/ferretdb)
 fi
 
-# Python venv for the integration tests.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, requests, jwt, pymongo, zmq' 2>/dev/null; then
-    echo "deps: creating .venv with the test packages"
-    python3 -m venv .venv
+# Python venv for the integration tests; reinstalled when the requirements change.
+want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha 2>/dev/null)" != "$want" ]; then
+    echo "deps: installing the test packages into .venv"
+    [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+    echo "$want" > .venv/.requirements.sha
 fi

@@ -2,9 +2,14 @@
  * api.c - the REST API under /api/scheduler: routing, authentication,
  * handlers and error responses.
  *
- * Every endpoint but health needs "Authorization: Bearer <JWT>"; the
- * token's sub owns what it creates, and only admins see or change other
- * users' triggers (others get 404, which reveals nothing). Errors use
+ * Every endpoint but health and the OpenAPI document
+ * (/docs/openapi/scheduler_openapi.json and .yaml) needs
+ * "Authorization: Bearer <JWT>"; the token's sub owns what it creates, and
+ * only admins see or change other users' triggers (others get 404, which
+ * reveals nothing) and use the lock endpoints (others get 403). Requests
+ * with a valid token are rate-limited per user, all others per client
+ * address (429 with Retry-After). CORS preflights are answered before
+ * routing; allowed origins get CORS headers on every answer. Errors use
  * FastAPI's shape: {"detail": "..."} or {"detail": [{type, loc, msg}, ...]}.
  * Paths are accepted with and without a trailing slash; query values are
  * form-urlencoded ('+' is a space, %XX a byte) and must decode to UTF-8
@@ -24,6 +29,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +37,8 @@
 #define MAX_SEGS 8
 #define PREVIEW_DEFAULT_COUNT 5
 #define PREVIEW_MAX_COUNT 100
+#define LIST_MAX_PAGE_SIZE 100
+#define LIST_NEXT_FIRE_MAX 10000 /* triggers sort=next_fire_at sorts in memory */
 
 typedef struct {
     gateway_t *gw;
@@ -205,6 +213,32 @@ static int s_query_param(const ctx_t *c, json_t *errors, const char *name, char 
     return rc < 0 ? -1 : rc;
 }
 
+/* Takes a token from key's rate-limit bucket; without one answers 429
+ * with Retry-After and returns -1. */
+static int s_limit(ctx_t *c, const char *kind, const char *who)
+{
+    if (!c->gw->limits)
+        return 0;
+    char key[300];
+    snprintf(key, sizeof key, "%s:%s", kind, who);
+    int wait_s = ratelimit_take(c->gw->limits, key, clock_mono_ms());
+    if (wait_s == 0)
+        return 0;
+    char secs[16], msg[96];
+    snprintf(secs, sizeof secs, "%d", wait_s);
+    snprintf(msg, sizeof msg, "rate limit exceeded: retry in %d s", wait_s);
+    log_debug("request rate-limited", "%s=%s retry_after=%d", kind, who, wait_s);
+    http_resp_add_header(c->resp, "Retry-After", secs);
+    s_detail(c->resp, 429, msg);
+    return -1;
+}
+
+/* Requests without a valid token are limited per client address. */
+static int s_limit_ip(ctx_t *c)
+{
+    return s_limit(c, "ip", c->req->remote_addr);
+}
+
 static int s_authenticate(ctx_t *c)
 {
     size_t len = 0;
@@ -218,7 +252,9 @@ static int s_authenticate(ctx_t *c)
         r = token_verify(c->gw->verifier, h + 7, len - 7, &c->user, &err);
     }
     if (r == TOKEN_OK)
-        return 0;
+        return s_limit(c, "user", c->user.sub);
+    if (s_limit_ip(c) < 0)
+        return -1;
     log_info("request rejected", "reason=%s remote=%s", token_reason_name(r), c->req->remote_addr);
     http_resp_add_header(c->resp, "WWW-Authenticate", "Bearer");
     s_detail(c->resp, 401, err.msg);
@@ -572,19 +608,36 @@ static void s_cron_preview(ctx_t *c)
     cron_destroy(&p.cron);
 }
 
-/* Runs a paginated find and renders {items, total, page, page_size}. */
-static void s_page(ctx_t *c, const char *coll, bson_t *filter, const char *sort_key,
-                   json_t *(*render)(const bson_t *), json_t *extra)
-{
+/* Page and page size of a listing. */
+typedef struct {
     long page, size;
-    if (s_query_int(c, "page", 1, 1, 1000000, &page) < 0 ||
-        s_query_int(c, "page_size", 20, 1, 100, &size) < 0) {
-        json_decref(extra);
-        s_json(c->resp, 422,
-               json_pack("{s:[{s:s, s:[s], s:s}]}", "detail", "type", "value_error", "loc",
-                         "query", "msg", "page must be >= 1 and page_size within 1-100"));
-        return;
-    }
+} paging_t;
+
+/* Reads ?page= and ?page_size=, adding an error for each bad one. */
+static void s_paging(const ctx_t *c, json_t *errors, paging_t *pg)
+{
+    if (s_query_int(c, "page", 1, 1, 1000000, &pg->page) < 0)
+        s_query_err(errors, "page", "value_error", "must be an integer between 1 and 1000000");
+    if (s_query_int(c, "page_size", 20, 1, LIST_MAX_PAGE_SIZE, &pg->size) < 0)
+        s_query_err(errors, "page_size", "value_error", "must be an integer between 1 and %d",
+                    LIST_MAX_PAGE_SIZE);
+}
+
+/* Answers {items, total, page, page_size}, added to extra if not NULL. */
+static void s_page_out(ctx_t *c, const paging_t *pg, json_t *items, int64_t total, json_t *extra)
+{
+    json_t *out = extra ? extra : json_object();
+    json_object_set_new(out, "items", items);
+    json_object_set_new(out, "total", json_integer(total));
+    json_object_set_new(out, "page", json_integer(pg->page));
+    json_object_set_new(out, "page_size", json_integer(pg->size));
+    s_json(c->resp, 200, out);
+}
+
+/* Runs a paginated, sorted find and renders {items, total, page, page_size}. */
+static void s_page(ctx_t *c, const char *coll, const bson_t *filter, const bson_t *sort,
+                   const paging_t *pg, json_t *(*render)(const bson_t *), json_t *extra)
+{
     mongoc_collection_t *col = store_coll(c->gw->store, coll);
     bson_error_t berr;
     err_t err = {0};
@@ -595,8 +648,8 @@ static void s_page(ctx_t *c, const char *coll, bson_t *filter, const char *sort_
         s_store_error(c->resp, &err);
         return;
     }
-    bson_t *opts = BCON_NEW("sort", "{", sort_key, BCON_INT32(-1), "}", "skip",
-                            BCON_INT64((page - 1) * size), "limit", BCON_INT64(size));
+    bson_t *opts = BCON_NEW("sort", BCON_DOCUMENT(sort), "skip",
+                            BCON_INT64((pg->page - 1) * pg->size), "limit", BCON_INT64(pg->size));
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, opts, NULL);
     json_t *items = json_array();
     const bson_t *doc;
@@ -612,12 +665,7 @@ static void s_page(ctx_t *c, const char *coll, bson_t *filter, const char *sort_
         s_store_error(c->resp, &err);
         return;
     }
-    json_t *out = extra ? extra : json_object();
-    json_object_set_new(out, "items", items);
-    json_object_set_new(out, "total", json_integer(total));
-    json_object_set_new(out, "page", json_integer(page));
-    json_object_set_new(out, "page_size", json_integer(size));
-    s_json(c->resp, 200, out);
+    s_page_out(c, pg, items, total, extra);
 }
 
 static json_t *s_render_trigger(const bson_t *doc)
@@ -625,11 +673,311 @@ static json_t *s_render_trigger(const bson_t *doc)
     return trigger_to_response(doc, NULL);
 }
 
+typedef enum { SORT_CREATED_AT, SORT_NAME, SORT_NEXT_FIRE_AT } list_sort_t;
+
+/* TriggerListParams, as far as they are not turned into the filter. */
+typedef struct {
+    paging_t pg;
+    list_sort_t sort;
+    int desc;
+} list_params_t;
+
+/* Writes a regular expression matching s literally (metacharacters
+ * escaped) into out, which has room for twice s plus one. */
+static void s_regex_literal(const char *s, char *out)
+{
+    for (; *s; s++) {
+        if (strchr("\\^$.|?*+()[]{}", *s))
+            *out++ = '\\';
+        *out++ = *s;
+    }
+    *out = '\0';
+}
+
+/* 1 if s is one of the NULL-terminated words. */
+static int s_one_of(const char *s, const char *const *words)
+{
+    for (; *words; words++)
+        if (strcmp(s, *words) == 0)
+            return 1;
+    return 0;
+}
+
+/* Reads GET /triggers' filters into filter (which already scopes to the
+ * caller) and its paging and sort into p, adding every problem to errors. */
+static void s_list_params(const ctx_t *c, json_t *errors, list_params_t *p, bson_t *filter)
+{
+    static const char *const statuses[] = {"active", "paused", NULL};
+    static const char *const types[] = {"CRON", "INTERVAL", "MANUAL", "EVENT", NULL};
+    static const char *const sorts[] = {"created_at", "name", "next_fire_at", NULL};
+    static const char *const orders[] = {"asc", "desc", NULL};
+    char status[64], type[64], task[64], name[201], sort[64], order[64];
+    s_paging(c, errors, &p->pg);
+    if (s_query_param(c, errors, "status", status, sizeof status, 0) == 1) {
+        if (s_one_of(status, statuses))
+            BSON_APPEND_UTF8(filter, "status", status);
+        else
+            s_query_err(errors, "status", "enum", "input should be 'active' or 'paused'");
+    }
+    if (s_query_param(c, errors, "trigger_type", type, sizeof type, 0) == 1) {
+        if (s_one_of(type, types))
+            BSON_APPEND_UTF8(filter, "trigger_type", type);
+        else
+            s_query_err(errors, "trigger_type", "enum",
+                        "input should be 'CRON', 'INTERVAL', 'MANUAL' or 'EVENT'");
+    }
+    if (s_query_param(c, errors, "task_type", task, sizeof task, 0) == 1) {
+        size_t ok = strspn(task, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.");
+        if (task[0] && task[ok] == '\0')
+            BSON_APPEND_UTF8(filter, "execution_config.task_type", task);
+        else
+            s_query_err(errors, "task_type", "string_pattern_mismatch",
+                        "1 to 63 letters, digits, '_', '-' or '.'");
+    }
+    if (s_query_param(c, errors, "name", name, sizeof name, 0) == 1) {
+        char re[2 * sizeof name];
+        s_regex_literal(name, re);
+        if (name[0])
+            BCON_APPEND(filter, "name", "{", "$regex", BCON_UTF8(re), "$options", BCON_UTF8("i"),
+                        "}");
+        else
+            s_query_err(errors, "name", "string_too_short", "must not be empty");
+    }
+    p->sort = SORT_CREATED_AT;
+    if (s_query_param(c, errors, "sort", sort, sizeof sort, 0) == 1) {
+        if (!s_one_of(sort, sorts))
+            s_query_err(errors, "sort", "enum",
+                        "input should be 'created_at', 'name' or 'next_fire_at'");
+        else
+            p->sort = strcmp(sort, "name") == 0           ? SORT_NAME
+                      : strcmp(sort, "next_fire_at") == 0 ? SORT_NEXT_FIRE_AT
+                                                          : SORT_CREATED_AT;
+    }
+    /* Newest first by default; names and fire times soonest/alphabetical. */
+    p->desc = p->sort == SORT_CREATED_AT;
+    if (s_query_param(c, errors, "order", order, sizeof order, 0) == 1) {
+        if (s_one_of(order, orders))
+            p->desc = strcmp(order, "desc") == 0;
+        else
+            s_query_err(errors, "order", "enum", "input should be 'asc' or 'desc'");
+    }
+}
+
+/* A trigger's sort key for sort=next_fire_at: its next fire time as the
+ * listing shows it, or -1 when it has none (paused, ended, MANUAL). */
+typedef struct {
+    int64_t at;
+    char id[32];
+} next_fire_t;
+
+static int s_next_fire_cmp(const next_fire_t *a, const next_fire_t *b, int desc)
+{
+    if ((a->at < 0) != (b->at < 0))
+        return a->at < 0 ? 1 : -1; /* none last, in either order */
+    if (a->at != b->at)
+        return (a->at < b->at ? -1 : 1) * (desc ? -1 : 1);
+    return strcmp(a->id, b->id) * (desc ? -1 : 1);
+}
+
+static int s_next_fire_asc(const void *a, const void *b)
+{
+    return s_next_fire_cmp(a, b, 0);
+}
+
+static int s_next_fire_desc(const void *a, const void *b)
+{
+    return s_next_fire_cmp(a, b, 1);
+}
+
+/* Reads the sort keys of every trigger filter matches into *out (the
+ * caller frees it). Returns the count, -1 on a store error (answered), or
+ * -2 when more than LIST_NEXT_FIRE_MAX match (not answered). */
+static long s_next_fire_keys(ctx_t *c, const bson_t *filter, next_fire_t **out)
+{
+    bson_t *opts = BCON_NEW("projection", "{", "schedule", BCON_INT32(1), "status",
+                            BCON_INT32(1), "}");
+    mongoc_cursor_t *cur =
+        mongoc_collection_find_with_opts(store_coll(c->gw->store, "triggers"), filter, opts, NULL);
+    next_fire_t *v = NULL;
+    long n = 0, cap = 0;
+    int64_t now = clock_wall_ms();
+    const bson_t *doc;
+    while (n >= 0 && mongoc_cursor_next(cur, &doc)) {
+        if (n == LIST_NEXT_FIRE_MAX) {
+            n = -2;
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            next_fire_t *grown = realloc(v, (size_t)cap * sizeof *v);
+            if (!grown) {
+                n = -3;
+                break;
+            }
+            v = grown;
+        }
+        int active = strcmp(bj_get_str(doc, "status", ""), "active") == 0;
+        v[n].at = active ? trigger_next_fire(doc, now) : -1;
+        snprintf(v[n].id, sizeof v[n].id, "%s", bj_get_str(doc, "_id", ""));
+        n++;
+    }
+    bson_error_t berr;
+    err_t err = {0};
+    if (n >= 0 && mongoc_cursor_error(cur, &berr)) {
+        store_error(&berr, "list triggers", &err);
+        s_store_error(c->resp, &err);
+        n = -1;
+    } else if (n == -3) {
+        s_detail(c->resp, 500, "out of memory");
+        n = -1;
+    }
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    if (n < 0)
+        free(v);
+    else
+        *out = v;
+    return n;
+}
+
+/* GET /triggers?sort=next_fire_at: the next fire time is derived from each
+ * definition (as the items show it), so the matching triggers are sorted
+ * here, by _id within one time, and only the page's are then read whole. */
+static void s_list_by_next_fire(ctx_t *c, const bson_t *filter, const list_params_t *p)
+{
+    next_fire_t *keys = NULL;
+    long n = s_next_fire_keys(c, filter, &keys);
+    if (n == -2) {
+        json_t *errors = json_array();
+        s_query_err(errors, "sort", "value_error",
+                    "sort=next_fire_at is limited to %d matching triggers: narrow the listing "
+                    "with filters or sort by created_at or name",
+                    LIST_NEXT_FIRE_MAX);
+        s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
+        return;
+    }
+    if (n < 0)
+        return;
+    qsort(keys, (size_t)n, sizeof *keys, p->desc ? s_next_fire_desc : s_next_fire_asc);
+    long first = (p->pg.page - 1) * p->pg.size;
+    long last = first + p->pg.size < n ? first + p->pg.size : n;
+    json_t *items = json_array();
+    if (first < last) {
+        bson_t q = BSON_INITIALIZER, in, ids;
+        BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &in);
+        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &ids);
+        for (long i = first; i < last; i++) {
+            char k[24];
+            snprintf(k, sizeof k, "%ld", i - first);
+            BSON_APPEND_UTF8(&ids, k, keys[i].id);
+        }
+        bson_append_array_end(&in, &ids);
+        bson_append_document_end(&q, &in);
+        mongoc_cursor_t *cur =
+            mongoc_collection_find_with_opts(store_coll(c->gw->store, "triggers"), &q, NULL, NULL);
+        json_t *byid = json_object();
+        const bson_t *doc;
+        while (mongoc_cursor_next(cur, &doc))
+            json_object_set_new(byid, bj_get_str(doc, "_id", ""), s_render_trigger(doc));
+        bson_error_t berr;
+        err_t err = {0};
+        int failed = mongoc_cursor_error(cur, &berr);
+        mongoc_cursor_destroy(cur);
+        bson_destroy(&q);
+        for (long i = first; i < last && !failed; i++) {
+            json_t *t = json_object_get(byid, keys[i].id);
+            if (t) /* absent: deleted since the first read */
+                json_array_append(items, t);
+        }
+        json_decref(byid);
+        if (failed) {
+            free(keys);
+            json_decref(items);
+            store_error(&berr, "list triggers", &err);
+            s_store_error(c->resp, &err);
+            return;
+        }
+    }
+    free(keys);
+    s_page_out(c, &p->pg, items, n, NULL);
+}
+
+/* GET /triggers with TriggerListParams. */
 static void s_list_triggers(ctx_t *c)
 {
     bson_t *filter = c->user.is_admin ? bson_new() : BCON_NEW("owner", BCON_UTF8(c->user.sub));
-    s_page(c, "triggers", filter, "created_at", s_render_trigger, NULL);
+    json_t *errors = json_array();
+    list_params_t p;
+    s_list_params(c, errors, &p, filter);
+    if (json_array_size(errors) > 0) {
+        s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
+        bson_destroy(filter);
+        return;
+    }
+    json_decref(errors);
+    if (p.sort == SORT_NEXT_FIRE_AT) {
+        s_list_by_next_fire(c, filter, &p);
+    } else {
+        int dir = p.desc ? -1 : 1;
+        bson_t *sort = BCON_NEW(p.sort == SORT_NAME ? "name" : "created_at", BCON_INT32(dir),
+                                "_id", BCON_INT32(dir));
+        s_page(c, "triggers", filter, sort, &p.pg, s_render_trigger, NULL);
+        bson_destroy(sort);
+    }
     bson_destroy(filter);
+}
+
+/* History filters: ?status= (one or a comma list of job statuses) and
+ * ?from= / ?to= (ISO-8601), from <= scheduled_for < to. */
+static void s_history_filters(const ctx_t *c, json_t *errors, bson_t *filter)
+{
+    static const char *const statuses[] = {"queued", "running", "retrying", "succeeded", "failed",
+                                           "timed_out", "lost", "skipped", "cancelled", NULL};
+    char status[256], from[65], to[65];
+    if (s_query_param(c, errors, "status", status, sizeof status, 0) == 1) {
+        bson_t in, arr;
+        int i = 0, bad = 0;
+        BSON_APPEND_DOCUMENT_BEGIN(filter, "status", &in);
+        BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+        for (char *save = NULL, *st = strtok_r(status, ",", &save); st;
+             st = strtok_r(NULL, ",", &save)) {
+            char k[24];
+            snprintf(k, sizeof k, "%d", i++);
+            BSON_APPEND_UTF8(&arr, k, st);
+            bad |= !s_one_of(st, statuses);
+        }
+        bson_append_array_end(&in, &arr);
+        bson_append_document_end(filter, &in);
+        if (bad || i == 0)
+            s_query_err(errors, "status", "enum",
+                        "input should be one or a comma-separated list of 'queued', 'running', "
+                        "'retrying', 'succeeded', 'failed', 'timed_out', 'lost', 'skipped', "
+                        "'cancelled'");
+    }
+    int64_t from_ms = 0, to_ms = 0;
+    int rf = s_query_param(c, errors, "from", from, sizeof from, 0);
+    int rt = s_query_param(c, errors, "to", to, sizeof to, 0);
+    if (rf == 1 && clock_parse_iso(from, &from_ms) < 0) {
+        s_query_err(errors, "from", "datetime_parsing",
+                    "must be an ISO-8601 date-time with a zone (a '+' must be sent as %%2B)");
+        rf = -1;
+    }
+    if (rt == 1 && clock_parse_iso(to, &to_ms) < 0) {
+        s_query_err(errors, "to", "datetime_parsing",
+                    "must be an ISO-8601 date-time with a zone (a '+' must be sent as %%2B)");
+        rt = -1;
+    }
+    if (rf == 1 && rt == 1 && to_ms <= from_ms)
+        s_query_err(errors, "to", "value_error", "must be after from");
+    if (rf == 1 || rt == 1) {
+        bson_t range;
+        BSON_APPEND_DOCUMENT_BEGIN(filter, "scheduled_for", &range);
+        if (rf == 1)
+            BSON_APPEND_DATE_TIME(&range, "$gte", from_ms);
+        if (rt == 1)
+            BSON_APPEND_DATE_TIME(&range, "$lt", to_ms);
+        bson_append_document_end(filter, &range);
+    }
 }
 
 static void s_history(ctx_t *c, const char *id)
@@ -639,8 +987,19 @@ static void s_history(ctx_t *c, const char *id)
         return;
     bson_destroy(&doc);
     bson_t *filter = BCON_NEW("trigger_id", BCON_UTF8(id));
-    s_page(c, "jobs", filter, "scheduled_for", job_to_response,
-           json_pack("{s:s}", "trigger_id", id));
+    json_t *errors = json_array();
+    paging_t pg;
+    s_paging(c, errors, &pg);
+    s_history_filters(c, errors, filter);
+    if (json_array_size(errors) > 0) {
+        s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
+    } else {
+        json_decref(errors);
+        bson_t *sort = BCON_NEW("scheduled_for", BCON_INT32(-1));
+        s_page(c, "jobs", filter, sort, &pg, job_to_response,
+               json_pack("{s:s}", "trigger_id", id));
+        bson_destroy(sort);
+    }
     bson_destroy(filter);
 }
 
@@ -723,6 +1082,144 @@ static void s_health(ctx_t *c)
                      "total", c->gw->cfg->partitions, "covered", covered, "checked_at", now));
 }
 
+/* Lock endpoints are for admins only. */
+static int s_require_admin(ctx_t *c)
+{
+    if (c->user.is_admin)
+        return 0;
+    s_detail(c->resp, 403, "admin role required");
+    return -1;
+}
+
+/* GET /locks: the head epoch of every lease chain. */
+static void s_list_locks(ctx_t *c)
+{
+    json_t *out = NULL;
+    err_t err = {0};
+    if (locks_list(c->gw->store, &out, &err) < 0)
+        s_store_error(c->resp, &err);
+    else
+        s_json(c->resp, 200, out);
+}
+
+/* 409 naming who holds a lock, with the holder as "lock". */
+static void s_lock_conflict(ctx_t *c, const char *name, json_t *holder)
+{
+    char msg[640];
+    const char *owner = json_string_value(json_object_get(holder, "owner"));
+    const char *until = json_string_value(json_object_get(holder, "expires_at"));
+    if (holder && owner && until)
+        snprintf(msg, sizeof msg, "lock '%s' is held by '%.255s' until %s (epoch %lld)", name,
+                 owner, until, (long long)json_integer_value(json_object_get(holder, "epoch")));
+    else
+        snprintf(msg, sizeof msg, "lock '%s' is held by someone else", name);
+    json_t *m = json_string(msg);
+    s_json(c->resp, 409, json_pack("{s:o, s:o*}", "detail", m ? m : json_string("lock is held"),
+                                   "lock", holder));
+}
+
+/* POST /locks (LockAcquisitionRequest): 201 acquired, 200 renewed by its
+ * owner, 409 held by another owner. */
+static void s_acquire_lock(ctx_t *c)
+{
+    json_t *body = s_body(c);
+    if (!body)
+        return;
+    lock_request_t r;
+    json_t *errors = locks_check_request(body, c->user.sub, &r);
+    json_decref(body);
+    if (errors) {
+        s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
+        return;
+    }
+    json_t *lock = NULL;
+    err_t err = {0};
+    int rc = locks_acquire(c->gw->store, &r, &lock, &err);
+    if (rc < 0) {
+        json_decref(lock);
+        s_store_error(c->resp, &err);
+        return;
+    }
+    if (rc == LOCK_HELD) {
+        s_lock_conflict(c, r.name, lock);
+        return;
+    }
+    log_info(rc == LOCK_CREATED ? "lock acquired" : "lock renewed",
+             "lock=%s owner=\"%s\" epoch=%lld ttl_s=%d by=%s", r.name, r.owner,
+             (long long)json_integer_value(json_object_get(lock, "epoch")), r.ttl_s, c->user.sub);
+    if (!lock)
+        s_detail(c->resp, 500, "lock vanished after it was taken");
+    else
+        s_json(c->resp, rc == LOCK_CREATED ? 201 : 200, lock);
+}
+
+/* DELETE /locks/{name}?owner=&epoch=: releases a lock the owner (default:
+ * the caller) holds, at that epoch if given. */
+static void s_release_lock(ctx_t *c, const char *name)
+{
+    char owner[256];
+    long epoch = 0;
+    json_t *errors = json_array();
+    int ro = s_query_param(c, errors, "owner", owner, sizeof owner, 0);
+    if (ro == 1 && !owner[0])
+        s_query_err(errors, "owner", "string_too_short", "must not be empty");
+    if (s_query_int(c, "epoch", 0, 1, LONG_MAX, &epoch) < 0)
+        s_query_err(errors, "epoch", "value_error", "must be a positive integer");
+    if (json_array_size(errors) > 0) {
+        s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
+        return;
+    }
+    json_decref(errors);
+    if (ro != 1)
+        snprintf(owner, sizeof owner, "%s", c->user.sub);
+    json_t *holder = NULL;
+    err_t err = {0};
+    int rc = locks_name_valid(name) ? locks_release(c->gw->store, name, owner, epoch, &holder, &err)
+                                    : ERR_NOTFOUND;
+    if (rc == ERR_NOTFOUND) {
+        s_detail(c->resp, 404, "lock not found or not held");
+    } else if (rc == ERR_CONFLICT) {
+        s_lock_conflict(c, name, holder);
+        holder = NULL;
+    } else if (rc < 0) {
+        s_store_error(c->resp, &err);
+    } else {
+        log_info("lock released", "lock=%s owner=\"%s\" by=%s", name, owner, c->user.sub);
+        c->resp->status = 204;
+    }
+    json_decref(holder);
+}
+
+/* GET /docs/openapi/scheduler_openapi.json and .yaml, without a token.
+ * Returns 1 if the path is one of them (answered), else 0. */
+static int s_docs(ctx_t *c)
+{
+    static const char base[] = "/docs/openapi/scheduler_openapi.";
+    const http_req_t *r = c->req;
+    size_t n = sizeof base - 1;
+    if (r->path_len != n + 4 || memcmp(r->path, base, n) != 0)
+        return 0;
+    int yaml = memcmp(r->path + n, "yaml", 4) == 0;
+    if (!yaml && memcmp(r->path + n, "json", 4) != 0)
+        return 0;
+    if (s_limit_ip(c) < 0)
+        return 1;
+    size_t len = 0;
+    const char *text = openapi_text(c->gw->openapi, yaml, &len);
+    if (!s_method(c, "GET") && !s_method(c, "HEAD")) {
+        s_detail(c->resp, 405, "Method Not Allowed");
+    } else if (!text) {
+        s_detail(c->resp, 503, "the OpenAPI document is not installed (see SKED_OPENAPI_PATH)");
+    } else if ((c->resp->body = malloc(len ? len : 1))) {
+        memcpy(c->resp->body, text, len);
+        c->resp->body_len = len;
+        c->resp->content_type = yaml ? "application/yaml" : "application/json";
+    } else {
+        s_detail(c->resp, 500, "out of memory");
+    }
+    return 1;
+}
+
 /* Splits the path below PREFIX into segments; -1 if not under it. */
 static int s_split(ctx_t *c, char *buf, size_t size)
 {
@@ -752,11 +1249,24 @@ void api_handle(void *arg, const http_req_t *req, http_resp_t *resp)
 {
     ctx_t c = {.gw = arg, .req = req, .resp = resp};
     char buf[1024];
-    if (s_split(&c, buf, sizeof buf) < 0) {
-        s_detail(resp, 404, "Not Found");
+    http_resp_add_header(resp, "X-Content-Type-Options", "nosniff");
+    if (cors_is_preflight(req)) {
+        if (s_limit_ip(&c) == 0)
+            cors_preflight(c.gw->cors, req, resp);
         return;
     }
+    cors_apply(c.gw->cors, req, resp);
+    if (s_docs(&c))
+        return;
+    if (s_split(&c, buf, sizeof buf) < 0) {
+        if (s_limit_ip(&c) == 0)
+            s_detail(resp, 404, "Not Found");
+        return;
+    }
+    http_resp_add_header(resp, "Cache-Control", "no-store");
     if (s_is(&c, 1, "health", NULL)) {
+        if (s_limit_ip(&c) < 0)
+            return;
         if (!s_method(&c, "GET"))
             s_detail(resp, 405, "Method Not Allowed");
         else
@@ -766,11 +1276,13 @@ void api_handle(void *arg, const http_req_t *req, http_resp_t *resp)
     int preview = c.nsegs == 2 && strcmp(c.segs[0], "cron") == 0 &&
                   strcmp(c.segs[1], "preview") == 0;
     int action = s_is(&c, 3, "triggers", "pause") || s_is(&c, 3, "triggers", "resume");
+    int locks = s_is(&c, 1, "locks", NULL) || s_is(&c, 2, "locks", NULL);
     int known = s_is(&c, 1, "triggers", NULL) || s_is(&c, 2, "triggers", NULL) ||
                 s_is(&c, 3, "triggers", "history") || action || s_is(&c, 2, "jobs", NULL) ||
-                preview;
+                preview || locks;
     if (!known) {
-        s_detail(resp, 404, "Not Found");
+        if (s_limit_ip(&c) == 0)
+            s_detail(resp, 404, "Not Found");
         return;
     }
     if (s_authenticate(&c) < 0)
@@ -800,6 +1312,14 @@ void api_handle(void *arg, const http_req_t *req, http_resp_t *resp)
         s_get_job(&c, c.segs[1]);
     else if (preview && s_method(&c, "GET"))
         s_cron_preview(&c);
+    else if (locks && s_require_admin(&c) < 0)
+        return;
+    else if (s_is(&c, 1, "locks", NULL) && s_method(&c, "GET"))
+        s_list_locks(&c);
+    else if (s_is(&c, 1, "locks", NULL) && s_method(&c, "POST"))
+        s_acquire_lock(&c);
+    else if (s_is(&c, 2, "locks", NULL) && s_method(&c, "DELETE"))
+        s_release_lock(&c, c.segs[1]);
     else
         s_detail(resp, 405, "Method Not Allowed");
 }

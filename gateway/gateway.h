@@ -5,6 +5,10 @@
  *   notify.c   NOTIFY messages to masters
  *   api.c      routing, authentication, the REST handlers
  *   trigger.c  validation of trigger requests, documents and responses
+ *   locks.c    lease listing and named locks (LockAcquisitionRequest)
+ *   ratelimit.c  per-user / per-address token buckets
+ *   cors.c     CORS allow-list, preflight
+ *   openapi.c  the OpenAPI document, as JSON and YAML
  */
 #ifndef SKED_GATEWAY_H
 #define SKED_GATEWAY_H
@@ -18,11 +22,19 @@
 #include <jansson.h>
 
 #define GATEWAY_MAX_MASTERS 32
+#define GATEWAY_RATE_KEYS 10000 /* users and addresses a gateway rate-limits at once */
+
+typedef struct ratelimit ratelimit_t;
+typedef struct cors cors_t;
+typedef struct openapi openapi_t;
 
 typedef struct {
     const config_t *cfg;
     store_t *store;
     token_verifier_t *verifier;
+    ratelimit_t *limits; /* NULL: no rate limits */
+    cors_t *cors;
+    openapi_t *openapi;
     zsock_t *notify[GATEWAY_MAX_MASTERS];
     int nnotify;
     uint64_t seq;
@@ -66,5 +78,75 @@ json_t *job_to_response(const bson_t *doc);
 
 /* First fire time of a trigger document after `after`, or -1 if none. */
 int64_t trigger_next_fire(const bson_t *doc, int64_t after);
+
+/* locks.c */
+
+#define LOCK_NAME_MAX 64
+
+typedef struct {
+    char name[LOCK_NAME_MAX + 1];
+    char owner[256];
+    int ttl_s;
+} lock_request_t;
+
+enum { LOCK_HELD = 0, LOCK_CREATED = 1, LOCK_RENEWED = 2 };
+
+/* 1 if name is a valid lock name (1-64 of [A-Za-z0-9_.:-], alphanumeric
+ * first). */
+int locks_name_valid(const char *name);
+
+/* Checks a LockAcquisitionRequest body and fills *out (owner defaults to
+ * default_owner). Returns NULL, or a new array of {type, loc, msg}. */
+json_t *locks_check_request(json_t *body, const char *default_owner, lock_request_t *out);
+
+/* Acquires named lock req->name for req->owner, or renews it if that owner
+ * holds it. Returns LOCK_CREATED or LOCK_RENEWED with *out the lock, or
+ * LOCK_HELD with *out its holder (may be NULL), or a negative code. *out is
+ * the caller's. */
+int locks_acquire(store_t *store, const lock_request_t *req, json_t **out, err_t *err);
+
+/* Releases named lock name if owner holds it (and it is at epoch, when
+ * epoch > 0). Returns 0; ERR_NOTFOUND if it is not held; ERR_CONFLICT if
+ * someone else holds it (*holder, the caller's, describes it); or another
+ * negative code. */
+int locks_release(store_t *store, const char *name, const char *owner, int64_t epoch,
+                  json_t **holder, err_t *err);
+
+/* Renders the head epoch of every lease chain (partitions, named locks) as
+ * {items, total} into *out (the caller's). Returns 0 or a negative code. */
+int locks_list(store_t *store, json_t **out, err_t *err);
+
+/* ratelimit.c: token buckets of `burst` tokens refilled at `rate` per
+ * second, one per key, at most max_keys keys (least recently used ones are
+ * forgotten). NULL if out of memory. */
+ratelimit_t *ratelimit_new(double rate, double burst, size_t max_keys);
+void ratelimit_destroy(ratelimit_t **self_p);
+/* Takes a token from key's bucket at monotonic time now_ms. Returns 0 if
+ * one was there, else the whole seconds (>= 1) until one will be. */
+int ratelimit_take(ratelimit_t *self, const char *key, int64_t now_ms);
+/* Keys remembered. Can't fail. */
+size_t ratelimit_size(const ratelimit_t *self);
+
+/* cors.c: list is SKED_CORS_ORIGINS. NULL with err on a bad entry. */
+cors_t *cors_new(const char *list, err_t *err);
+void cors_destroy(cors_t **self_p);
+/* 1 if any origin is allowed. */
+int cors_enabled(const cors_t *self);
+/* 1 if req is a CORS preflight (OPTIONS with Origin and
+ * Access-Control-Request-Method). */
+int cors_is_preflight(const http_req_t *req);
+/* Answers a preflight: 204 with the CORS headers, or 400 without them. */
+void cors_preflight(const cors_t *self, const http_req_t *req, http_resp_t *resp);
+/* Adds Access-Control-Allow-Origin (and friends) for an allowed Origin. */
+void cors_apply(const cors_t *self, const http_req_t *req, http_resp_t *resp);
+
+/* openapi.c: loads the document at path (see openapi.c for where a
+ * relative path is looked for). A missing file is not an error: the
+ * result then has no text. NULL with err if the file is not a JSON
+ * object. */
+openapi_t *openapi_load(const char *path, err_t *err);
+void openapi_destroy(openapi_t **self_p);
+/* The document as JSON or (yaml != 0) YAML, borrowed; NULL if none. */
+const char *openapi_text(const openapi_t *self, int yaml, size_t *len);
 
 #endif

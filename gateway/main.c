@@ -10,7 +10,9 @@
 #include "common/log.h"
 #include "common/tz.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +22,62 @@ static void s_on_signal(int sig)
 {
     (void)sig;
     s_stop = 1;
+}
+
+/* Reads a PEM file of at most 16 KiB into buf; its length, or -1. */
+static long s_read_pem(const char *path, char *buf, size_t size, err_t *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return err_set(err, ERR_INVALID, "cannot read SKED_JWT_PUBLIC_KEY_FILE '%s': %s", path,
+                       strerror(errno));
+    size_t n = fread(buf, 1, size, f);
+    int bad = ferror(f) || n == size;
+    fclose(f);
+    if (bad)
+        return err_set(err, ERR_INVALID, "cannot read SKED_JWT_PUBLIC_KEY_FILE '%s': %s", path,
+                       n == size ? "larger than 16 KiB" : "read error");
+    return (long)n;
+}
+
+/* The token verifier the configuration asks for: RS256 with a public key
+ * file, else HS256 with the shared secret; issuer and audience optional. */
+static token_verifier_t *s_verifier(const config_t *cfg, err_t *err)
+{
+    const char *iss = cfg->jwt_issuer[0] ? cfg->jwt_issuer : NULL;
+    const char *aud = cfg->jwt_audience[0] ? cfg->jwt_audience : NULL;
+    if (cfg->jwt_public_key_file[0]) {
+        char pem[16384];
+        long n = s_read_pem(cfg->jwt_public_key_file, pem, sizeof pem, err);
+        if (n < 0)
+            return NULL;
+        return token_verifier_new_rs256(pem, (size_t)n, iss, aud, cfg->jwt_leeway_s, err);
+    }
+    if (!cfg->jwt_secret[0]) {
+        err_set(err, ERR_INVALID, "set SKED_JWT_SECRET (HS256) or SKED_JWT_PUBLIC_KEY_FILE (RS256)");
+        return NULL;
+    }
+    return token_verifier_new_hs256(cfg->jwt_secret, strlen(cfg->jwt_secret), iss, aud,
+                                    cfg->jwt_leeway_s, err);
+}
+
+/* Rate limits, CORS and the OpenAPI document; -1 with err on bad settings. */
+static int s_http_extras(gateway_t *gw, err_t *err)
+{
+    const config_t *cfg = gw->cfg;
+    if (cfg->rate_limit > 0) {
+        if (cfg->rate_burst < 1)
+            return err_set(err, ERR_INVALID, "invalid SKED_RATE_BURST %d: at least 1",
+                           cfg->rate_burst);
+        gw->limits = ratelimit_new(cfg->rate_limit, cfg->rate_burst, GATEWAY_RATE_KEYS);
+        if (!gw->limits)
+            return err_set(err, ERR_SYS, "cannot set up rate limits: out of memory");
+    }
+    if (!(gw->cors = cors_new(cfg->cors_origins, err)))
+        return -1;
+    if (!(gw->openapi = openapi_load(cfg->openapi_path, err)))
+        return -1;
+    return 0;
 }
 
 static int s_token(const config_t *cfg, char **args)
@@ -71,10 +129,6 @@ int main(int argc, char **argv)
         return 2;
     }
     config_init_log(&cfg, "gateway");
-    if (!cfg.jwt_secret[0]) {
-        log_error("cannot start", "reason=\"SKED_JWT_SECRET is not set\"");
-        return 2;
-    }
     zsys_init();
     zsys_handler_set(NULL);
     signal(SIGINT, s_on_signal);
@@ -83,9 +137,10 @@ int main(int argc, char **argv)
     gateway_t gw = {.cfg = &cfg};
     int exit_code = 1;
     http_server_t *srv = NULL;
-    gw.verifier = token_verifier_new_hs256(cfg.jwt_secret, strlen(cfg.jwt_secret), NULL, NULL, 30,
-                                           &err);
+    gw.verifier = s_verifier(&cfg, &err);
     if (!gw.verifier)
+        goto out;
+    if (s_http_extras(&gw, &err) < 0)
         goto out;
     gw.store = store_new(cfg.mongo_uri, &err);
     if (!gw.store)
@@ -97,8 +152,10 @@ int main(int argc, char **argv)
     srv = http_server_new(cfg.http_addr, (size_t)cfg.max_body, api_handle, &gw, &err);
     if (!srv)
         goto out;
-    log_info("gateway started", "listen=%s port=%d masters=%s", cfg.http_addr,
-             http_server_port(srv), cfg.masters);
+    log_info("gateway started", "listen=%s port=%d masters=%s auth=%s rate_limit=%d cors=%s",
+             cfg.http_addr, http_server_port(srv), cfg.masters,
+             cfg.jwt_public_key_file[0] ? "RS256" : "HS256", cfg.rate_limit,
+             cors_enabled(gw.cors) ? "on" : "off");
     exit_code = http_server_run(srv, &s_stop) < 0 ? 1 : 0;
     log_info("gateway stopped", "port=%d", http_server_port(srv));
 out:
@@ -109,6 +166,9 @@ out:
         zsock_destroy(&gw.notify[i]);
     store_destroy(&gw.store);
     token_verifier_destroy(&gw.verifier);
+    ratelimit_destroy(&gw.limits);
+    cors_destroy(&gw.cors);
+    openapi_destroy(&gw.openapi);
     tz_cache_clear();
     return exit_code;
 }
