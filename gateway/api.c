@@ -1024,6 +1024,151 @@ static void s_get_job(ctx_t *c, const char *id)
     bson_destroy(&doc);
 }
 
+/* POST /triggers/{id}/execute: a manual run. The gateway inserts the job
+ * (claim by insert: `_id` "<trigger>@m<ObjectId>") as queued and tells the
+ * masters; the partition's holder dispatches it under the trigger's
+ * policies, or regardless of pause and overlap with force_execution. */
+static void s_execute(ctx_t *c, const char *id)
+{
+    bson_t trig;
+    if (s_load_trigger(c, id, &trig) < 0)
+        return;
+    json_t *body = c->req->body_len ? s_body(c) : json_object();
+    if (!body) {
+        bson_destroy(&trig);
+        return;
+    }
+    json_t *errors = json_array();
+    json_t *params = json_object_get(body, "parameters");
+    json_t *force = params ? json_object_get(params, "force_execution") : NULL;
+    json_t *override = params ? json_object_get(params, "override_config") : NULL;
+    const char *key;
+    json_t *val;
+    if (!json_is_object(body))
+        json_array_append_new(errors, json_pack("{s:s, s:[s], s:s}", "type", "dict_type", "loc",
+                                                "body", "msg", "input should be a valid object"));
+    else
+        json_object_foreach(body, key, val) if (strcmp(key, "parameters") != 0)
+            json_array_append_new(errors, json_pack("{s:s, s:[s,s], s:s}", "type",
+                                                    "extra_forbidden", "loc", "body", key, "msg",
+                                                    "extra fields not permitted"));
+    if (params && !json_is_object(params))
+        json_array_append_new(errors, json_pack("{s:s, s:[s,s], s:s}", "type", "dict_type", "loc",
+                                                "body", "parameters", "msg",
+                                                "input should be a valid object"));
+    else if (params)
+        json_object_foreach(params, key, val) if (strcmp(key, "force_execution") != 0 &&
+                                                  strcmp(key, "override_config") != 0)
+            json_array_append_new(errors, json_pack("{s:s, s:[s,s,s], s:s}", "type",
+                                                    "extra_forbidden", "loc", "body", "parameters",
+                                                    key, "msg", "extra fields not permitted"));
+    if (force && !json_is_boolean(force))
+        json_array_append_new(errors, json_pack("{s:s, s:[s,s,s], s:s}", "type", "bool_type", "loc",
+                                                "body", "parameters", "force_execution", "msg",
+                                                "input should be a valid boolean"));
+    if (override && !json_is_object(override))
+        json_array_append_new(errors, json_pack("{s:s, s:[s,s,s], s:s}", "type", "dict_type", "loc",
+                                                "body", "parameters", "override_config", "msg",
+                                                "input should be a valid object"));
+    if (json_array_size(errors)) {
+        s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
+        json_decref(body);
+        bson_destroy(&trig);
+        return;
+    }
+    json_decref(errors);
+    int forced = json_is_true(force);
+    if (!forced && strcmp(bj_get_str(&trig, "status", ""), "active") != 0) {
+        s_detail(c->resp, 409,
+                 "trigger is paused: set parameters.force_execution to run it anyway");
+        json_decref(body);
+        bson_destroy(&trig);
+        return;
+    }
+    /* This run's parameters: the trigger's, with override_config on top. */
+    json_t *tdoc = bj_to_json(&trig);
+    json_t *run_params = json_deep_copy(
+        json_object_get(json_object_get(tdoc, "execution_config"), "parameters"));
+    if (!json_is_object(run_params)) {
+        json_decref(run_params);
+        run_params = json_object();
+    }
+    if (override)
+        json_object_update(run_params, override);
+    bson_oid_t oid;
+    char oidhex[25], job_id[128];
+    bson_oid_init(&oid, NULL);
+    bson_oid_to_string(&oid, oidhex);
+    snprintf(job_id, sizeof job_id, "%s@m%s", id, oidhex);
+    int64_t now = clock_wall_ms();
+    bson_t *doc = BCON_NEW("_id", BCON_UTF8(job_id), "trigger_id", BCON_UTF8(id), "owner",
+                           BCON_UTF8(bj_get_str(&trig, "owner", "")), "partition",
+                           BCON_INT32((int32_t)bj_get_int(&trig, "partition", 0)), "kind",
+                           BCON_UTF8("manual"), "task_type",
+                           BCON_UTF8(bj_get_str(&trig, "execution_config.task_type", "noop")),
+                           "scheduled_for", BCON_DATE_TIME(now), "status", BCON_UTF8("queued"),
+                           "attempt", BCON_INT32(1), "created_at", BCON_DATE_TIME(now), "run_at",
+                           BCON_DATE_TIME(now), "force_execution", BCON_BOOL(forced),
+                           "requested_by", BCON_UTF8(c->user.sub));
+    bj_append(doc, "parameters", run_params);
+    bson_error_t berr;
+    err_t err = {0};
+    if (!mongoc_collection_insert_one(store_coll(c->gw->store, "jobs"), doc, NULL, NULL, &berr)) {
+        store_error(&berr, "insert manual job", &err);
+        s_store_error(c->resp, &err);
+    } else {
+        gateway_notify_job(c->gw, id, job_id, "run");
+        log_info("manual run requested", "trigger=%s job=%s force=%d user=%s", id, job_id, forced,
+                 c->user.sub);
+        char at[40];
+        clock_format_iso(now, at, sizeof at);
+        s_json(c->resp, 202,
+               json_pack("{s:s, s:s, s:s, s:s, s:b, s:O, s:s}", "job_id", job_id, "trigger_id", id,
+                         "status", "queued", "scheduled_for", at, "force_execution", forced,
+                         "parameters", run_params, "message", "run requested"));
+    }
+    bson_destroy(doc);
+    json_decref(run_params);
+    json_decref(tdoc);
+    json_decref(body);
+    bson_destroy(&trig);
+}
+
+/* POST /jobs/{id}/cancel: asks the partition's master to cancel a job
+ * that is not final yet (CANCEL to its worker if it runs). */
+static void s_cancel_job(ctx_t *c, const char *id)
+{
+    bson_t doc;
+    err_t err = {0};
+    int rc = strlen(id) < 200 ? store_get_by_id(c->gw->store, "jobs", id, &doc, &err) : 0;
+    if (rc < 0) {
+        s_store_error(c->resp, &err);
+        return;
+    }
+    if (rc == 1 && !c->user.is_admin && strcmp(bj_get_str(&doc, "owner", ""), c->user.sub) != 0) {
+        bson_destroy(&doc);
+        rc = 0;
+    }
+    if (rc == 0) {
+        s_detail(c->resp, 404, "job not found");
+        return;
+    }
+    const char *status = bj_get_str(&doc, "status", "");
+    if (strcmp(status, "queued") != 0 && strcmp(status, "running") != 0 &&
+        strcmp(status, "retrying") != 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "job is already %s", status);
+        s_detail(c->resp, 409, msg);
+        bson_destroy(&doc);
+        return;
+    }
+    gateway_notify_job(c->gw, bj_get_str(&doc, "trigger_id", ""), id, "cancel");
+    log_info("job cancel requested", "job=%s user=%s", id, c->user.sub);
+    s_json(c->resp, 202, json_pack("{s:s, s:s, s:s}", "job_id", id, "status", "cancelling",
+                                   "message", "cancel requested"));
+    bson_destroy(&doc);
+}
+
 static void s_health(ctx_t *c)
 {
     err_t err = {0};
@@ -1276,10 +1421,12 @@ void api_handle(void *arg, const http_req_t *req, http_resp_t *resp)
     int preview = c.nsegs == 2 && strcmp(c.segs[0], "cron") == 0 &&
                   strcmp(c.segs[1], "preview") == 0;
     int action = s_is(&c, 3, "triggers", "pause") || s_is(&c, 3, "triggers", "resume");
+    int execute = s_is(&c, 3, "triggers", "execute");
+    int cancel = s_is(&c, 3, "jobs", "cancel");
     int locks = s_is(&c, 1, "locks", NULL) || s_is(&c, 2, "locks", NULL);
     int known = s_is(&c, 1, "triggers", NULL) || s_is(&c, 2, "triggers", NULL) ||
                 s_is(&c, 3, "triggers", "history") || action || s_is(&c, 2, "jobs", NULL) ||
-                preview || locks;
+                preview || locks || execute || cancel;
     if (!known) {
         if (s_limit_ip(&c) == 0)
             s_detail(resp, 404, "Not Found");
@@ -1310,6 +1457,10 @@ void api_handle(void *arg, const http_req_t *req, http_resp_t *resp)
         s_history(&c, c.segs[1]);
     else if (s_is(&c, 2, "jobs", NULL) && s_method(&c, "GET"))
         s_get_job(&c, c.segs[1]);
+    else if (execute && s_method(&c, "POST"))
+        s_execute(&c, c.segs[1]);
+    else if (cancel && s_method(&c, "POST"))
+        s_cancel_job(&c, c.segs[1]);
     else if (preview && s_method(&c, "GET"))
         s_cron_preview(&c);
     else if (locks && s_require_admin(&c) < 0)

@@ -47,6 +47,9 @@ void api_handle(void *arg, const http_req_t *req, http_resp_t *resp);
 int gateway_connect_masters(gateway_t *gw);
 /* Tells every master that a trigger changed; never blocks. */
 void gateway_notify(gateway_t *gw, const char *trigger_id, const char *op);
+/* As gateway_notify, naming a job too (op "run" or "cancel"). */
+void gateway_notify_job(gateway_t *gw, const char *trigger_id, const char *job_id,
+                        const char *op);
 
 /* trigger.c */
 

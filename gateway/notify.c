@@ -12,18 +12,26 @@
 
 #include <string.h>
 
-void gateway_notify(gateway_t *gw, const char *trigger_id, const char *op)
+void gateway_notify_job(gateway_t *gw, const char *trigger_id, const char *job_id,
+                        const char *op)
 {
     proto_msg_t msg = {.type = PROTO_NOTIFY, .seq = ++gw->seq};
     snprintf(msg.node_id, sizeof msg.node_id, "%s", gw->cfg->node_id);
     snprintf(msg.trigger_id, sizeof msg.trigger_id, "%s", trigger_id);
     snprintf(msg.op, sizeof msg.op, "%s", op);
+    if (job_id)
+        snprintf(msg.job_id, sizeof msg.job_id, "%s", job_id);
     for (int i = 0; i < gw->nnotify; i++) {
         zmsg_t *z = proto_encode(&msg, NULL);
         if (z && zmsg_send(&z, gw->notify[i]) < 0)
-            log_warn("notify dropped", "trigger=%s master=%d", trigger_id, i);
+            log_warn("notify dropped", "trigger=%s op=%s master=%d", trigger_id, op, i);
         zmsg_destroy(&z);
     }
+}
+
+void gateway_notify(gateway_t *gw, const char *trigger_id, const char *op)
+{
+    gateway_notify_job(gw, trigger_id, NULL, op);
 }
 
 int gateway_connect_masters(gateway_t *gw)

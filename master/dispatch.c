@@ -317,6 +317,11 @@ void dispatch_submit(dispatch_t *self, job_t **job)
     *job = NULL;
 }
 
+int dispatch_active_job(dispatch_t *self, const char *job_id)
+{
+    return zhashx_lookup(self->flights, job_id) || zhashx_lookup(self->recovering, job_id);
+}
+
 int dispatch_has_buffered(dispatch_t *self, const char *trigger_id)
 {
     return zhashx_lookup(self->buffered, trigger_id) != NULL;
@@ -979,6 +984,60 @@ void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const cha
     for (flight_t *f = zhashx_first(self->flights); f; f = zhashx_next(self->flights))
         if (strcmp(f->job->trigger_id, trigger_id) == 0)
             s_cancel_flight(self, f, reason);
+}
+
+void dispatch_cancel_job(dispatch_t *self, const char *job_id)
+{
+    flight_t *f = zhashx_lookup(self->flights, job_id);
+    if (f) {
+        s_cancel_flight(self, f, "cancelled");
+        return;
+    }
+    rec_t *r = zhashx_lookup(self->recovering, job_id);
+    if (r) {
+        job_t *job = r->job;
+        r->job = NULL;
+        zhashx_delete(self->recovering, job_id);
+        s_cancel_waiting(self, &job, "cancelled by request");
+        return;
+    }
+    for (job_t *job = zhashx_first(self->buffered); job; job = zhashx_next(self->buffered))
+        if (strcmp(job->id, job_id) == 0) {
+            zhashx_delete(self->buffered, job->trigger_id);
+            s_active_add(self, job->trigger_id, 1); /* s_cancel_waiting takes one off */
+            s_cancel_waiting(self, &job, "cancelled by request");
+            return;
+        }
+    char trig[64];
+    snprintf(trig, sizeof trig, "%.*s", (int)strcspn(job_id, "@"), job_id);
+    zlistx_t *lists[2] = {s_take_pending(self, trig, -1), s_take_retries(self, trig, -1)};
+    int found = 0;
+    for (int k = 0; k < 2; k++) {
+        for (job_t *job = zlistx_first(lists[k]); job; job = zlistx_next(lists[k])) {
+            if (strcmp(job->id, job_id) == 0) {
+                s_cancel_waiting(self, &job, "cancelled by request");
+                found = 1;
+            } else if (k == 0) {
+                s_pending_add(self, job); /* not this one: back in the queue */
+            } else {
+                due_t *e = calloc(1, sizeof *e);
+                e->job = job;
+                e->at = clock_mono_ms();
+                s_heap_push(self, e);
+            }
+        }
+        zlistx_destroy(&lists[k]);
+    }
+    if (found || !partitions_owned(self->m, sched_partition(trig, self->m->cfg->partitions)))
+        return;
+    /* Not in memory here (e.g. queued while no master had seen it): record it. */
+    outcome_t o = {.status = "cancelled", .finished_at = clock_wall_ms(), .duration_ms = -1,
+                   .error = "cancelled by request"};
+    bson_t doc;
+    if (store_get_by_id(self->m->store, "jobs", job_id, &doc, NULL) == 1) {
+        s_save_outcome(self, job_id, (int)bj_get_int(&doc, "attempt", 1), &o, 0);
+        bson_destroy(&doc);
+    }
 }
 
 void dispatch_drop_partition(dispatch_t *self, int partition)

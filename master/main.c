@@ -34,7 +34,11 @@ static void s_handle(master_t *m, zmsg_t *z)
         zframe_destroy(&identity);
         return;
     }
-    if (msg.type == PROTO_NOTIFY)
+    if (msg.type == PROTO_NOTIFY && strcmp(msg.op, "run") == 0 && msg.job_id[0])
+        sched_run_manual(m->sched, msg.trigger_id, msg.job_id);
+    else if (msg.type == PROTO_NOTIFY && strcmp(msg.op, "cancel") == 0 && msg.job_id[0])
+        dispatch_cancel_job(m->disp, msg.job_id);
+    else if (msg.type == PROTO_NOTIFY)
         sched_reload(m->sched, msg.trigger_id);
     else
         dispatch_on_message(m->disp, identity, &msg);

@@ -86,6 +86,9 @@ void sched_reload(sched_t *self, const char *trigger_id);
 int64_t sched_next_due(const sched_t *self);
 /* Fires everything due at or before now (wall ms). */
 void sched_fire_due(sched_t *self, int64_t now);
+/* A manual run the gateway inserted (NOTIFY op "run"): dispatched under
+ * the trigger's policies, or regardless of them when forced. */
+void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id);
 /* Fills a recovered job's policy fields (retry, labels, priority, limits)
  * from its trigger if the trigger is scheduled here; 0 or -1 if unknown. */
 int sched_fill_job(sched_t *self, job_t *job);
@@ -103,10 +106,15 @@ int dispatch_active(dispatch_t *self, const char *trigger_id);
 /* buffer_one: keeps *job (taking it, sets NULL) until the trigger has no
  * active job. Returns 0, or -1 (job untouched) if one is already held. */
 int dispatch_buffer(dispatch_t *self, job_t **job);
+/* True if the job is running here or being taken over. */
+int dispatch_active_job(dispatch_t *self, const char *job_id);
 /* True if buffer_one already holds a fire for the trigger. */
 int dispatch_has_buffered(dispatch_t *self, const char *trigger_id);
 /* replace: cancels the trigger's active jobs (CANCEL to running ones). */
 void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const char *reason);
+/* Cancels one job: CANCEL to its worker if it runs, else recorded
+ * cancelled (only by the holder of its partition). */
+void dispatch_cancel_job(dispatch_t *self, const char *job_id);
 /* Forgets queued, buffered and retry-waiting jobs of a partition given up
  * (they stay queued/retrying in the store for the next owner). */
 void dispatch_drop_partition(dispatch_t *self, int partition);

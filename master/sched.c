@@ -768,6 +768,86 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
     s_heap_update(s, t);
 }
 
+void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
+{
+    master_t *m = self->m;
+    int p = sched_partition(trigger_id, m->cfg->partitions);
+    if (!partitions_owned(m, p) || dispatch_active_job(m->disp, job_id))
+        return;
+    bson_t doc, def;
+    if (store_get_by_id(m->store, "jobs", job_id, &doc, NULL) != 1)
+        return;
+    if (strcmp(bj_get_str(&doc, "status", ""), "queued") != 0) {
+        bson_destroy(&doc);
+        return;
+    }
+    /* The trigger's policies: from the schedule, or (paused, not scheduled
+     * here) from its definition. */
+    trig_t tmp, *t = zhashx_lookup(self->by_id, trigger_id);
+    if (!t) {
+        memset(&tmp, 0, sizeof tmp);
+        snprintf(tmp.id, sizeof tmp.id, "%s", trigger_id);
+        tmp.retry = RETRY_POLICY_DEFAULT;
+        if (store_get_by_id(m->store, "triggers", trigger_id, &def, NULL) == 1) {
+            s_read_retry(&tmp.retry, &def);
+            s_read_policies(&tmp, &def);
+            tmp.priority = (int)bj_get_int(&def, "execution_config.priority", 0);
+            tmp.max_execution_time =
+                (int)bj_get_int(&def, "execution_config.max_execution_time", 0);
+            bson_destroy(&def);
+        }
+        t = &tmp;
+    }
+    job_t *job = calloc(1, sizeof *job);
+    snprintf(job->id, sizeof job->id, "%s", job_id);
+    snprintf(job->trigger_id, sizeof job->trigger_id, "%s", trigger_id);
+    snprintf(job->task_type, sizeof job->task_type, "%s", bj_get_str(&doc, "task_type", "noop"));
+    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    job->partition = p;
+    job->attempt = 1;
+    job->priority = t->priority;
+    job->scheduled_for = bj_get_date(&doc, "scheduled_for", clock_wall_ms());
+    job->max_execution_time = t->max_execution_time;
+    job->retry = t->retry;
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, &doc, "parameters") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        uint32_t len;
+        const uint8_t *data;
+        bson_t sub;
+        bson_iter_document(&it, &len, &data);
+        if (bson_init_static(&sub, data, len)) {
+            json_t *j = bj_to_json(&sub);
+            job->parameters = json_dumps(j, JSON_COMPACT);
+            json_decref(j);
+        }
+    }
+    int forced = 0;
+    if (bson_iter_init_find(&it, &doc, "force_execution") && BSON_ITER_HOLDS_BOOL(&it))
+        forced = bson_iter_bool(&it);
+    bson_destroy(&doc);
+    int buffer = 0;
+    const char *skip = forced ? NULL : s_overlap(self, t, &buffer);
+    if (skip) {
+        bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id), "status", BCON_UTF8("queued"));
+        bson_t *update = BCON_NEW("$set", "{", "status", BCON_UTF8("skipped"), "skip_reason",
+                                  BCON_UTF8(skip), "finished_at", BCON_DATE_TIME(clock_wall_ms()),
+                                  "}");
+        mongoc_collection_update_one(store_coll(m->store, "jobs"), filter, update, NULL, NULL,
+                                     NULL);
+        bson_destroy(filter);
+        bson_destroy(update);
+        log_info("manual run skipped", "job=%s reason=%s", job_id, skip);
+        job_destroy(&job);
+    } else if (buffer && dispatch_buffer(m->disp, &job) == 0) {
+        log_info("manual run buffered behind the running job", "job=%s", job_id);
+    } else {
+        log_info("manual run queued", "job=%s force=%d", job_id, forced);
+        dispatch_submit(m->disp, &job);
+    }
+    if (t == &tmp)
+        cron_destroy(&tmp.cron);
+}
+
 int sched_fill_job(sched_t *self, job_t *job)
 {
     trig_t *t = zhashx_lookup(self->by_id, job->trigger_id);
