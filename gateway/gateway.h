@@ -16,7 +16,7 @@
 #include "common/config.h"
 #include "common/store.h"
 #include "common/token.h"
-#include "gateway/http.h"
+#include "common/http.h"
 
 #include <czmq.h>
 #include <jansson.h>

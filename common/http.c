@@ -26,7 +26,7 @@
  *
  * Called by gateway/main.c; single-threaded.
  */
-#include "gateway/http.h"
+#include "common/http.h"
 
 #include "common/clock.h"
 #include "common/log.h"
