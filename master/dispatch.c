@@ -83,6 +83,7 @@ struct dispatch {
     zhashx_t *buffered;   /* trigger id -> job_t* held by buffer_one, owns */
     zhashx_t *recovering; /* job id -> rec_t*: taken over, not yet placed, owns */
     int64_t recover_until; /* monotonic ms when unclaimed recovered jobs are placed */
+    int64_t last_expire;   /* monotonic ms of the last worker expiry check */
     uint64_t seq;
     uint64_t rng;
 };
@@ -388,8 +389,11 @@ static int s_update_job(dispatch_t *d, const char *job_id, int attempt, bson_t *
                               "]", "}");
     bson_error_t berr;
     int rc = 0;
-    if (!mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, update, NULL, NULL,
-                                      &berr)) {
+    int64_t t0 = zclock_usecs();
+    bool ok = mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, update, NULL,
+                                           NULL, &berr);
+    stats_store_op("update_job", zclock_usecs() - t0, !ok);
+    if (!ok) {
         log_warn("cannot save job status", "job=%s attempt=%d reason=\"%s\"", job_id, attempt,
                  berr.message);
         rc = ERR_RETRY;
@@ -512,9 +516,13 @@ static int s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
     int64_t delay = retry ? retry_delay_ms(&job->retry, job->attempt, s_random(d)) : 0;
     int rc = s_save_outcome(d, job->id, job->attempt, o, retry ? clock_wall_ms() + delay : 0);
     if (!retry) {
+        stats_job_finished(job->task_type, o->status);
+        if (s_retryable(o->status))
+            alert_job_failed(d->m->alert, job, o->status, o->error, o->worker_id);
         s_flight_finish(d, f);
         return rc;
     }
+    stats_job_retried(job->task_type);
     log_info("job will be retried", "job=%s attempt=%d status=%s next_attempt=%d delay_ms=%lld",
              job->id, job->attempt, o->status, job->attempt + 1, (long long)delay);
     f->job = NULL; /* the retry takes the job over */
@@ -676,6 +684,11 @@ static void s_on_started(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
              msg->node_id);
     if (!f || f->started_at)
         return;
+    if (msg->attempt == 1) { /* fire lag: the job's time to its first start */
+        int64_t lag = msg->at - f->job->scheduled_for;
+        stats_fire_lag(lag < 0 ? 0 : lag);
+        alert_fire_lag(d->m->alert, f->job, lag);
+    }
     f->started_at = msg->at;
     snprintf(f->worker_id, sizeof f->worker_id, "%s", msg->node_id);
     if (f->job->max_execution_time > 0) {
@@ -709,8 +722,10 @@ static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
         o.started_at = msg->at - msg->duration_ms;
     log_info("job finished", "job=%s attempt=%d status=%s worker=%s", msg->job_id, msg->attempt,
              msg->status, msg->node_id);
-    if (f)
+    if (f) {
+        stats_job_duration(f->job->task_type, msg->duration_ms);
         return s_end_attempt(d, f, &o);
+    }
     /* not ours in memory (e.g. sent before a restart): record, no retry */
     return s_save_outcome(d, msg->job_id, msg->attempt, &o, 0);
 }
@@ -929,6 +944,7 @@ static void s_cancel_waiting(dispatch_t *d, job_t **job_p, const char *reason)
     outcome_t o = {.status = "cancelled", .finished_at = clock_wall_ms(), .duration_ms = -1,
                    .error = reason};
     s_save_outcome(d, job->id, job->attempt, &o, 0);
+    stats_job_finished(job->task_type, "cancelled");
     s_job_final(d, job_p);
 }
 
@@ -1123,12 +1139,26 @@ static void s_abandon(dispatch_t *d, flight_t *f, const char *status, const char
                    .error = error};
     log_warn(strcmp(status, "lost") == 0 ? "job lost" : "job timed out", "job=%s attempt=%d worker=%s",
              f->job->id, f->job->attempt, f->worker_id);
+    if (strcmp(status, "lost") == 0)
+        stats_job_lost(f->job->task_type);
     s_end_attempt(d, f, &o);
 }
 
-/* A worker silent past the timeout is gone: its jobs become lost. */
+/* A worker silent past the timeout is gone: its jobs become lost. If this
+ * master's own loop was what kept it from hearing (blocked in a store call
+ * during an outage), the silence proves nothing: everyone gets a fresh
+ * timeout instead. */
 static void s_expire(dispatch_t *d, int64_t now)
 {
+    int64_t stalled = d->last_expire ? now - d->last_expire : 0;
+    d->last_expire = now;
+    if (stalled > d->m->cfg->worker_timeout_ms / 2) {
+        log_warn("master loop stalled; not expiring workers this time", "stalled_ms=%lld",
+                 (long long)stalled);
+        for (worker_t *w = zhashx_first(d->workers); w; w = zhashx_next(d->workers))
+            w->last_seen = now;
+        return;
+    }
     zlistx_t *gone = zlistx_new();
     for (worker_t *w = zhashx_first(d->workers); w; w = zhashx_next(d->workers))
         if (now - w->last_seen > d->m->cfg->worker_timeout_ms)
@@ -1184,6 +1214,13 @@ void dispatch_tick(dispatch_t *self)
     if (self->recover_until && now >= self->recover_until)
         s_place_recovered(self);
     s_pump(self);
+    long free_slots = 0, used = 0;
+    for (worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        int fr = w->credit < 0 ? 0 : w->credit > w->slots ? w->slots : w->credit;
+        free_slots += fr;
+        used += w->slots - fr;
+    }
+    stats_dispatch(zlistx_size(self->pending), free_slots, used, zhashx_size(self->workers));
 }
 
 json_t *dispatch_workers_json(const dispatch_t *self)

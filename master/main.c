@@ -4,15 +4,22 @@
  * One ROUTER socket (SKED_MASTER_BIND) carries workers' HELLO, HEARTBEAT,
  * STARTED, FINISHED and BYE, and gateways' NOTIFY. The loop sleeps until
  * the next fire, the next retry or job deadline, the next message or the
- * next housekeeping tick.
+ * next housekeeping tick; alert deliveries (alert.c) share its poll.
+ * With SKED_METRICS_ADDR set, a background thread serves GET /metrics.
  */
 #include "master/master.h"
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
+#include <curl/curl.h>
 #include <signal.h>
 #include <string.h>
+
+/* Sockets of alert deliveries polled with the ROUTER (alert.c runs at
+ * most a few transfers). */
+#define MAX_ALERT_FDS 16
 
 static volatile sig_atomic_t s_stop;
 
@@ -53,7 +60,7 @@ static int s_run(master_t *m)
                                                             : cfg->lease_ttl_ms / 3;
     int64_t next_tick = 0;
     int scanned = 0;
-    zmq_pollitem_t items[] = {{zsock_resolve(m->router), 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[1 + MAX_ALERT_FDS] = {{zsock_resolve(m->router), 0, ZMQ_POLLIN, 0}};
     while (!s_stop) {
         int64_t mono = clock_mono_ms();
         if (mono >= next_tick) {
@@ -75,9 +82,13 @@ static int s_run(master_t *m)
         int64_t timer = dispatch_next_timer(m->disp); /* retries and job deadlines */
         if (timer < wait)
             wait = timer;
+        int64_t alerts = alert_next_ms(m->alert); /* curl's timeouts, alert retries */
+        if (alerts < wait)
+            wait = alerts;
         if (wait < 0)
             wait = 0;
-        if (zmq_poll(items, 1, (long)wait) < 0 && errno != EINTR)
+        int nitems = 1 + alert_pollitems(m->alert, items + 1, MAX_ALERT_FDS);
+        if (zmq_poll(items, nitems, (long)wait) < 0 && errno != EINTR)
             break;
         /* Drain what arrived, bounded so fires are never starved. */
         for (int i = 0; i < 1000 && (zsock_events(m->router) & ZMQ_POLLIN); i++) {
@@ -89,8 +100,23 @@ static int s_run(master_t *m)
         }
         sched_fire_due(m->sched, clock_wall_ms());
         dispatch_tick(m->disp);
+        alert_tick(m->alert);
     }
     return 0;
+}
+
+/* Frees what main made, whatever got made. */
+static void s_cleanup(master_t *m)
+{
+    sched_destroy(&m->sched);
+    dispatch_destroy(&m->disp);
+    zsock_destroy(&m->router);
+    store_destroy(&m->store);
+    free(m->leases);
+    alert_destroy(&m->alert);
+    metrics_stop();
+    metrics_reset_all();
+    curl_global_cleanup();
 }
 
 int main(int argc, char **argv)
@@ -111,9 +137,22 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     master_t m = {.cfg = &cfg};
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    stats_init();
+    if (cfg.alert_url[0] && !(m.alert = alert_new(&cfg, &err))) {
+        log_error("cannot start", "reason=\"%s\"", err.msg);
+        s_cleanup(&m);
+        return 2;
+    }
+    if (cfg.metrics_addr[0] && metrics_serve(cfg.metrics_addr, &err) < 0) {
+        log_error("cannot start", "reason=\"cannot serve metrics: %s\"", err.msg);
+        s_cleanup(&m);
+        return 1;
+    }
     m.store = store_new(cfg.mongo_uri, &err);
     if (!m.store) {
         log_error("cannot start", "reason=\"%s\"", err.msg);
+        s_cleanup(&m);
         return 1;
     }
     m.router = zsock_new(ZMQ_ROUTER);
@@ -124,22 +163,18 @@ int main(int argc, char **argv)
     if (zsock_bind(m.router, "%s", cfg.master_bind) < 0) {
         log_error("cannot bind", "endpoint=%s reason=\"%s\"", cfg.master_bind,
                   zmq_strerror(zmq_errno()));
-        zsock_destroy(&m.router);
-        store_destroy(&m.store);
+        s_cleanup(&m);
         return 1;
     }
     m.sched = sched_new(&m);
     m.disp = dispatch_new(&m);
     partitions_init(&m, &err); /* a store not yet up is retried in the loop */
-    log_info("master started", "bind=%s partitions=%d lease_ttl_ms=%d", cfg.master_bind,
-             cfg.partitions, cfg.lease_ttl_ms);
+    log_info("master started", "bind=%s partitions=%d lease_ttl_ms=%d metrics=%s alerts=%s",
+             cfg.master_bind, cfg.partitions, cfg.lease_ttl_ms,
+             cfg.metrics_addr[0] ? cfg.metrics_addr : "off", m.alert ? "on" : "off");
     s_run(&m);
     log_info("master stopping", "pending=%zu", dispatch_pending(m.disp));
     partitions_release_all(&m);
-    sched_destroy(&m.sched);
-    dispatch_destroy(&m.disp);
-    zsock_destroy(&m.router);
-    store_destroy(&m.store);
-    free(m.leases);
+    s_cleanup(&m);
     return 0;
 }

@@ -5,7 +5,9 @@
  *   sched.c       triggers of held partitions in a min-heap; fires them
  *   dispatch.c    workers, credit, the pending queue, job status, retries
  *                 and timeouts
- *   main.c        configuration, the ZeroMQ loop, signals
+ *   stats.c       Prometheus metrics (names, labels, updates)
+ *   alert.c       failure and fire-lag alerts POSTed to a webhook (curl multi)
+ *   main.c        configuration, the ZeroMQ loop, signals, metrics server
  *
  * Everything runs on one thread; store calls are synchronous.
  */
@@ -21,6 +23,7 @@
 
 typedef struct sched sched_t;
 typedef struct dispatch dispatch_t;
+typedef struct alert alert_t;
 
 typedef struct {
     const config_t *cfg;
@@ -29,6 +32,7 @@ typedef struct {
     lease_t *leases; /* cfg->partitions of them, index = partition */
     sched_t *sched;
     dispatch_t *disp;
+    alert_t *alert; /* NULL: alerts off */
 } master_t;
 
 /* execution_config.retry_policy of a trigger, defaults filled in. */
@@ -138,5 +142,47 @@ int64_t retry_delay_ms(const retry_policy_t *policy, int attempt, double rnd);
 json_t *dispatch_workers_json(const dispatch_t *self);
 size_t dispatch_pending(const dispatch_t *self);
 void job_destroy(job_t **job_p);
+
+/* stats.c: metrics updates; none can fail. Durations in ms (store: us). */
+void stats_init(void);
+void stats_fire_lag(int64_t ms);
+void stats_claim_lag(int64_t ms);
+void stats_job_duration(const char *task_type, int64_t ms);
+/* A job reached a final status (no retry left) on this master. */
+void stats_job_finished(const char *task_type, const char *status);
+void stats_job_retried(const char *task_type);
+void stats_job_lost(const char *task_type);
+void stats_fires_skipped(const char *reason, size_t n);
+/* One store operation ("insert_job", "update_job", ...) that took usecs. */
+void stats_store_op(const char *op, int64_t usecs, int failed);
+/* Leases held now, and gained / lost since the last call. */
+void stats_leases(int held, int gained, int lost);
+/* Pending queue, workers' free and used slots, workers; also exports
+ * proto_dropped. */
+void stats_dispatch(size_t pending, long free_slots, long used_slots, size_t workers);
+void stats_alert_sent(const char *result);
+void stats_alert_dropped(void);
+void stats_alert_given_up(void);
+void stats_alerts_queued(size_t n);
+
+/* alert.c: for a master with SKED_ALERT_URL set. NULL with err on bad
+ * settings. Every other function accepts NULL (alerts off) and never
+ * blocks. */
+alert_t *alert_new(const config_t *cfg, err_t *err);
+void alert_destroy(alert_t **self_p);
+/* A job ended `status` (failed, timed_out, lost) with no retry left. */
+void alert_job_failed(alert_t *self, const job_t *job, const char *status, const char *error,
+                      const char *worker_id);
+/* A job's first attempt started lag_ms after its time; alerts above
+ * SKED_ALERT_LAG_MS, at most once a minute. */
+void alert_fire_lag(alert_t *self, const job_t *job, int64_t lag_ms);
+/* A fire was skipped (only if SKED_ALERT_EVENTS has fire_skipped). */
+void alert_fire_skipped(alert_t *self, const char *job_id, const char *trigger_id,
+                        const char *task_type, int64_t scheduled_for, const char *reason);
+/* The loop's share: curl's sockets for zmq_poll (at most max), the ms the
+ * loop may sleep (INT64_MAX: no limit), and the work after the poll. */
+int alert_pollitems(alert_t *self, zmq_pollitem_t *items, int max);
+int64_t alert_next_ms(const alert_t *self);
+void alert_tick(alert_t *self);
 
 #endif

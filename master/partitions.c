@@ -111,7 +111,7 @@ void partitions_tick(master_t *m)
     int live = s_heartbeat(m);
     int target = (np + live - 1) / live;
     err_t err = {0};
-    int gained[np], ngained = 0;
+    int gained[np], ngained = 0, nlost = 0;
 
     /* Renew what we hold once a third of the TTL has passed since the last
      * renewal; forget what we lost. */
@@ -122,8 +122,10 @@ void partitions_tick(master_t *m)
         if (!l->held || mono - renewed < ttl / 3)
             continue;
         int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, ttl, &err);
-        if (rc == 0)
+        if (rc == 0) {
             s_drop(m, p);
+            nlost++;
+        }
         else if (rc < 0)
             log_warn("cannot renew lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                      err.msg);
@@ -153,12 +155,14 @@ void partitions_tick(master_t *m)
             break;
         }
     }
+    stats_leases(held, ngained, nlost);
     if (ngained && sched_load(m->sched, gained, ngained, &err) < 0) {
         log_warn("cannot load partitions; releasing them", "reason=\"%s\"", err.msg);
         for (int i = 0; i < ngained; i++) {
             s_drop(m, gained[i]);
             lease_release(m->store, &m->leases[gained[i]], m->cfg->node_id, &err);
         }
+        stats_leases(s_held(m), 0, 0);
     } else if (ngained) {
         log_info("partitions gained", "count=%d held=%d target=%d triggers=%zu", ngained, held,
                  target, sched_size(m->sched));

@@ -579,11 +579,11 @@ static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, int dst
 {
     bson_t *doc = s_job_doc(s, t, sf, misfire, dst_flags, skip_reason);
     bson_error_t berr;
+    int64_t t0 = zclock_usecs();
     bool ok = mongoc_collection_insert_one(store_coll(s->m->store, "jobs"), doc, NULL, NULL, &berr);
     bson_destroy(doc);
-    if (ok)
-        return 1;
-    int rc = store_error(&berr, "insert job", err);
+    int rc = ok ? 1 : store_error(&berr, "insert job", err);
+    stats_store_op("insert_job", zclock_usecs() - t0, rc < 0 && rc != ERR_CONFLICT);
     return rc == ERR_CONFLICT ? 0 : rc;
 }
 
@@ -607,11 +607,16 @@ static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t unt
     if (n) {
         bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
         bson_error_t berr;
-        if (!mongoc_collection_insert_many(store_coll(s->m->store, "jobs"), (const bson_t **)docs,
-                                           n, opts, NULL, &berr) &&
-            berr.code != 11000 && berr.code != MONGOC_ERROR_DUPLICATE_KEY)
+        int64_t t0 = zclock_usecs();
+        int failed = !mongoc_collection_insert_many(store_coll(s->m->store, "jobs"),
+                                                    (const bson_t **)docs, n, opts, NULL, &berr) &&
+                     berr.code != 11000 && berr.code != MONGOC_ERROR_DUPLICATE_KEY;
+        stats_store_op("insert_skipped", zclock_usecs() - t0, failed);
+        if (failed)
             log_warn("cannot record skipped fires", "trigger=%s reason=\"%s\"", t->id,
                      berr.message);
+        else
+            stats_fires_skipped(reason, n);
         bson_destroy(opts);
         for (size_t i = 0; i < n; i++)
             bson_destroy(docs[i]);
@@ -631,8 +636,11 @@ static void s_save_state(sched_t *s, const trig_t *t, int64_t last_sf)
                               "updated_at", BCON_DATE_TIME(clock_wall_ms()), "}");
     bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
     bson_error_t berr;
-    if (!mongoc_collection_update_one(store_coll(s->m->store, "trigger_state"), filter, update,
-                                      opts, NULL, &berr))
+    int64_t t0 = zclock_usecs();
+    bool ok = mongoc_collection_update_one(store_coll(s->m->store, "trigger_state"), filter,
+                                           update, opts, NULL, &berr);
+    stats_store_op("save_state", zclock_usecs() - t0, !ok);
+    if (!ok)
         log_warn("cannot save trigger state", "trigger=%s reason=\"%s\"", t->id, berr.message);
     bson_destroy(filter);
     bson_destroy(update);
@@ -742,7 +750,12 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
     if (rc == 1 && skip) {
         log_info("fire skipped", "trigger=%s scheduled_for=%lld reason=%s", t->id, (long long)sf,
                  skip);
+        stats_fires_skipped(skip, 1);
+        char job_id[PROTO_ID_MAX];
+        sched_job_id(job_id, sizeof job_id, t->id, sf);
+        alert_fire_skipped(s->m->alert, job_id, t->id, t->task_type, sf, skip);
     } else if (rc == 1) {
+        stats_claim_lag(clock_wall_ms() - sf);
         job_t *job = s_new_job(t, sf);
         log_debug("fire claimed", "trigger=%s job=%s misfire=%d", t->id, job->id, misfire);
         if (buffer && dispatch_buffer(s->m->disp, &job) == 0)
@@ -837,6 +850,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         bson_destroy(filter);
         bson_destroy(update);
         log_info("manual run skipped", "job=%s reason=%s", job_id, skip);
+        stats_fires_skipped(skip, 1);
         job_destroy(&job);
     } else if (buffer && dispatch_buffer(m->disp, &job) == 0) {
         log_info("manual run buffered behind the running job", "job=%s", job_id);

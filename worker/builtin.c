@@ -1,16 +1,19 @@
 /*
- * builtin.c - the built-in task types, for tests and benchmarks.
+ * builtin.c - the built-in handlers, for tests and benchmarks, and the
+ * run_t helpers every handler shares.
  *
  *   noop   succeeds at once
  *   sleep  succeeds after parameters.seconds (default 1, at most 86400)
  *   echo   succeeds at once; its output is the parameters as JSON
  *   fail   fails at once with exit code 1 and parameters.message
  *
- * A max_execution_time shorter than a sleep ends it as timed_out.
+ * Deadlines (max_execution_time, a type's timeout) are jobs.c's business:
+ * a sleep longer than its deadline is ended there as timed_out.
  */
 #include "worker/worker.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <string.h>
 
 static const char *s_names[] = {"noop", "sleep", "echo", "fail"};
@@ -23,54 +26,76 @@ int builtin_known(const char *name)
     return 0;
 }
 
-static void s_finish(run_t *run, const char *status, int exit_code, const char *error,
-                     const char *output)
+void run_set_outcome(run_t *run, const char *status, int exit_code, const char *error_fmt, ...)
 {
     run->finished = 1;
     snprintf(run->status, sizeof run->status, "%s", status);
     run->exit_code = exit_code;
-    run->error = error ? strdup(error) : NULL;
-    run->output = output ? strdup(output) : NULL;
+    free(run->error);
+    run->error = NULL;
+    if (error_fmt) {
+        char buf[8192];
+        va_list ap;
+        va_start(ap, error_fmt);
+        vsnprintf(buf, sizeof buf, error_fmt, ap);
+        va_end(ap);
+        run->error = strdup(buf);
+    }
 }
 
-int builtin_start(run_t *run, int64_t now_mono)
+void run_set_ended(run_t *run, int exit_code)
+{
+    switch (run->ending) {
+    case END_TIMEOUT:
+        if (run->deadline_is_job)
+            run_set_outcome(run, "timed_out", exit_code,
+                            "timed out after %g s (max_execution_time)",
+                            (double)(run->deadline_mono - run->started_mono) / 1000.0);
+        else
+            run_set_outcome(run, "timed_out", exit_code,
+                            "timed out after %g s (timeout of task type '%s')",
+                            (double)(run->deadline_mono - run->started_mono) / 1000.0,
+                            run->task_type);
+        break;
+    case END_CANCEL:
+        run_set_outcome(run, strcmp(run->end_reason, "timed_out") == 0 ? "timed_out" : "cancelled",
+                        exit_code, "cancelled by a master (reason: %s)",
+                        run->end_reason[0] ? run->end_reason : "cancelled");
+        break;
+    case END_SHUTDOWN:
+    case END_NONE:
+        run_set_outcome(run, "failed", exit_code, "worker shutting down");
+        break;
+    }
+}
+
+void builtin_start(run_t *run, const char *name, int64_t now_mono)
 {
     json_t *params = json_loads(run->parameters ? run->parameters : "{}", 0, NULL);
-    int rc = 0;
-    if (strcmp(run->task_type, "noop") == 0) {
-        s_finish(run, "succeeded", 0, NULL, NULL);
-    } else if (strcmp(run->task_type, "echo") == 0) {
-        s_finish(run, "succeeded", 0, NULL, run->parameters ? run->parameters : "{}");
-    } else if (strcmp(run->task_type, "fail") == 0) {
+    if (strcmp(name, "noop") == 0) {
+        run_set_outcome(run, "succeeded", 0, NULL);
+    } else if (strcmp(name, "echo") == 0) {
+        run_set_outcome(run, "succeeded", 0, NULL);
+        run->output = strdup(run->parameters ? run->parameters : "{}");
+    } else if (strcmp(name, "fail") == 0) {
         const char *m = json_string_value(json_object_get(params, "message"));
-        s_finish(run, "failed", 1, m ? m : "fail task requested", NULL);
-    } else if (strcmp(run->task_type, "sleep") == 0) {
+        run_set_outcome(run, "failed", 1, "%s", m ? m : "fail task requested");
+    } else if (strcmp(name, "sleep") == 0) {
         json_t *s = json_object_get(params, "seconds");
         double secs = json_is_number(s) ? json_number_value(s) : 1.0;
-        if (secs < 0 || secs > 86400) {
-            s_finish(run, "failed", 2, "sleep: parameters.seconds must be within 0-86400", NULL);
-        } else {
-            double limit = run->max_execution_time > 0 ? run->max_execution_time : secs;
-            run->done_at_mono = now_mono + (int64_t)((secs < limit ? secs : limit) * 1000);
-        }
+        if (secs < 0 || secs > 86400)
+            run_set_outcome(run, "failed", 2, "sleep: parameters.seconds must be within 0-86400");
+        else
+            run->done_at_mono = now_mono + (int64_t)(secs * 1000);
     } else {
-        rc = ERR_INVALID;
+        run_set_outcome(run, "failed", -1, "unknown built-in handler '%s'", name);
     }
     json_decref(params);
-    return rc;
 }
 
-void builtin_complete(run_t *run, int64_t now_mono)
+void builtin_complete(run_t *run)
 {
-    (void)now_mono;
-    json_t *params = json_loads(run->parameters ? run->parameters : "{}", 0, NULL);
-    json_t *s = json_object_get(params, "seconds");
-    double secs = json_is_number(s) ? json_number_value(s) : 1.0;
-    json_decref(params);
-    if (run->max_execution_time > 0 && secs > run->max_execution_time)
-        s_finish(run, "timed_out", -1, "max_execution_time exceeded", NULL);
-    else
-        s_finish(run, "succeeded", 0, NULL, NULL);
+    run_set_outcome(run, "succeeded", 0, NULL);
 }
 
 void run_destroy(run_t **run_p)
@@ -81,6 +106,7 @@ void run_destroy(run_t **run_p)
     free(run->parameters);
     free(run->error);
     free(run->output);
+    tail_destroy(&run->tail);
     free(run);
     *run_p = NULL;
 }

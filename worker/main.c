@@ -3,11 +3,16 @@
  *
  * One DEALER socket per master endpoint, so status for a job goes back on
  * the connection it came from. HELLO on start, HEARTBEAT every
- * SKED_HEARTBEAT_MS with free slots and running job ids, STARTED and
- * FINISHED per job. Jobs beyond the free slots (several masters may spend
- * the same credit) wait in a local queue. SIGTERM drains: BYE to every
- * master, then exit once running jobs end or SKED_DRAIN_TIMEOUT_MS passes.
- * The worker needs no store access.
+ * SKED_HEARTBEAT_MS (and at once when the credit or the task types with
+ * room change) with free slots, task types, labels and running job ids;
+ * STARTED, OUTPUT and FINISHED per job; CANCEL and ACK from masters. A
+ * FINISHED stays in the outbox until ACKed (outbox.c). SIGTERM drains: BYE
+ * to every master, wait for running jobs (and ACKs, from masters that
+ * send them) up to SKED_DRAIN_TIMEOUT_MS, then end what still runs.
+ *
+ * Signals only write a byte to a pipe that the zmq_poll loop watches
+ * (SIGCHLD included: exec jobs are reaped by jobs.c). The worker needs no
+ * store access.
  */
 #include "worker/worker.h"
 
@@ -15,26 +20,50 @@
 #include "common/config.h"
 #include "common/log.h"
 
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_MASTERS 32
+#define OUTBOX_MAX_ENTRIES 10000
+#define OUTBOX_MAX_BYTES (64u << 20)
+#define OUTBOX_GIVE_UP_MS (10 * 60 * 1000)
 
-static volatile sig_atomic_t s_stop;
+static volatile sig_atomic_t s_stop, s_child;
+static int s_wake[2] = {-1, -1};
 
 static void s_on_signal(int sig)
 {
-    (void)sig;
-    s_stop = 1;
+    int saved = errno;
+    if (sig == SIGCHLD)
+        s_child = 1;
+    else
+        s_stop = 1;
+    if (s_wake[1] >= 0) {
+        ssize_t n = write(s_wake[1], "", 1);
+        (void)n;
+    }
+    errno = saved;
 }
 
 typedef struct {
     const config_t *cfg;
+    wconfig_t *wcfg;
     zsock_t *socks[MAX_MASTERS];
     int nsocks;
-    zlistx_t *running; /* run_t*, owns */
-    zlistx_t *queued;  /* run_t*, owns */
+    int acks[MAX_MASTERS]; /* this master has sent ACKs: it implements them */
+    jobs_t *jobs;
+    outbox_t *outbox;
     uint64_t seq;
+    int slots, kill_grace_ms;
+    zmq_pollitem_t *items; /* the loop's poll set, rebuilt each turn */
+    size_t nitems_cap;
+    char advertised[512]; /* task types of the last HELLO/HEARTBEAT */
+    int advertised_free;
 } worker_t;
 
 static void s_send(worker_t *w, int master, proto_msg_t *msg)
@@ -54,25 +83,44 @@ static void s_send(worker_t *w, int master, proto_msg_t *msg)
     }
 }
 
-static int s_free_slots(const worker_t *w)
+/* jobs.c's and outbox.c's way out; a FINISHED is also kept until ACKed. */
+static void s_send_job_msg(void *ctx, int master, proto_msg_t *msg)
 {
-    int used = (int)(zlistx_size(w->running) + zlistx_size(w->queued));
-    return used >= w->cfg->worker_slots ? 0 : w->cfg->worker_slots - used;
+    worker_t *w = ctx;
+    s_send(w, master, msg);
+    if (msg->type == PROTO_FINISHED)
+        outbox_add(w->outbox, msg, master, clock_mono_ms());
+}
+
+static void s_send_resend(void *ctx, int master, proto_msg_t *msg)
+{
+    worker_t *w = ctx;
+    if (master >= 0) {
+        s_send(w, master, msg);
+        return;
+    }
+    for (int i = 0; i < w->nsocks; i++)
+        s_send(w, i, msg);
 }
 
 static void s_announce(worker_t *w, proto_type_t type)
 {
+    int free_slots = s_stop ? 0 : jobs_free_slots(w->jobs);
+    jobs_advertise(w->jobs, w->advertised, sizeof w->advertised);
+    w->advertised_free = free_slots;
+    char *ids[PROTO_MAX_RUNNING + 1];
+    int n = type == PROTO_HEARTBEAT ? jobs_running_ids(w->jobs, ids, PROTO_MAX_RUNNING) : 0;
+    /* A job whose FINISHED is not acknowledged yet is still ours to report:
+     * listed as running, a master taking its partition over adopts it and
+     * records the resent FINISHED instead of declaring it lost. */
+    if (type == PROTO_HEARTBEAT)
+        n += outbox_job_ids(w->outbox, ids + n, PROTO_MAX_RUNNING - n);
+    ids[n] = NULL;
     for (int i = 0; i < w->nsocks; i++) {
-        proto_msg_t msg = {.type = type, .slots = w->cfg->worker_slots,
-                           .free_slots = s_stop ? 0 : s_free_slots(w)};
-        snprintf(msg.task_types, sizeof msg.task_types, "%s", w->cfg->task_types);
-        char *ids[PROTO_MAX_RUNNING + 1];
-        int n = 0;
+        proto_msg_t msg = {.type = type, .slots = w->slots, .free_slots = free_slots};
+        snprintf(msg.task_types, sizeof msg.task_types, "%s", w->advertised);
+        snprintf(msg.labels, sizeof msg.labels, "%s", w->wcfg->labels);
         if (type == PROTO_HEARTBEAT) {
-            for (run_t *r = zlistx_first(w->running); r && n < PROTO_MAX_RUNNING;
-                 r = zlistx_next(w->running))
-                ids[n++] = r->job_id;
-            ids[n] = NULL;
             msg.running = ids;
             msg.nrunning = n;
         }
@@ -80,60 +128,14 @@ static void s_announce(worker_t *w, proto_type_t type)
     }
 }
 
-static void s_report_finished(worker_t *w, run_t *r)
+/* True if what masters were last told no longer holds: a task type
+ * filled up or got room, or the worker filled up or got room. */
+static int s_credit_changed(worker_t *w)
 {
-    proto_msg_t msg = {.type = PROTO_FINISHED, .attempt = r->attempt, .at = clock_wall_ms(),
-                       .exit_code = r->exit_code, .duration_ms = clock_mono_ms() - r->started_mono,
-                       .error = r->error, .output = r->output};
-    snprintf(msg.job_id, sizeof msg.job_id, "%s", r->job_id);
-    snprintf(msg.trigger_id, sizeof msg.trigger_id, "%s", r->trigger_id);
-    snprintf(msg.status, sizeof msg.status, "%s", r->status);
-    s_send(w, r->master, &msg);
-    log_info("job finished", "job=%s attempt=%d status=%s", r->job_id, r->attempt, r->status);
-}
-
-/* Starts a job: STARTED, then its handler. Takes ownership of run. */
-static void s_start(worker_t *w, run_t *r)
-{
-    int64_t mono = clock_mono_ms();
-    r->started_at = clock_wall_ms();
-    r->started_mono = mono;
-    proto_msg_t msg = {.type = PROTO_STARTED, .attempt = r->attempt, .at = r->started_at};
-    snprintf(msg.job_id, sizeof msg.job_id, "%s", r->job_id);
-    snprintf(msg.trigger_id, sizeof msg.trigger_id, "%s", r->trigger_id);
-    s_send(w, r->master, &msg);
-    log_info("job started", "job=%s attempt=%d task_type=%s", r->job_id, r->attempt, r->task_type);
-    if (builtin_start(r, mono) < 0) {
-        r->finished = 1;
-        snprintf(r->status, sizeof r->status, "failed");
-        r->exit_code = -1;
-        char e[160];
-        snprintf(e, sizeof e, "task type '%s' is not served by this worker", r->task_type);
-        r->error = strdup(e);
-    }
-    if (r->finished) {
-        s_report_finished(w, r);
-        run_destroy(&r);
-        return;
-    }
-    zlistx_add_end(w->running, r);
-}
-
-static void s_on_job(worker_t *w, int master, proto_msg_t *msg)
-{
-    run_t *r = calloc(1, sizeof *r);
-    snprintf(r->job_id, sizeof r->job_id, "%s", msg->job_id);
-    snprintf(r->trigger_id, sizeof r->trigger_id, "%s", msg->trigger_id);
-    snprintf(r->task_type, sizeof r->task_type, "%s", msg->task_type);
-    r->attempt = msg->attempt;
-    r->master = master;
-    r->max_execution_time = msg->max_execution_time;
-    r->parameters = msg->parameters;
-    msg->parameters = NULL;
-    if ((int)zlistx_size(w->running) < w->cfg->worker_slots)
-        s_start(w, r);
-    else
-        zlistx_add_end(w->queued, r);
+    char now[sizeof w->advertised];
+    jobs_advertise(w->jobs, now, sizeof now);
+    int free_slots = jobs_free_slots(w->jobs);
+    return strcmp(now, w->advertised) != 0 || (free_slots > 0) != (w->advertised_free > 0);
 }
 
 static void s_on_message(worker_t *w, int master)
@@ -148,7 +150,15 @@ static void s_on_message(worker_t *w, int master)
         log_warn("malformed message dropped", "reason=\"%s\" dropped_total=%llu", err.msg,
                  (unsigned long long)proto_dropped);
     } else if (msg.type == PROTO_JOB) {
-        s_on_job(w, master, &msg);
+        jobs_accept(w->jobs, master, &msg);
+    } else if (msg.type == PROTO_CANCEL) {
+        int found = jobs_cancel(w->jobs, msg.job_id, msg.attempt, msg.reason);
+        log_info("cancel received", "job=%s attempt=%d reason=%s found=%d", msg.job_id,
+                 msg.attempt, msg.reason[0] ? msg.reason : "cancelled", found);
+    } else if (msg.type == PROTO_ACK) {
+        w->acks[master] = 1;
+        if (!outbox_ack(w->outbox, msg.job_id, msg.attempt))
+            log_debug("ACK for nothing waiting", "job=%s attempt=%d", msg.job_id, msg.attempt);
     } else {
         proto_dropped++;
         log_warn("unexpected message type from a master", "type=%s", proto_type_name(msg.type));
@@ -157,75 +167,207 @@ static void s_on_message(worker_t *w, int master)
     zmsg_destroy(&z);
 }
 
-/* Completes timed jobs that are due and starts queued ones; returns the
- * monotonic time of the next completion, or INT64_MAX. */
-static int64_t s_advance(worker_t *w)
+/* While draining: FINISHED messages a master that ACKs may still ACK. */
+static int s_awaiting_acks(const worker_t *w)
 {
-    int64_t mono = clock_mono_ms(), next = INT64_MAX;
-    run_t *r = zlistx_first(w->running);
-    while (r) {
-        if (r->done_at_mono && r->done_at_mono <= mono) {
-            builtin_complete(r, mono);
-            s_report_finished(w, r);
-            void *h = zlistx_cursor(w->running);
-            zlistx_delete(w->running, h);
-            r = zlistx_first(w->running); /* restart: delete moved the cursor */
-            continue;
-        }
-        if (r->done_at_mono && r->done_at_mono < next)
-            next = r->done_at_mono;
-        r = zlistx_next(w->running);
-    }
-    while (zlistx_size(w->queued) && (int)zlistx_size(w->running) < w->cfg->worker_slots) {
-        run_t *q = zlistx_detach(w->queued, NULL);
-        s_start(w, q);
-        next = mono;
-    }
-    return next;
+    if (outbox_size(w->outbox) == 0)
+        return 0;
+    for (int i = 0; i < w->nsocks; i++)
+        if (w->acks[i])
+            return 1;
+    return 0;
 }
 
-static void s_run_destructor(void **item)
+/* Polls the masters, the signal pipe and the jobs' fds for up to wait ms
+ * and handles what is ready. */
+static void s_poll(worker_t *w, int64_t wait)
 {
-    run_destroy((run_t **)item);
+    size_t need = (size_t)(w->nsocks + 1 + jobs_nitems(w->jobs));
+    if (need > w->nitems_cap) {
+        w->nitems_cap = need * 2;
+        free(w->items);
+        w->items = malloc(w->nitems_cap * sizeof *w->items);
+    }
+    zmq_pollitem_t *items = w->items;
+    size_t cap = w->nitems_cap;
+    int n = 0;
+    for (int i = 0; i < w->nsocks; i++)
+        items[n++] = (zmq_pollitem_t){zsock_resolve(w->socks[i]), 0, ZMQ_POLLIN, 0};
+    items[n++] = (zmq_pollitem_t){NULL, s_wake[0], ZMQ_POLLIN, 0};
+    int njobs = jobs_pollitems(w->jobs, items + n, (int)(cap - (size_t)n));
+    if (zmq_poll(items, n + njobs, (long)wait) < 0) {
+        if (errno != EINTR)
+            log_warn("zmq_poll failed", "reason=\"%s\"", zmq_strerror(errno));
+        return;
+    }
+    if (items[w->nsocks].revents) {
+        char buf[64];
+        while (read(s_wake[0], buf, sizeof buf) > 0)
+            ;
+    }
+    for (int i = 0; i < w->nsocks; i++)
+        for (int k = 0; k < 1000 && (zsock_events(w->socks[i]) & ZMQ_POLLIN); k++)
+            s_on_message(w, i);
+    jobs_on_events(w->jobs, items + n, njobs);
 }
 
 static void s_loop(worker_t *w)
 {
-    zmq_pollitem_t items[MAX_MASTERS];
-    for (int i = 0; i < w->nsocks; i++)
-        items[i] = (zmq_pollitem_t){zsock_resolve(w->socks[i]), 0, ZMQ_POLLIN, 0};
-    int64_t next_hb = 0, drain_until = 0;
-    int draining = 0;
+    int64_t next_hb = 0, drain_until = 0, hard_stop = 0;
+    int draining = 0, forced = 0;
     for (;;) {
         if (s_stop && !draining) {
             draining = 1;
             drain_until = clock_mono_ms() + w->cfg->drain_timeout_ms;
             s_announce(w, PROTO_BYE);
-            log_info("draining", "running=%zu queued=%zu", zlistx_size(w->running),
-                     zlistx_size(w->queued));
+            log_info("draining", "running=%zu queued=%zu", jobs_running(w->jobs),
+                     jobs_queued(w->jobs));
         }
-        int64_t next_done = s_advance(w);
+        if (s_child) {
+            s_child = 0;
+            jobs_child_exited(w->jobs);
+        }
+        int64_t next = jobs_advance(w->jobs);
         int64_t mono = clock_mono_ms();
-        if (draining && ((zlistx_size(w->running) == 0 && zlistx_size(w->queued) == 0) ||
-                         mono >= drain_until))
-            break;
+        if (draining) {
+            int idle = jobs_running(w->jobs) == 0 && jobs_queued(w->jobs) == 0;
+            if (idle && (forced || !s_awaiting_acks(w) || mono >= drain_until))
+                break;
+            if (!forced && mono >= drain_until) {
+                log_warn("drain timeout: ending the jobs still here", "running=%zu queued=%zu",
+                         jobs_running(w->jobs), jobs_queued(w->jobs));
+                jobs_shutdown(w->jobs);
+                forced = 1;
+                hard_stop = mono + w->kill_grace_ms + 2000;
+                continue;
+            }
+            if (forced && mono >= hard_stop) {
+                log_warn("processes did not exit after SIGKILL; leaving", "running=%zu",
+                         jobs_running(w->jobs));
+                break;
+            }
+        }
         if (mono >= next_hb) {
             s_announce(w, draining ? PROTO_BYE : PROTO_HEARTBEAT);
+            outbox_resend(w->outbox, mono, s_send_resend, w);
+            jobs_child_exited(w->jobs); /* in case a SIGCHLD was missed */
             next_hb = mono + w->cfg->heartbeat_ms;
+        } else if (!draining && s_credit_changed(w)) {
+            s_announce(w, PROTO_HEARTBEAT);
         }
-        int64_t wait = next_hb - mono;
-        if (next_done - mono < wait)
-            wait = next_done - mono;
-        if (draining && drain_until - mono < wait)
-            wait = drain_until - mono;
-        if (wait < 0)
-            wait = 0;
-        if (zmq_poll(items, w->nsocks, (long)wait) < 0 && errno != EINTR)
-            break;
-        for (int i = 0; i < w->nsocks; i++)
-            for (int k = 0; k < 1000 && (zsock_events(w->socks[i]) & ZMQ_POLLIN); k++)
-                s_on_message(w, i);
+        int64_t until = next_hb < next ? next_hb : next;
+        if (draining && !forced && drain_until < until)
+            until = drain_until;
+        if (forced && hard_stop < until)
+            until = hard_stop;
+        int64_t wait = until - clock_mono_ms();
+        s_poll(w, wait < 0 ? 0 : wait);
     }
+}
+
+static void s_usage_extra(void)
+{
+    printf("\nWorker settings read from the environment only:\n"
+           "  %-24s %s\n  %-24s default: %s\n"
+           "  %-24s %s\n  %-24s default: %s\n",
+           "SKED_WORKER_CONFIG", "JSON file mapping task types to handlers, limits, labels", "",
+           "(none: SKED_TASK_TYPES built-ins)", "SKED_KILL_GRACE_MS",
+           "SIGTERM to SIGKILL delay when a job is timed out, cancelled or shut down", "", "5000");
+}
+
+/* The kill grace period: SKED_KILL_GRACE_MS, else the file's, else 5 s. */
+static int s_kill_grace(const wconfig_t *wcfg, int *out, err_t *err)
+{
+    const char *v = getenv("SKED_KILL_GRACE_MS");
+    *out = wcfg->kill_grace_ms >= 0 ? wcfg->kill_grace_ms : 5000;
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    long ms = strtol(v, &end, 10);
+    if (errno || end == v || *end || ms < 0 || ms > 3600000)
+        return err_set(err, ERR_INVALID,
+                       "invalid SKED_KILL_GRACE_MS '%.40s': a number of ms from 0 to 3600000", v);
+    *out = (int)ms;
+    return 0;
+}
+
+static wconfig_t *s_load_types(const config_t *cfg, err_t *err)
+{
+    const char *path = getenv("SKED_WORKER_CONFIG");
+    if (!path || !*path)
+        return wconfig_builtins(cfg->task_types, err);
+    if (getenv("SKED_TASK_TYPES"))
+        log_warn("SKED_TASK_TYPES ignored: the worker config file lists the task types",
+                 "config=%s", path);
+    return wconfig_load(path, err);
+}
+
+static int s_connect(worker_t *w)
+{
+    char list[sizeof w->cfg->masters];
+    snprintf(list, sizeof list, "%s", w->cfg->masters);
+    for (char *save = NULL, *ep = strtok_r(list, ",", &save); ep; ep = strtok_r(NULL, ",", &save)) {
+        while (*ep == ' ')
+            ep++;
+        if (!*ep)
+            continue;
+        if (w->nsocks == MAX_MASTERS) {
+            log_error("too many masters", "max=%d", MAX_MASTERS);
+            return -1;
+        }
+        zsock_t *s = zsock_new(ZMQ_DEALER);
+        zsock_set_linger(s, 1000);
+        zsock_set_sndhwm(s, 100000);
+        if (zsock_connect(s, "%s", ep) < 0) {
+            log_error("cannot connect to master", "endpoint=%s", ep);
+            zsock_destroy(&s);
+            return -1;
+        }
+        w->socks[w->nsocks++] = s;
+    }
+    if (w->nsocks == 0) {
+        log_error("no masters configured", "hint=\"set SKED_MASTERS\"");
+        return -1;
+    }
+    return 0;
+}
+
+static int s_uses_http(const wconfig_t *wcfg)
+{
+    for (int i = 0; i < wcfg->ntypes; i++)
+        if (wcfg->types[i].kind == HANDLER_HTTP)
+            return 1;
+    return 0;
+}
+
+static void s_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_flags = SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void s_teardown(worker_t *w, int http)
+{
+    jobs_destroy(&w->jobs);
+    if (outbox_size(w->outbox) || outbox_dropped(w->outbox) || outbox_expired(w->outbox))
+        log_info("outbox", "unacknowledged=%zu dropped=%llu expired=%llu", outbox_size(w->outbox),
+                 (unsigned long long)outbox_dropped(w->outbox),
+                 (unsigned long long)outbox_expired(w->outbox));
+    outbox_destroy(&w->outbox);
+    for (int i = 0; i < w->nsocks; i++)
+        zsock_destroy(&w->socks[i]);
+    free(w->items);
+    wconfig_destroy(&w->wcfg);
+    if (http)
+        curl_global_cleanup();
 }
 
 int main(int argc, char **argv)
@@ -236,60 +378,52 @@ int main(int argc, char **argv)
     if (rc != 0) {
         if (rc < 0)
             fprintf(stderr, "sked-worker: %s\n", err.msg);
+        else
+            s_usage_extra();
         return rc < 0 ? 2 : 0;
     }
     config_init_log(&cfg, "worker");
-    zsys_init();
-    zsys_handler_set(NULL);
-    signal(SIGINT, s_on_signal);
-    signal(SIGTERM, s_on_signal);
-    signal(SIGPIPE, SIG_IGN);
-
-    char types[sizeof cfg.task_types];
-    snprintf(types, sizeof types, "%s", cfg.task_types);
-    for (char *save = NULL, *t = strtok_r(types, ",", &save); t; t = strtok_r(NULL, ",", &save))
-        if (!builtin_known(t)) {
-            log_error("cannot serve task type", "task_type=%s reason=\"not a built-in (noop, sleep, echo, fail); configured handlers are not built yet\"", t);
-            return 2;
-        }
     worker_t w = {.cfg = &cfg};
-    w.running = zlistx_new();
-    zlistx_set_destructor(w.running, s_run_destructor);
-    w.queued = zlistx_new();
-    zlistx_set_destructor(w.queued, s_run_destructor);
-    char list[sizeof cfg.masters];
-    snprintf(list, sizeof list, "%s", cfg.masters);
-    for (char *save = NULL, *ep = strtok_r(list, ",", &save); ep; ep = strtok_r(NULL, ",", &save)) {
-        while (*ep == ' ')
-            ep++;
-        if (!*ep)
-            continue;
-        if (w.nsocks == MAX_MASTERS) {
-            log_error("too many masters", "max=%d", MAX_MASTERS);
-            return 2;
-        }
-        zsock_t *s = zsock_new(ZMQ_DEALER);
-        zsock_set_linger(s, 1000);
-        zsock_set_sndhwm(s, 100000);
-        if (zsock_connect(s, "%s", ep) < 0) {
-            log_error("cannot connect to master", "endpoint=%s", ep);
-            zsock_destroy(&s);
-            return 2;
-        }
-        w.socks[w.nsocks++] = s;
-    }
-    if (w.nsocks == 0) {
-        log_error("no masters configured", "hint=\"set SKED_MASTERS\"");
+    if (!(w.wcfg = s_load_types(&cfg, &err)) || s_kill_grace(w.wcfg, &w.kill_grace_ms, &err) < 0) {
+        log_error("cannot start", "reason=\"%s\"", err.msg);
+        wconfig_destroy(&w.wcfg);
         return 2;
     }
-    log_info("worker started", "masters=%s slots=%d task_types=%s", cfg.masters, cfg.worker_slots,
-             cfg.task_types);
+    w.slots = getenv("SKED_WORKER_SLOTS") || !w.wcfg->slots ? cfg.worker_slots : w.wcfg->slots;
+    int http = s_uses_http(w.wcfg);
+    if (http && curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        log_error("cannot start", "reason=\"libcurl initialisation failed\"");
+        wconfig_destroy(&w.wcfg);
+        return 2;
+    }
+    zsys_init();
+    zsys_handler_set(NULL);
+    if (pipe(s_wake) < 0) {
+        log_error("cannot start", "reason=\"pipe: %s\"", strerror(errno));
+        return 2;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(s_wake[i], F_SETFL, fcntl(s_wake[i], F_GETFL) | O_NONBLOCK);
+        fcntl(s_wake[i], F_SETFD, FD_CLOEXEC);
+    }
+    s_signals();
+    w.jobs = jobs_new(w.wcfg, w.slots, w.kill_grace_ms, s_send_job_msg, &w);
+    w.outbox = outbox_new(OUTBOX_MAX_ENTRIES, OUTBOX_MAX_BYTES, OUTBOX_GIVE_UP_MS, cfg.heartbeat_ms);
+    if (s_connect(&w) < 0) {
+        s_teardown(&w, http);
+        return 2;
+    }
+    char types[512];
+    jobs_advertise(w.jobs, types, sizeof types);
+    log_info("worker started", "masters=%s slots=%d task_types=%s labels=%s config=%s",
+             cfg.masters, w.slots, types, w.wcfg->labels[0] ? w.wcfg->labels : "-",
+             w.wcfg->path[0] ? w.wcfg->path : "-");
     s_announce(&w, PROTO_HELLO);
     s_loop(&w);
-    log_info("worker stopped", "running=%zu", zlistx_size(w.running));
-    zlistx_destroy(&w.running);
-    zlistx_destroy(&w.queued);
-    for (int i = 0; i < w.nsocks; i++)
-        zsock_destroy(&w.socks[i]);
+    log_info("worker stopped", "running=%zu unacknowledged=%zu", jobs_running(w.jobs),
+             outbox_size(w.outbox));
+    s_teardown(&w, http);
+    close(s_wake[0]);
+    close(s_wake[1]);
     return 0;
 }

@@ -1,0 +1,172 @@
+/*
+ * stats.c - the master's Prometheus metrics: their names, help texts and
+ * labels in one place, and the calls that update them.
+ *
+ * Registered once by stats_init() at start (so every metric without labels
+ * shows 0 from the first scrape), freed by metrics_reset_all() at exit.
+ * Label values come from bounded sets only: task types (the metrics
+ * library folds more than METRICS_MAX_SERIES combinations into "other"),
+ * job statuses, skip reasons, store operations. Never trigger or job ids.
+ *
+ * Called from the master's one thread; the scrape thread of
+ * metrics_serve() only renders.
+ */
+#include "master/master.h"
+
+#include "common/metrics.h"
+
+/* Fire lag buckets, seconds: sked aims at milliseconds, so finer at the
+ * bottom than metrics_seconds_buckets. */
+static const double s_lag_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                       0.5,   1,      2.5,   5,    10,    30,    60,  300};
+/* Store round trips, seconds. */
+static const double s_store_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                         0.05,   0.1,   0.25,   0.5,   1,    2.5, 5};
+#define NB(a) ((int)(sizeof a / sizeof a[0]))
+
+static struct {
+    metric_t *fire_lag, *claim_lag, *duration, *finished, *retries, *skipped, *lost;
+    metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers;
+    metric_t *store_errors, *store_seconds, *dropped;
+    metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued;
+    uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
+} s;
+
+void stats_init(void)
+{
+    s.fire_lag = metrics_histogram(
+        "sked_fire_lag_seconds",
+        "Time from a job's scheduled_for to its first attempt's STARTED (worker clock).", "",
+        s_lag_buckets, NB(s_lag_buckets));
+    s.claim_lag = metrics_histogram("sked_claim_lag_seconds",
+                                    "Time from a fire's scheduled_for to its job being claimed.",
+                                    "", s_lag_buckets, NB(s_lag_buckets));
+    s.duration = metrics_histogram("sked_job_duration_seconds",
+                                   "Duration of finished attempts reported by workers.",
+                                   "task_type", metrics_seconds_buckets, METRICS_SECONDS_NBUCKETS);
+    s.finished = metrics_counter("sked_jobs_finished_total",
+                                 "Jobs that reached a final status here (no retry left).",
+                                 "task_type,status");
+    s.retries = metrics_counter("sked_job_retries_total",
+                                "Attempts that ended failed, timed_out or lost and were retried.",
+                                "task_type");
+    s.skipped = metrics_counter("sked_fires_skipped_total",
+                                "Fires recorded as skipped, by skip_reason.", "reason");
+    s.lost = metrics_counter("sked_jobs_lost_total",
+                             "Attempts declared lost (worker silent, or unreported after a takeover).",
+                             "task_type");
+    s.queue = metrics_gauge("sked_queue_depth",
+                            "Jobs due and waiting for a worker in this master's pending queue.", "");
+    s.leases = metrics_gauge("sked_leases_held", "Partition leases this master holds.", "");
+    s.acquired = metrics_counter("sked_lease_acquisitions_total",
+                                 "Partition leases this master gained.", "");
+    s.lease_lost = metrics_counter("sked_lease_losses_total",
+                                   "Partition leases this master lost on renewal (fenced or expired).",
+                                   "");
+    s.slots = metrics_gauge("sked_worker_slots",
+                            "Slots of the workers connected to this master, free or used.", "state");
+    s.workers = metrics_gauge("sked_workers_connected", "Workers connected to this master.", "");
+    s.store_errors = metrics_counter("sked_store_errors_total",
+                                     "Failed store operations of the master, by operation.", "op");
+    s.store_seconds = metrics_histogram("sked_store_operation_duration_seconds",
+                                        "Duration of the master's store operations.", "op",
+                                        s_store_buckets, NB(s_store_buckets));
+    s.dropped = metrics_counter("sked_malformed_messages_dropped_total",
+                                "ZeroMQ messages dropped as malformed or unexpected.", "");
+    s.alerts_sent = metrics_counter("sked_alerts_sent_total",
+                                    "Alert delivery attempts, by result (ok, http_error, "
+                                    "transport_error).",
+                                    "result");
+    s.alerts_dropped = metrics_counter("sked_alerts_dropped_total",
+                                       "Alert events dropped because the queue was full.", "");
+    s.alerts_given_up = metrics_counter("sked_alerts_given_up_total",
+                                        "Alert events not delivered after every retry.", "");
+    s.alerts_queued = metrics_gauge("sked_alerts_queued",
+                                    "Alert events waiting or being delivered.", "");
+    metric_set(s.slots, (const char *[]){"free"}, 0);
+    metric_set(s.slots, (const char *[]){"used"}, 0);
+}
+
+void stats_fire_lag(int64_t ms)
+{
+    metric_observe(s.fire_lag, NULL, ms / 1000.0);
+}
+
+void stats_claim_lag(int64_t ms)
+{
+    metric_observe(s.claim_lag, NULL, ms / 1000.0);
+}
+
+void stats_job_duration(const char *task_type, int64_t ms)
+{
+    if (ms >= 0)
+        metric_observe(s.duration, (const char *[]){task_type}, ms / 1000.0);
+}
+
+void stats_job_finished(const char *task_type, const char *status)
+{
+    metric_inc(s.finished, (const char *[]){task_type, status}, 1);
+}
+
+void stats_job_retried(const char *task_type)
+{
+    metric_inc(s.retries, (const char *[]){task_type}, 1);
+}
+
+void stats_job_lost(const char *task_type)
+{
+    metric_inc(s.lost, (const char *[]){task_type}, 1);
+}
+
+void stats_fires_skipped(const char *reason, size_t n)
+{
+    metric_inc(s.skipped, (const char *[]){reason}, (double)n);
+}
+
+void stats_store_op(const char *op, int64_t usecs, int failed)
+{
+    metric_observe(s.store_seconds, (const char *[]){op}, usecs / 1e6);
+    if (failed)
+        metric_inc(s.store_errors, (const char *[]){op}, 1);
+}
+
+void stats_leases(int held, int gained, int lost)
+{
+    metric_set(s.leases, NULL, held);
+    if (gained)
+        metric_inc(s.acquired, NULL, gained);
+    if (lost)
+        metric_inc(s.lease_lost, NULL, lost);
+}
+
+void stats_dispatch(size_t pending, long free_slots, long used_slots, size_t workers)
+{
+    metric_set(s.queue, NULL, (double)pending);
+    metric_set(s.slots, (const char *[]){"free"}, (double)free_slots);
+    metric_set(s.slots, (const char *[]){"used"}, (double)used_slots);
+    metric_set(s.workers, NULL, (double)workers);
+    if (proto_dropped > s.dropped_seen) {
+        metric_inc(s.dropped, NULL, (double)(proto_dropped - s.dropped_seen));
+        s.dropped_seen = proto_dropped;
+    }
+}
+
+void stats_alert_sent(const char *result)
+{
+    metric_inc(s.alerts_sent, (const char *[]){result}, 1);
+}
+
+void stats_alert_dropped(void)
+{
+    metric_inc(s.alerts_dropped, NULL, 1);
+}
+
+void stats_alert_given_up(void)
+{
+    metric_inc(s.alerts_given_up, NULL, 1);
+}
+
+void stats_alerts_queued(size_t n)
+{
+    metric_set(s.alerts_queued, NULL, (double)n);
+}

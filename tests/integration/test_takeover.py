@@ -1,0 +1,66 @@
+"""A master dies while its jobs run: the next owner of the partition adopts
+the jobs workers still run (not run twice, G5), records their end, and
+declares lost the ones nobody runs (retried by policy, G3)."""
+import datetime as dt
+import signal
+import time
+
+from conftest import wait_for
+
+
+def kill9(cluster, proc):
+    proc.popen.send_signal(signal.SIGKILL)
+    proc.popen.wait()
+    cluster.checked_stop.append(proc)
+
+
+def test_running_job_survives_its_masters_death(cluster):
+    cluster.start(masters=2, workers=1)
+    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "long", "trigger_config": {"interval": 1, "unit": "hours",
+                                           "start_at": start.isoformat().replace("+00:00", "Z")},
+        "execution_config": {"task_type": "sleep", "parameters": {"seconds": 8},
+                             "retry_policy": {"max_retries": 2, "initial_delay": 0}}})
+    tid = r.json()["id"]
+    job = wait_for(lambda: cluster.db.jobs.find_one({"trigger_id": tid, "status": "running"}),
+                   15, what="the job to run")
+    owner = next(m for m in cluster.masters if m.name == job["master"])
+    kill9(cluster, owner)
+    done = wait_for(lambda: cluster.db.jobs.find_one({"_id": job["_id"],
+                                                      "status": {"$in": ["succeeded", "failed", "lost"]}}),
+                    30, interval=0.5, what="the job to finish under the new owner")
+    assert done["status"] == "succeeded", done
+    assert done["attempt"] == 1, "the job ran again although its worker was alive"
+    assert len(done.get("attempts") or []) == 1
+
+
+def test_queued_and_orphaned_running_jobs_are_taken_over(cluster):
+    cluster.start(masters=1, workers=1)
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "tick", "trigger_config": {"interval": 1, "unit": "hours"},
+        "execution_config": {"task_type": "noop", "overlap_policy": "allow",
+                             "retry_policy": {"max_retries": 1, "initial_delay": 0}}})
+    tid = r.json()["id"]
+    part = cluster.db.triggers.find_one({"_id": tid})["partition"]
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    base = {"trigger_id": tid, "owner": "alice", "partition": part, "kind": "scheduled",
+            "task_type": "noop", "attempt": 1, "parameters": {}, "created_at": now}
+    # What a master that died could have left: one claimed fire never sent,
+    # one "running" on a worker that no longer runs it.
+    cluster.db.jobs.insert_one({**base, "_id": f"{tid}@1", "scheduled_for": now - dt.timedelta(hours=2),
+                                "status": "queued", "run_at": now})
+    cluster.db.jobs.insert_one({**base, "_id": f"{tid}@2", "scheduled_for": now - dt.timedelta(hours=1),
+                                "status": "running", "started_at": now, "worker_id": "gone"})
+    # A new master takes the partitions over (the first one stops cleanly).
+    first = cluster.masters[0]
+    assert first.stop() == 0
+    cluster.checked_stop.append(first)
+    cluster.start_master(1, cluster.master_ports[0])
+    wait_for(lambda: cluster.db.jobs.find_one({"_id": f"{tid}@1"})["status"] == "succeeded", 30,
+             interval=0.5, what="the orphaned queued job to run")
+    orphan = wait_for(lambda: (lambda d: d if d["status"] == "succeeded" else None)(
+        cluster.db.jobs.find_one({"_id": f"{tid}@2"})), 30, interval=0.5,
+        what="the orphaned running job to be lost and retried")
+    assert orphan["attempt"] == 2
+    assert orphan["attempts"][0]["status"] == "lost"
