@@ -142,3 +142,35 @@ def test_higher_priority_jobs_go_first_when_workers_are_scarce(cluster):
     # low-priority trigger's jobs that wait.
     assert len(ran_high) >= 5, ran_high
     assert len(ran_high) > len(ran_low) + 2, (len(ran_high), len(ran_low))
+
+
+def test_overlap_replace_cancels_the_running_job(cluster):
+    cluster.start(masters=1, workers=1)
+    tid = create(cluster, "replace", {"task_type": "sleep", "parameters": {"seconds": 30},
+                                      "overlap_policy": "replace"}, interval=2)
+    time.sleep(7)
+    jobs = jobs_of(cluster, tid)
+    cancelled = [j for j in jobs if j["status"] == "cancelled"]
+    assert len(cancelled) >= 2, [(j["status"], j.get("skip_reason")) for j in jobs]
+    running = [j for j in jobs if j["status"] == "running"]
+    assert len(running) <= 1
+    for j in cancelled:
+        assert j["result"]["exit_code"] is not None or j["result"].get("error")
+
+
+def test_worker_labels_route_jobs(cluster, tmp_path):
+    import json
+    conf = tmp_path / "eu.json"
+    conf.write_text(json.dumps({"labels": {"region": "eu", "gpu": "true"},
+                                "task_types": {"noop": {"handler": "noop"}}}))
+    cluster.start(masters=1, workers=1)
+    cluster.start_worker(7, SKED_WORKER_CONFIG=str(conf))
+    tid = create(cluster, "eu-only", {"task_type": "noop", "worker_labels": {"region": "eu"}})
+    any_tid = create(cluster, "anywhere", {"task_type": "noop"})
+    wait_for(lambda: len([j for j in jobs_of(cluster, tid) if j["status"] == "succeeded"]) >= 3, 15,
+             what="labelled jobs")
+    assert {j["worker_id"] for j in jobs_of(cluster, tid) if j.get("worker_id")} == {"worker-7"}
+    nowhere = create(cluster, "mars", {"task_type": "noop", "worker_labels": {"region": "mars"}})
+    time.sleep(3)
+    assert all(j["status"] in ("queued", "skipped") for j in jobs_of(cluster, nowhere))
+    assert any(j["status"] == "succeeded" for j in jobs_of(cluster, any_tid))
