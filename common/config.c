@@ -77,6 +77,16 @@ static const setting_t s_settings[] = {
     {"SKED_OPENAPI_PATH", STR(openapi_path), "docs/openapi/scheduler_openapi.json", G,
      "OpenAPI document served under /docs/openapi/ (relative: to the working directory, "
      "else to the binary's directory and its parents)"},
+    {"SKED_METRICS_ADDR", STR(metrics_addr), "", M,
+     "host:port where GET /metrics serves Prometheus metrics (empty: not served)"},
+    {"SKED_ALERT_URL", STR(alert_url), "", M,
+     "webhook (http or https) that alert events are POSTed to as JSON (empty: no alerts)"},
+    {"SKED_ALERT_HEADERS", STR(alert_headers), "", M,
+     "extra headers of alert POSTs, \"Name: value\" items separated by newlines or ';'"},
+    {"SKED_ALERT_EVENTS", STR(alert_events), "job_failed,fire_lag_high", M,
+     "comma list of alert events to send: job_failed, fire_lag_high, fire_skipped"},
+    {"SKED_ALERT_LAG_MS", INT(alert_lag_ms), "5000", M,
+     "fire lag above which a fire_lag_high alert is sent (at most once a minute); 0 disables"},
 };
 #define NSETTINGS (sizeof s_settings / sizeof s_settings[0])
 

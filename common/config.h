@@ -44,6 +44,12 @@ typedef struct {
     int rate_burst;
     char cors_origins[2048];
     char openapi_path[512];
+    /* master: metrics scrape address, failure alerts */
+    char metrics_addr[128];
+    char alert_url[1024];
+    char alert_headers[2048];
+    char alert_events[128];
+    int alert_lag_ms;
 } config_t;
 
 /* Fills cfg for a role (CONFIG_ROLE_*). Returns 0, 1 when --help was given

@@ -2,7 +2,7 @@
  * api.c - the REST API under /api/scheduler: routing, authentication,
  * handlers and error responses.
  *
- * Every endpoint but health and the OpenAPI document
+ * Every endpoint but health, /metrics and the OpenAPI document
  * (/docs/openapi/scheduler_openapi.json and .yaml) needs
  * "Authorization: Bearer <JWT>"; the token's sub owns what it creates, and
  * only admins see or change other users' triggers (others get 404, which
@@ -18,12 +18,18 @@
  * Trigger changes (PUT, PATCH, pause, resume, DELETE) are single writes by
  * _id followed by a NOTIFY, so the owning master reschedules at once; it
  * tells versions apart by the `version` every change increments.
+ *
+ * GET /metrics (no token, limited per address like health) renders the
+ * process's Prometheus metrics. Every request is counted by route
+ * template (never by raw id: "/api/scheduler/triggers/{trigger_id}";
+ * anything unrouted is "other"), method and status, and timed.
  */
 #include "gateway/gateway.h"
 
 #include "common/clock.h"
 #include "common/cron.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/schedule.h"
 #include "common/tz.h"
 
@@ -228,6 +234,7 @@ static int s_limit(ctx_t *c, const char *kind, const char *who)
     snprintf(secs, sizeof secs, "%d", wait_s);
     snprintf(msg, sizeof msg, "rate limit exceeded: retry in %d s", wait_s);
     log_debug("request rate-limited", "%s=%s retry_after=%d", kind, who, wait_s);
+    metric_inc(c->gw->m_rate_limited, (const char *[]){kind}, 1);
     http_resp_add_header(c->resp, "Retry-After", secs);
     s_detail(c->resp, 429, msg);
     return -1;
@@ -253,6 +260,7 @@ static int s_authenticate(ctx_t *c)
     }
     if (r == TOKEN_OK)
         return s_limit(c, "user", c->user.sub);
+    metric_inc(c->gw->m_jwt_rejections, (const char *[]){token_reason_name(r)}, 1);
     if (s_limit_ip(c) < 0)
         return -1;
     log_info("request rejected", "reason=%s remote=%s", token_reason_name(r), c->req->remote_addr);
@@ -1365,6 +1373,27 @@ static int s_docs(ctx_t *c)
     return 1;
 }
 
+/* GET/HEAD /metrics without a token. Returns 1 if the path is it (answered). */
+static int s_metrics(ctx_t *c)
+{
+    const http_req_t *r = c->req;
+    if (r->path_len != 8 || memcmp(r->path, "/metrics", 8) != 0)
+        return 0;
+    if (s_limit_ip(c) < 0)
+        return 1;
+    http_resp_add_header(c->resp, "Cache-Control", "no-store");
+    if (!s_method(c, "GET") && !s_method(c, "HEAD")) {
+        http_resp_add_header(c->resp, "Allow", "GET, HEAD");
+        s_detail(c->resp, 405, "Method Not Allowed");
+    } else if ((c->resp->body = metrics_render())) {
+        c->resp->body_len = strlen(c->resp->body);
+        c->resp->content_type = METRICS_CONTENT_TYPE;
+    } else {
+        s_detail(c->resp, 500, "out of memory");
+    }
+    return 1;
+}
+
 /* Splits the path below PREFIX into segments; -1 if not under it. */
 static int s_split(ctx_t *c, char *buf, size_t size)
 {
@@ -1390,9 +1419,96 @@ static int s_is(const ctx_t *c, int n, const char *a, const char *b)
            (!b || (n > 2 && strcmp(c->segs[2], b) == 0));
 }
 
+/* The route template of a request, for metrics labels: a path of the
+ * OpenAPI document, "/metrics", or "other". */
+static const char *s_route_label(const http_req_t *req)
+{
+    static const char docs[] = "/docs/openapi/scheduler_openapi.";
+    size_t nd = sizeof docs - 1;
+    if (req->path_len == 8 && memcmp(req->path, "/metrics", 8) == 0)
+        return "/metrics";
+    if (req->path_len == nd + 4 && memcmp(req->path, docs, nd) == 0)
+        return memcmp(req->path + nd, "json", 4) == 0   ? "/docs/openapi/scheduler_openapi.json"
+               : memcmp(req->path + nd, "yaml", 4) == 0 ? "/docs/openapi/scheduler_openapi.yaml"
+                                                        : "other";
+    ctx_t c = {.req = req};
+    char buf[1024];
+    if (s_split(&c, buf, sizeof buf) < 0 || c.nsegs == 0)
+        return "other";
+    const char *a = c.segs[0], *b = c.nsegs > 1 ? c.segs[1] : "", *x = c.nsegs > 2 ? c.segs[2] : "";
+    if (c.nsegs == 1)
+        return strcmp(a, "triggers") == 0 ? PREFIX "/triggers/"
+               : strcmp(a, "health") == 0 ? PREFIX "/health"
+               : strcmp(a, "locks") == 0  ? PREFIX "/locks"
+                                          : "other";
+    if (c.nsegs == 2)
+        return strcmp(a, "triggers") == 0                             ? PREFIX "/triggers/{trigger_id}"
+               : strcmp(a, "jobs") == 0                               ? PREFIX "/jobs/{job_id}"
+               : strcmp(a, "locks") == 0                              ? PREFIX "/locks/{name}"
+               : strcmp(a, "cron") == 0 && strcmp(b, "preview") == 0 ? PREFIX "/cron/preview"
+                                                                      : "other";
+    if (c.nsegs == 3 && strcmp(a, "triggers") == 0) {
+        static const char *const acts[] = {"pause", "resume", "history", "execute"};
+        static const char *const labels[] = {
+            PREFIX "/triggers/{trigger_id}/pause", PREFIX "/triggers/{trigger_id}/resume",
+            PREFIX "/triggers/{trigger_id}/history", PREFIX "/triggers/{trigger_id}/execute"};
+        for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+            if (strcmp(x, acts[i]) == 0)
+                return labels[i];
+    }
+    if (c.nsegs == 3 && strcmp(a, "jobs") == 0 && strcmp(x, "cancel") == 0)
+        return PREFIX "/jobs/{job_id}/cancel";
+    return "other";
+}
+
+static const char *s_method_label(const http_req_t *req)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (req->method_len == strlen(known[i]) && memcmp(req->method, known[i], req->method_len) == 0)
+            return known[i];
+    return "other";
+}
+
+void api_metrics_init(gateway_t *gw)
+{
+    gw->m_requests = metrics_counter("sked_http_requests_total",
+                                     "HTTP requests answered, by route template, method and status.",
+                                     "route,method,status");
+    metric_set_limit(gw->m_requests, 1024); /* 15 routes x 7 methods x a few statuses */
+    gw->m_duration = metrics_histogram("sked_http_request_duration_seconds",
+                                       "Time to handle an HTTP request, by route template and method.",
+                                       "route,method", metrics_seconds_buckets,
+                                       METRICS_SECONDS_NBUCKETS);
+    gw->m_jwt_rejections = metrics_counter("sked_jwt_rejections_total",
+                                           "Requests refused 401 for their token, by reason.",
+                                           "reason");
+    gw->m_rate_limited = metrics_counter("sked_rate_limited_total",
+                                         "Requests refused 429 by the rate limit, by scope (user, ip).",
+                                         "scope");
+}
+
+static void s_route(ctx_t *c);
+
 void api_handle(void *arg, const http_req_t *req, http_resp_t *resp)
 {
-    ctx_t c = {.gw = arg, .req = req, .resp = resp};
+    gateway_t *gw = arg;
+    int64_t t0 = zclock_usecs();
+    ctx_t c = {.gw = gw, .req = req, .resp = resp};
+    s_route(&c);
+    const char *route = s_route_label(req), *method = s_method_label(req);
+    char status[8];
+    snprintf(status, sizeof status, "%d", resp->status >= 200 && resp->status <= 599 ? resp->status : 500);
+    metric_inc(gw->m_requests, (const char *[]){route, method, status}, 1);
+    metric_observe(gw->m_duration, (const char *[]){route, method}, (zclock_usecs() - t0) / 1e6);
+}
+
+/* Routes one request; c is zeroed but for gw, req and resp. */
+static void s_route(ctx_t *cp)
+{
+    ctx_t c = *cp;
+    const http_req_t *req = c.req;
+    http_resp_t *resp = c.resp;
     char buf[1024];
     http_resp_add_header(resp, "X-Content-Type-Options", "nosniff");
     if (cors_is_preflight(req)) {
@@ -1401,7 +1517,7 @@ void api_handle(void *arg, const http_req_t *req, http_resp_t *resp)
         return;
     }
     cors_apply(c.gw->cors, req, resp);
-    if (s_docs(&c))
+    if (s_docs(&c) || s_metrics(&c))
         return;
     if (s_split(&c, buf, sizeof buf) < 0) {
         if (s_limit_ip(&c) == 0)

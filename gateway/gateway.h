@@ -38,10 +38,15 @@ typedef struct {
     zsock_t *notify[GATEWAY_MAX_MASTERS];
     int nnotify;
     uint64_t seq;
+    /* metrics (api_metrics_init; NULL: not counted) */
+    struct metric *m_requests, *m_duration, *m_jwt_rejections, *m_rate_limited;
 } gateway_t;
 
-/* api.c: the HTTP handler (arg is the gateway_t). */
+/* api.c: the HTTP handler (arg is the gateway_t); also serves GET /metrics. */
 void api_handle(void *arg, const http_req_t *req, http_resp_t *resp);
+/* Registers the gateway's HTTP metrics in gw. Can't fail (a metric that
+ * cannot be allocated is not counted). */
+void api_metrics_init(gateway_t *gw);
 
 /* notify.c: connects a DEALER to each master in SKED_MASTERS; -1 on a bad list. */
 int gateway_connect_masters(gateway_t *gw);

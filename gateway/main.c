@@ -8,6 +8,7 @@
 #include "gateway/gateway.h"
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/tz.h"
 
 #include <errno.h>
@@ -136,6 +137,7 @@ int main(int argc, char **argv)
 
     gateway_t gw = {.cfg = &cfg};
     int exit_code = 1;
+    api_metrics_init(&gw);
     http_server_t *srv = NULL;
     gw.verifier = s_verifier(&cfg, &err);
     if (!gw.verifier)
@@ -169,6 +171,7 @@ out:
     ratelimit_destroy(&gw.limits);
     cors_destroy(&gw.cors);
     openapi_destroy(&gw.openapi);
+    metrics_reset_all();
     tz_cache_clear();
     return exit_code;
 }

@@ -152,6 +152,7 @@ def _calls(tid, job_id):
         ("/api/scheduler/locks/{name}", "DELETE", "/api/scheduler/locks/m", {}),
         ("/docs/openapi/scheduler_openapi.json", "GET", "/docs/openapi/scheduler_openapi.json", {}),
         ("/docs/openapi/scheduler_openapi.yaml", "GET", "/docs/openapi/scheduler_openapi.yaml", {}),
+        ("/metrics", "GET", "/metrics", {}),
         ("/api/scheduler/triggers/{trigger_id}", "DELETE", f"/api/scheduler/triggers/{tid}", {}),
     ]
 
