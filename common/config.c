@@ -77,7 +77,7 @@ static const setting_t s_settings[] = {
     {"SKED_OPENAPI_PATH", STR(openapi_path), "docs/openapi/scheduler_openapi.json", G,
      "OpenAPI document served under /docs/openapi/ (relative: to the working directory, "
      "else to the binary's directory and its parents)"},
-    {"SKED_METRICS_ADDR", STR(metrics_addr), "", M,
+    {"SKED_METRICS_ADDR", STR(metrics_addr), "", M | W,
      "host:port where GET /metrics serves Prometheus metrics (empty: not served)"},
     {"SKED_ALERT_URL", STR(alert_url), "", M,
      "webhook (http or https) that alert events are POSTed to as JSON (empty: no alerts)"},

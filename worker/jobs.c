@@ -82,6 +82,7 @@ static void s_fill(proto_msg_t *msg, proto_type_t type, const run_t *r)
     msg->attempt = r->attempt;
     snprintf(msg->job_id, sizeof msg->job_id, "%s", r->job_id);
     snprintf(msg->trigger_id, sizeof msg->trigger_id, "%s", r->trigger_id);
+    snprintf(msg->task_type, sizeof msg->task_type, "%s", r->task_type);
 }
 
 /* Sends FINISHED for a run whose outcome is recorded. */

@@ -19,6 +19,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -83,13 +84,46 @@ static void s_send(worker_t *w, int master, proto_msg_t *msg)
     }
 }
 
+/* Worker metrics (docs/OBSERVABILITY.md); registered at start. */
+static metric_t *s_m_finished, *s_m_duration, *s_m_slots, *s_m_unacked, *s_m_dropped;
+
+static void s_metrics_init(void)
+{
+    s_m_finished = metrics_counter("sked_worker_jobs_finished_total",
+                                   "Jobs this worker ended, by task type and status.",
+                                   "task_type,status");
+    s_m_duration = metrics_histogram("sked_worker_job_duration_seconds",
+                                     "Run time of jobs on this worker, by task type.", "task_type",
+                                     metrics_seconds_buckets, METRICS_SECONDS_NBUCKETS);
+    s_m_slots = metrics_gauge("sked_worker_slots", "This worker's job slots by state.", "state");
+    s_m_unacked = metrics_gauge("sked_worker_finished_unacknowledged",
+                                "FINISHED messages kept until a master acknowledges them.", "");
+    s_m_dropped = metrics_gauge("sked_worker_malformed_messages_dropped",
+                                "Malformed ZeroMQ messages dropped since start.", "");
+}
+
+static void s_metrics_update(worker_t *w)
+{
+    const char *free_l[] = {"free"}, *used_l[] = {"used"};
+    int free_slots = jobs_free_slots(w->jobs);
+    metric_set(s_m_slots, free_l, free_slots);
+    metric_set(s_m_slots, used_l, w->slots - free_slots);
+    metric_set(s_m_unacked, NULL, (double)outbox_size(w->outbox));
+    metric_set(s_m_dropped, NULL, (double)proto_dropped);
+}
+
 /* jobs.c's and outbox.c's way out; a FINISHED is also kept until ACKed. */
 static void s_send_job_msg(void *ctx, int master, proto_msg_t *msg)
 {
     worker_t *w = ctx;
     s_send(w, master, msg);
-    if (msg->type == PROTO_FINISHED)
+    if (msg->type == PROTO_FINISHED) {
         outbox_add(w->outbox, msg, master, clock_mono_ms());
+        const char *labels[] = {msg->task_type[0] ? msg->task_type : "unknown", msg->status};
+        metric_inc(s_m_finished, labels, 1);
+        metric_observe(s_m_duration, labels, (double)msg->duration_ms / 1000.0);
+        s_metrics_update(w);
+    }
 }
 
 static void s_send_resend(void *ctx, int master, proto_msg_t *msg)
@@ -418,11 +452,20 @@ int main(int argc, char **argv)
     log_info("worker started", "masters=%s slots=%d task_types=%s labels=%s config=%s",
              cfg.masters, w.slots, types, w.wcfg->labels[0] ? w.wcfg->labels : "-",
              w.wcfg->path[0] ? w.wcfg->path : "-");
+    s_metrics_init();
+    s_metrics_update(&w);
+    if (cfg.metrics_addr[0] && metrics_serve(cfg.metrics_addr, &err) < 0) {
+        log_error("cannot serve metrics", "addr=%s reason=\"%s\"", cfg.metrics_addr, err.msg);
+        s_teardown(&w, http);
+        return 1;
+    }
     s_announce(&w, PROTO_HELLO);
     s_loop(&w);
+    metrics_stop();
     log_info("worker stopped", "running=%zu unacknowledged=%zu", jobs_running(w.jobs),
              outbox_size(w.outbox));
     s_teardown(&w, http);
+    metrics_reset_all();
     close(s_wake[0]);
     close(s_wake[1]);
     return 0;

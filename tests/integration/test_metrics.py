@@ -173,3 +173,30 @@ def test_gateway_counts_rate_limited_requests(cluster):
     assert val(m, "sked_rate_limited_total", scope="user") == codes.count(429)
     assert val(m, "sked_http_requests_total", route="/api/scheduler/cron/preview", method="GET",
                status="429") == codes.count(429)
+
+
+def test_worker_serves_its_metrics(cluster):
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+    from conftest import free_port, wait_for
+    port = free_port()
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"})
+    cluster.start_worker(5, SKED_METRICS_ADDR=f"127.0.0.1:{port}")
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "wm", "trigger_config": {"interval": 1, "unit": "seconds"},
+        "execution_config": {"task_type": "fail"}})
+    assert r.status_code == 201
+
+    def finished():
+        try:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except requests.ConnectionError:
+            return None
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if (s.name == "sked_worker_jobs_finished_total" and s.labels.get("status") == "failed"
+                        and s.labels.get("task_type") == "fail" and s.value >= 2):
+                    return text
+        return None
+    text = wait_for(finished, 15, what="worker metrics for failed jobs")
+    assert "sked_worker_slots" in text and "sked_worker_job_duration_seconds_bucket" in text
