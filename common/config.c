@@ -55,6 +55,12 @@ static const setting_t s_settings[] = {
     {"SKED_WORKER_SLOTS", INT(worker_slots), "64", W, "jobs a worker runs at once"},
     {"SKED_TASK_TYPES", STR(task_types), "noop,sleep,echo,fail", W,
      "comma-separated task types this worker serves (built-ins: noop, sleep, echo, fail)"},
+    {"SKED_WORKER_CONFIG", STR(worker_config), "", W,
+     "JSON file mapping task types to handlers, limits and labels (empty: SKED_TASK_TYPES "
+     "built-ins); see deploy/worker.conf.example"},
+    {"SKED_KILL_GRACE_MS", STR(kill_grace_ms), "", W,
+     "SIGTERM to SIGKILL delay in ms when a job is timed out, cancelled or shut down "
+     "(empty: the worker config file's kill_grace_ms, else 5000)"},
     {"SKED_HEARTBEAT_MS", INT(heartbeat_ms), "1000", M | W,
      "worker heartbeat period and master membership refresh period"},
     {"SKED_WORKER_TIMEOUT_MS", INT(worker_timeout_ms), "5000", M,

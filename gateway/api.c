@@ -1183,7 +1183,7 @@ static void s_health(ctx_t *c)
     int64_t t0 = clock_mono_ms();
     int store_ok = store_ping(c->gw->store, &err) == 0;
     int64_t latency = clock_mono_ms() - t0;
-    json_t *masters = json_array(), *workers = json_object();
+    json_t *masters = json_array(), *workers = json_object(), *unserved = json_object();
     int covered = 0;
     if (store_ok) {
         bson_t *q = BCON_NEW("role", BCON_UTF8("master"), "expires_at", "{", "$gt",
@@ -1199,6 +1199,9 @@ static void s_health(ctx_t *c)
             json_t *w;
             json_array_foreach(json_object_get(m, "workers"), i, w)
                 json_object_set(workers, json_string_value(json_object_get(w, "node_id")), w);
+            json_array_foreach(json_object_get(m, "unserved_task_types"), i, w)
+                if (json_is_string(w))
+                    json_object_set(unserved, json_string_value(w), json_true());
             json_array_append_new(masters,
                                   json_pack("{s:O, s:O, s:i, s:O, s:O}", "node_id",
                                             json_object_get(m, "node_id"), "endpoint",
@@ -1220,6 +1223,19 @@ static void s_health(ctx_t *c)
         json_array_append_new(reasons, json_string("some partitions have no master"));
     if (store_ok && json_object_size(workers) == 0)
         json_array_append_new(reasons, json_string("no worker connected"));
+    json_t *ulist = json_array();
+    const char *ut;
+    json_t *uv;
+    json_object_foreach(unserved, ut, uv) json_array_append_new(ulist, json_string(ut));
+    json_decref(unserved);
+    if (json_array_size(ulist)) {
+        char msg[600] = "task types with queued jobs but no worker:";
+        size_t ui;
+        json_array_foreach(ulist, ui, uv)
+            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "%s %s", ui ? "," : "",
+                     json_string_value(uv));
+        json_array_append_new(reasons, json_string(msg));
+    }
     const char *status = !store_ok ? "unhealthy" : json_array_size(reasons) ? "degraded" : "healthy";
     json_t *wlist = json_array();
     const char *k;
@@ -1229,10 +1245,11 @@ static void s_health(ctx_t *c)
     char now[40];
     clock_format_iso(clock_wall_ms(), now, sizeof now);
     s_json(c->resp, store_ok ? 200 : 503,
-           json_pack("{s:s, s:o, s:{s:b, s:I}, s:o, s:o, s:{s:i, s:i}, s:s}", "status", status,
-                     "reasons", reasons, "store", "reachable", store_ok, "latency_ms",
-                     (json_int_t)latency, "masters", masters, "workers", wlist, "partitions",
-                     "total", c->gw->cfg->partitions, "covered", covered, "checked_at", now));
+           json_pack("{s:s, s:o, s:{s:b, s:I}, s:o, s:o, s:o, s:{s:i, s:i}, s:s}", "status",
+                     status, "reasons", reasons, "store", "reachable", store_ok, "latency_ms",
+                     (json_int_t)latency, "masters", masters, "workers", wlist,
+                     "unserved_task_types", ulist, "partitions", "total",
+                     c->gw->cfg->partitions, "covered", covered, "checked_at", now));
 }
 
 /* Lock endpoints are for admins only. */

@@ -529,7 +529,7 @@ json_t *job_to_response(const bson_t *doc)
     static const char *const copy[] = {"trigger_id", "status", "attempt", "task_type", "kind",
                                        "scheduled_for", "created_at", "started_at", "finished_at",
                                        "worker_id", "duration_ms", "parameters", "result",
-                                       "misfire", "dst", "skip_reason", "owner", "run_at", "attempts", NULL};
+                                       "misfire", "dst", "skip_reason", "owner", "run_at", "attempts", "output_tail", NULL};
     for (const char *const *k = copy; *k; k++) {
         json_t *val = json_object_get(all, *k);
         json_object_set(out, *k, val ? val : json_null());

@@ -44,7 +44,8 @@ typedef struct {
     char key[64]; /* hex of the ROUTER identity */
     zframe_t *identity;
     char node_id[PROTO_ID_MAX];
-    char task_types[512];
+    char task_types[512]; /* types with a free slot now */
+    char serves[512];     /* every type it runs (empty from older workers) */
     char labels[512];
     int slots, credit, inflight;
     int64_t last_seen;
@@ -70,7 +71,16 @@ struct flight {
     int64_t sent_at;    /* monotonic ms */
     int64_t started_at; /* wall ms from STARTED, 0 = not started */
     due_t deadline;     /* in the heap once started, if the job has a limit */
+    char *tail;         /* live output so far, last OUTPUT_TAIL_MAX bytes */
+    size_t tail_len;
+    int64_t tail_saved; /* monotonic ms of the last output_tail write */
 };
+
+/* Live output kept per running attempt and written to the job document
+ * (`output_tail`) at most every OUTPUT_SAVE_MS: a store write per chunk
+ * would cost more than the output is worth while a job runs. */
+#define OUTPUT_TAIL_MAX (64 * 1024)
+#define OUTPUT_SAVE_MS 2000
 
 struct dispatch {
     master_t *m;
@@ -132,6 +142,7 @@ static void s_flight_free(void **item)
     flight_t *f = *item;
     if (f) {
         job_destroy(&f->job);
+        free(f->tail);
         free(f);
         *item = NULL;
     }
@@ -533,6 +544,19 @@ static int s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
     e->at = clock_mono_ms() + delay;
     s_heap_push(d, e);
     return rc;
+}
+
+/* True if `item` is an element of the comma list `list`. */
+static int s_in_list(const char *list, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, item, n) == 0)
+            return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
 }
 
 static int s_serves(const worker_t *w, const char *task_type)
@@ -1085,6 +1109,48 @@ void dispatch_drop_partition(dispatch_t *self, int partition)
     zlistx_destroy(&keys);
 }
 
+/* Appends a live OUTPUT chunk to its attempt's tail; saves the tail to the
+ * job document when the last save is old enough. */
+static void s_on_output(dispatch_t *d, const proto_msg_t *msg)
+{
+    flight_t *f = zhashx_lookup(d->flights, msg->job_id);
+    if (!f || f->job->attempt != msg->attempt || !msg->output || !s_owned(d, f->job))
+        return;
+    const char *chunk = msg->output;
+    size_t n = strlen(chunk);
+    if (n > OUTPUT_TAIL_MAX) {
+        chunk += n - OUTPUT_TAIL_MAX;
+        n = OUTPUT_TAIL_MAX;
+    }
+    if (!f->tail)
+        f->tail = malloc(OUTPUT_TAIL_MAX + 1);
+    if (f->tail_len + n > OUTPUT_TAIL_MAX) {
+        size_t drop = f->tail_len + n - OUTPUT_TAIL_MAX;
+        memmove(f->tail, f->tail + drop, f->tail_len - drop);
+        f->tail_len -= drop;
+    }
+    memcpy(f->tail + f->tail_len, chunk, n);
+    f->tail_len += n;
+    f->tail[f->tail_len] = '\0';
+    /* The cut may have split a UTF-8 sequence: start at a character. */
+    size_t skip = 0;
+    while (skip < f->tail_len && ((unsigned char)f->tail[skip] & 0xC0) == 0x80)
+        skip++;
+    if (skip) {
+        memmove(f->tail, f->tail + skip, f->tail_len - skip + 1);
+        f->tail_len -= skip;
+    }
+    int64_t now = clock_mono_ms();
+    if (now - f->tail_saved < OUTPUT_SAVE_MS)
+        return;
+    f->tail_saved = now;
+    bson_t *update = bson_new(), set;
+    BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
+    bson_append_utf8(&set, "output_tail", -1, f->tail, -1);
+    bson_append_document_end(update, &set);
+    s_update_job(d, msg->job_id, msg->attempt, update);
+}
+
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
 {
     worker_t *w = s_worker(self, identity, msg);
@@ -1094,6 +1160,7 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         snprintf(w->node_id, sizeof w->node_id, "%s", msg->node_id);
         snprintf(w->task_types, sizeof w->task_types, "%s", msg->task_types);
         snprintf(w->labels, sizeof w->labels, "%s", msg->labels);
+        snprintf(w->serves, sizeof w->serves, "%s", msg->serves[0] ? msg->serves : msg->task_types);
         w->slots = msg->slots;
         w->credit = msg->free_slots;
         w->draining = 0;
@@ -1111,8 +1178,7 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         s_on_status(self, identity, msg);
         break;
     case PROTO_OUTPUT:
-        log_debug("job output", "job=%s attempt=%d bytes=%zu", msg->job_id, msg->attempt,
-                  msg->output ? strlen(msg->output) : 0);
+        s_on_output(self, msg);
         return;
     default:
         log_warn("unexpected message type from a worker", "type=%s", proto_type_name(msg->type));
@@ -1221,6 +1287,26 @@ void dispatch_tick(dispatch_t *self)
         used += w->slots - fr;
     }
     stats_dispatch(zlistx_size(self->pending), free_slots, used, zhashx_size(self->workers));
+}
+
+json_t *dispatch_unserved_json(dispatch_t *self)
+{
+    json_t *seen = json_object();
+    for (job_t *job = zlistx_first(self->pending); job; job = zlistx_next(self->pending)) {
+        if (json_object_get(seen, job->task_type))
+            continue;
+        int served = 0;
+        for (worker_t *w = zhashx_first(self->workers); w && !served; w = zhashx_next(self->workers))
+            served = s_in_list(w->serves, job->task_type);
+        if (!served)
+            json_object_set_new(seen, job->task_type, json_true());
+    }
+    json_t *arr = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(seen, k, v) json_array_append_new(arr, json_string(k));
+    json_decref(seen);
+    return arr;
 }
 
 json_t *dispatch_workers_json(const dispatch_t *self)

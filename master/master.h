@@ -140,6 +140,9 @@ int64_t dispatch_next_timer(const dispatch_t *self);
 int64_t retry_delay_ms(const retry_policy_t *policy, int attempt, double rnd);
 /* JSON array text of connected workers, for the member document (caller frees). */
 json_t *dispatch_workers_json(const dispatch_t *self);
+/* JSON array of task types that have pending jobs but no connected worker
+ * that runs them at all (the caller's). */
+json_t *dispatch_unserved_json(dispatch_t *self);
 size_t dispatch_pending(const dispatch_t *self);
 void job_destroy(job_t **job_p);
 

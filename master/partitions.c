@@ -76,6 +76,9 @@ static int s_heartbeat(master_t *m)
     bj_append(&set, "workers", workers);
     json_decref(workers);
     BSON_APPEND_INT64(&set, "pending", (int64_t)dispatch_pending(m->disp));
+    json_t *unserved = dispatch_unserved_json(m->disp);
+    bj_append(&set, "unserved_task_types", unserved);
+    json_decref(unserved);
     BSON_APPEND_INT64(&set, "scheduled_triggers", (int64_t)sched_size(m->sched));
     BSON_APPEND_DATE_TIME(&set, "heartbeat_at", now);
     BSON_APPEND_DATE_TIME(&set, "expires_at", now + 3 * m->cfg->heartbeat_ms + 1000);

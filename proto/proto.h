@@ -46,7 +46,8 @@ typedef struct {
     char node_id[PROTO_ID_MAX];    /* sender's node id (all types) */
     /* HELLO / HEARTBEAT */
     int slots, free_slots;
-    char task_types[512];          /* comma-separated */
+    char task_types[512];          /* comma-separated: types with a free slot now */
+    char serves[512];              /* comma-separated: every type the worker runs */
     char labels[512];              /* comma-separated k=v */
     char **running;                /* HEARTBEAT: job ids running, `nrunning` of them */
     int nrunning;

@@ -436,6 +436,19 @@ void jobs_advertise(const jobs_t *self, char *buf, size_t size)
     buf[len] = '\0';
 }
 
+void jobs_serves(const jobs_t *self, char *buf, size_t size)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < self->cfg->ntypes; i++) {
+        int n = snprintf(buf + len, size - len, "%s%s", len ? "," : "", self->cfg->types[i].name);
+        if (n < 0 || len + (size_t)n >= size)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+}
+
 int jobs_running_ids(const jobs_t *self, char **ids, int max)
 {
     int n = 0;

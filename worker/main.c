@@ -154,6 +154,7 @@ static void s_announce(worker_t *w, proto_type_t type)
         proto_msg_t msg = {.type = type, .slots = w->slots, .free_slots = free_slots};
         snprintf(msg.task_types, sizeof msg.task_types, "%s", w->advertised);
         snprintf(msg.labels, sizeof msg.labels, "%s", w->wcfg->labels);
+        jobs_serves(w->jobs, msg.serves, sizeof msg.serves);
         if (type == PROTO_HEARTBEAT) {
             msg.running = ids;
             msg.nrunning = n;
@@ -299,22 +300,12 @@ static void s_loop(worker_t *w)
     }
 }
 
-static void s_usage_extra(void)
-{
-    printf("\nWorker settings read from the environment only:\n"
-           "  %-24s %s\n  %-24s default: %s\n"
-           "  %-24s %s\n  %-24s default: %s\n",
-           "SKED_WORKER_CONFIG", "JSON file mapping task types to handlers, limits, labels", "",
-           "(none: SKED_TASK_TYPES built-ins)", "SKED_KILL_GRACE_MS",
-           "SIGTERM to SIGKILL delay when a job is timed out, cancelled or shut down", "", "5000");
-}
-
 /* The kill grace period: SKED_KILL_GRACE_MS, else the file's, else 5 s. */
-static int s_kill_grace(const wconfig_t *wcfg, int *out, err_t *err)
+static int s_kill_grace(const config_t *cfg, const wconfig_t *wcfg, int *out, err_t *err)
 {
-    const char *v = getenv("SKED_KILL_GRACE_MS");
+    const char *v = cfg->kill_grace_ms;
     *out = wcfg->kill_grace_ms >= 0 ? wcfg->kill_grace_ms : 5000;
-    if (!v)
+    if (!*v)
         return 0;
     char *end;
     errno = 0;
@@ -328,8 +319,8 @@ static int s_kill_grace(const wconfig_t *wcfg, int *out, err_t *err)
 
 static wconfig_t *s_load_types(const config_t *cfg, err_t *err)
 {
-    const char *path = getenv("SKED_WORKER_CONFIG");
-    if (!path || !*path)
+    const char *path = cfg->worker_config;
+    if (!*path)
         return wconfig_builtins(cfg->task_types, err);
     if (getenv("SKED_TASK_TYPES"))
         log_warn("SKED_TASK_TYPES ignored: the worker config file lists the task types",
@@ -412,13 +403,11 @@ int main(int argc, char **argv)
     if (rc != 0) {
         if (rc < 0)
             fprintf(stderr, "sked-worker: %s\n", err.msg);
-        else
-            s_usage_extra();
         return rc < 0 ? 2 : 0;
     }
     config_init_log(&cfg, "worker");
     worker_t w = {.cfg = &cfg};
-    if (!(w.wcfg = s_load_types(&cfg, &err)) || s_kill_grace(w.wcfg, &w.kill_grace_ms, &err) < 0) {
+    if (!(w.wcfg = s_load_types(&cfg, &err)) || s_kill_grace(&cfg, w.wcfg, &w.kill_grace_ms, &err) < 0) {
         log_error("cannot start", "reason=\"%s\"", err.msg);
         wconfig_destroy(&w.wcfg);
         return 2;

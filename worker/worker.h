@@ -198,6 +198,8 @@ int jobs_free_slots(const jobs_t *self);
 
 /* The task types with a free slot, comma-separated, into buf. */
 void jobs_advertise(const jobs_t *self, char *buf, size_t size);
+/* Every task type this worker runs, comma-separated (HELLO's `serves`). */
+void jobs_serves(const jobs_t *self, char *buf, size_t size);
 
 /* Up to max ids of running jobs (borrowed); returns how many. */
 int jobs_running_ids(const jobs_t *self, char **ids, int max);

@@ -139,10 +139,16 @@ def test_jobs_wait_for_a_worker_that_serves_their_task_type(cluster):
     time.sleep(2.5)
     items = cluster.api("GET", f"/triggers/{tid}/history").json()["items"]
     assert items and all(j["status"] == "queued" for j in items), items
+    # Health says which task type has queued jobs but no worker.
+    h = wait_for(lambda: (lambda h: h if h.get("unserved_task_types") == ["sleep"] else None)(
+        cluster.health()), 5, what="health to name the unserved task type")
+    assert h["status"] == "degraded" and any("sleep" in r for r in h["reasons"]), h
     # A worker that serves the type arrives and takes the queued jobs.
     cluster.start_worker(9, SKED_TASK_TYPES="sleep")
     wait_for(lambda: len(succeeded(cluster, tid)) >= len(items), timeout=10,
              what="queued jobs to run on the new worker")
+    wait_for(lambda: cluster.health().get("unserved_task_types") == [], 5,
+             what="health to clear the unserved task type")
 
 
 def test_past_start_at_does_not_fire_for_times_before_creation(cluster):

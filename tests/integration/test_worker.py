@@ -499,3 +499,24 @@ def test_drain_timeout_ends_running_processes(cluster, tmp_path):
     finally:
         master.sock.close()
         ctx.term()
+
+
+def test_live_output_reaches_the_job_while_it_runs(cluster, tmp_path):
+    script = tmp_path / "ticker.sh"
+    script.write_text("for i in 1 2 3 4 5 6 7 8; do echo tick-$i; sleep 0.5; done\n")
+    conf = write_config(tmp_path, {"task_types": {"ticker": {
+        "handler": "exec", "argv": ["/bin/sh", str(script)], "env_allow": ["PATH"]}}})
+    cluster.start(masters=1, workers=1, worker_env={"SKED_WORKER_CONFIG": conf})
+    tid = cluster.api("POST", "/triggers/", json={
+        "name": "ticker", "trigger_config": {"cron_expression": "0 2 * * *"},
+        "execution_config": {"task_type": "ticker"}}).json()["id"]
+    jid = cluster.api("POST", f"/triggers/{tid}/execute").json()["job_id"]
+
+    def live():
+        j = cluster.api("GET", f"/jobs/{jid}").json()
+        return j if j["status"] == "running" and "tick-2" in (j.get("output_tail") or "") else None
+    j = wait_for(live, 10, what="live output while the job runs")
+    assert "tick-8" not in j["output_tail"]
+    done = wait_for(lambda: (lambda j: j if j["status"] == "succeeded" else None)(
+        cluster.api("GET", f"/jobs/{jid}").json()), 15, what="the job to end")
+    assert "tick-8" in done["result"]["output"]
