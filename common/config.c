@@ -55,6 +55,9 @@ static const setting_t s_settings[] = {
     {"SKED_WORKER_SLOTS", INT(worker_slots), "64", W, "jobs a worker runs at once"},
     {"SKED_TASK_TYPES", STR(task_types), "noop,sleep,echo,fail", W,
      "comma-separated task types this worker serves (built-ins: noop, sleep, echo, fail)"},
+    {"SKED_TASK_LIMITS", STR(task_limits), "", M,
+     "most jobs of a task type running at once across the cluster, as type=N,type2=M "
+     "(same on every master; empty: no limits)"},
     {"SKED_WORKER_CONFIG", STR(worker_config), "", W,
      "JSON file mapping task types to handlers, limits and labels (empty: SKED_TASK_TYPES "
      "built-ins); see deploy/worker.conf.example"},

@@ -29,6 +29,7 @@ typedef struct {
     char log_format[16];
     char task_types[512];
     char worker_config[512];
+    char task_limits[512];
     char kill_grace_ms[16];
     int lease_ttl_ms;
     int partitions;

@@ -94,6 +94,12 @@ struct dispatch {
     zhashx_t *recovering; /* job id -> rec_t*: taken over, not yet placed, owns */
     int64_t recover_until; /* monotonic ms when unclaimed recovered jobs are placed */
     int64_t last_expire;   /* monotonic ms of the last worker expiry check */
+    struct {
+        char type[64];
+        int limit;
+        int64_t retry_at; /* monotonic ms: at capacity, try again then */
+    } limits[32];          /* SKED_TASK_LIMITS */
+    int nlimits;
     uint64_t seq;
     uint64_t rng;
 };
@@ -291,6 +297,19 @@ dispatch_t *dispatch_new(master_t *m)
     d->recovering = zhashx_new();
     zhashx_set_destructor(d->recovering, s_rec_free);
     d->rng = (uint64_t)zclock_usecs() ^ ((uint64_t)(uintptr_t)d << 16);
+    char list[sizeof m->cfg->task_limits];
+    snprintf(list, sizeof list, "%s", m->cfg->task_limits);
+    for (char *save = NULL, *kv = strtok_r(list, ",", &save); kv && d->nlimits < 32;
+         kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        int n = eq ? atoi(eq + 1) : 0;
+        if (!eq || n < 1 || eq - kv >= 64) {
+            log_warn("ignoring SKED_TASK_LIMITS entry", "entry=%s", kv);
+            continue;
+        }
+        snprintf(d->limits[d->nlimits].type, 64, "%.*s", (int)(eq - kv), kv);
+        d->limits[d->nlimits++].limit = n;
+    }
     return d;
 }
 
@@ -498,8 +517,113 @@ static int s_owned(const dispatch_t *d, const job_t *job)
 
 /* Forgets a flight: its deadline, its worker's in-flight count, and its
  * job unless the caller detached it (f->job = NULL) for a retry. */
+/* ---- cluster-wide task-type limits ---------------------------------------
+ * A task type limited to N holds N slot documents `slot/<type>/<k>` in
+ * `locks`, each claimed by insert (the one atomic write) with the job that
+ * holds it, and deleted when that job's attempt ends. A slot whose job is
+ * final or gone (its master died) is reclaimed by whoever needs one. */
+
+static int s_limit_of(dispatch_t *d, const char *type)
+{
+    for (int i = 0; i < d->nlimits; i++)
+        if (strcmp(d->limits[i].type, type) == 0)
+            return i;
+    return -1;
+}
+
+static void s_slot_id(char *buf, size_t size, const char *type, int k)
+{
+    snprintf(buf, size, "slot/%s/%d", type, k);
+}
+
+/* True if the job a slot names has ended (or its document is gone). */
+static int s_slot_stale(dispatch_t *d, const char *job_id)
+{
+    bson_t job;
+    int rc = store_get_by_id(d->m->store, "jobs", job_id, &job, NULL);
+    if (rc < 0)
+        return 0;
+    if (rc == 0)
+        return 1;
+    const char *st = bj_get_str(&job, "status", "");
+    int stale = strcmp(st, "queued") != 0 && strcmp(st, "running") != 0 &&
+                strcmp(st, "retrying") != 0;
+    bson_destroy(&job);
+    return stale;
+}
+
+/* Claims a slot for the job if its type is limited. 1 ok (or unlimited),
+ * 0 at capacity (try later). */
+static int s_acquire_slot(dispatch_t *d, job_t *job)
+{
+    int li = s_limit_of(d, job->task_type);
+    if (li < 0 || job->slot)
+        return 1;
+    int64_t now = clock_mono_ms();
+    if (now < d->limits[li].retry_at)
+        return 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < d->limits[li].limit; k++) {
+            char id[128];
+            s_slot_id(id, sizeof id, job->task_type, k);
+            bson_t *doc = BCON_NEW("_id", BCON_UTF8(id), "kind", BCON_UTF8("slot"), "task_type",
+                                   BCON_UTF8(job->task_type), "job_id", BCON_UTF8(job->id),
+                                   "master", BCON_UTF8(d->m->cfg->node_id), "at",
+                                   BCON_DATE_TIME(clock_wall_ms()));
+            bool ok = mongoc_collection_insert_one(store_coll(d->m->store, "locks"), doc, NULL,
+                                                   NULL, NULL);
+            bson_destroy(doc);
+            if (ok) {
+                job->slot = k + 1;
+                return 1;
+            }
+            if (pass == 0)
+                continue;
+            /* Second pass: is this slot ours already, or stale? */
+            bson_t held;
+            if (store_get_by_id(d->m->store, "locks", id, &held, NULL) != 1)
+                continue;
+            const char *holder = bj_get_str(&held, "job_id", "");
+            if (strcmp(holder, job->id) == 0) {
+                bson_destroy(&held);
+                job->slot = k + 1;
+                return 1;
+            }
+            if (s_slot_stale(d, holder)) {
+                bson_t *filter = BCON_NEW("_id", BCON_UTF8(id), "job_id", BCON_UTF8(holder));
+                mongoc_collection_delete_one(store_coll(d->m->store, "locks"), filter, NULL, NULL,
+                                             NULL);
+                bson_destroy(filter);
+                log_info("stale task-type slot reclaimed", "slot=%s job=%s", id, holder);
+            }
+            bson_destroy(&held);
+        }
+    }
+    /* At capacity: look again after a random pause, so that masters
+     * competing for the type's slots take turns rather than one of them
+     * always winning the slot it has just freed. */
+    d->limits[li].retry_at = now + 200 + (int64_t)(s_random(d) * 500);
+    return 0;
+}
+
+static void s_release_slot(dispatch_t *d, job_t *job)
+{
+    if (!job || !job->slot)
+        return;
+    char id[128];
+    s_slot_id(id, sizeof id, job->task_type, job->slot - 1);
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id), "job_id", BCON_UTF8(job->id));
+    mongoc_collection_delete_one(store_coll(d->m->store, "locks"), filter, NULL, NULL, NULL);
+    bson_destroy(filter);
+    job->slot = 0;
+    int li = s_limit_of(d, job->task_type);
+    if (li >= 0) /* a slot is free: ours may go soon, others get a chance first */
+        d->limits[li].retry_at = clock_mono_ms() + (int64_t)(s_random(d) * 300);
+}
+
 static void s_flight_done(dispatch_t *d, flight_t *f)
 {
+    s_release_slot(d, f->job);
     s_heap_remove(d, &f->deadline);
     worker_t *w = zhashx_lookup(d->workers, f->worker_key);
     if (w && w->inflight > 0)
@@ -513,6 +637,7 @@ static void s_flight_done(dispatch_t *d, flight_t *f)
 static void s_flight_finish(dispatch_t *d, flight_t *f)
 {
     job_t *job = f->job;
+    s_release_slot(d, job);
     f->job = NULL;
     s_flight_done(d, f);
     s_job_final(d, &job);
@@ -536,6 +661,7 @@ static int s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
     stats_job_retried(job->task_type);
     log_info("job will be retried", "job=%s attempt=%d status=%s next_attempt=%d delay_ms=%lld",
              job->id, job->attempt, o->status, job->attempt + 1, (long long)delay);
+    s_release_slot(d, job);
     f->job = NULL; /* the retry takes the job over */
     s_flight_done(d, f);
     job->attempt++;
@@ -636,7 +762,10 @@ static void s_pump(dispatch_t *d)
     for (size_t i = 0; i < n; i++) {
         job_t *job = zlistx_detach(d->pending, NULL);
         worker_t *w = s_pick(d, job);
+        if (w && !s_acquire_slot(d, job))
+            w = NULL; /* its task type is at its cluster-wide limit */
         if (w && s_send(d, w, job) < 0) {
+            s_release_slot(d, job);
             log_warn("worker unreachable; dropping it", "worker=%s", w->node_id);
             w->credit = 0;
             w->last_seen = INT64_MIN / 2; /* expires on the next tick */

@@ -66,6 +66,7 @@ typedef struct {
     int max_execution_time; /* seconds, 0 = none */
     retry_policy_t retry;
     char labels[256];  /* required worker labels, "k=v,k2=v2" */
+    int slot;          /* 1 + index of the cluster-wide slot held for its task type's limit; 0 none */
     char *parameters; /* JSON object text, owned */
 } job_t;
 

@@ -174,3 +174,30 @@ def test_worker_labels_route_jobs(cluster, tmp_path):
     time.sleep(3)
     assert all(j["status"] in ("queued", "skipped") for j in jobs_of(cluster, nowhere))
     assert any(j["status"] == "succeeded" for j in jobs_of(cluster, any_tid))
+
+
+def test_task_type_limit_holds_across_masters(cluster):
+    """SKED_TASK_LIMITS caps running jobs of a type across the cluster: slot
+    documents claimed by insert, released when the attempt ends."""
+    cluster.start(masters=2, workers=2, master_env={"SKED_TASK_LIMITS": "sleep=2"})
+    for i in range(8):
+        create(cluster, f"limited-{i}", {"task_type": "sleep", "parameters": {"seconds": 1.5},
+                                         "overlap_policy": "allow"})
+    time.sleep(9)
+    jobs = [j for j in cluster.db.jobs.find({"task_type": "sleep", "started_at": {"$exists": True}})]
+    assert len(jobs) >= 6, "limited jobs must still make progress"
+    events = []
+    for j in jobs:
+        end = j.get("finished_at") or (j["started_at"] + dt.timedelta(seconds=60))
+        events += [(j["started_at"], 1), (end, -1)]
+    running = peak = 0
+    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+        running += delta
+        peak = max(peak, running)
+    assert peak <= 2, f"{peak} sleep jobs ran at once with a limit of 2"
+    # Where the triggers' partitions are split between the masters, both
+    # masters dispatched under the one limit.
+    parts = {t["partition"] for t in cluster.db.triggers.find({}, {"partition": 1})}
+    owners = {m["_id"]: set(m["partitions"]) for m in cluster.db.members.find({"role": "master"})}
+    spread = sum(1 for ps in owners.values() if ps & parts)
+    assert len({j["master"] for j in jobs}) == spread, (parts, owners)
