@@ -71,6 +71,7 @@ struct flight {
     int64_t sent_at;    /* monotonic ms */
     int64_t started_at; /* wall ms from STARTED, 0 = not started */
     due_t deadline;     /* in the heap once started, if the job has a limit */
+    int started_unsaved; /* STARTED not yet persisted (store outage) */
     char *tail;         /* live output so far, last OUTPUT_TAIL_MAX bytes */
     size_t tail_len;
     int64_t tail_saved; /* monotonic ms of the last output_tail write */
@@ -94,6 +95,8 @@ struct dispatch {
     zhashx_t *recovering; /* job id -> rec_t*: taken over, not yet placed, owns */
     int64_t recover_until; /* monotonic ms when unclaimed recovered jobs are placed */
     int64_t last_expire;   /* monotonic ms of the last worker expiry check */
+    int unsaved;           /* flights whose STARTED is not persisted yet */
+    int64_t unsaved_retry; /* monotonic ms of the next attempt to persist them */
     struct {
         char type[64];
         int limit;
@@ -624,6 +627,10 @@ static void s_release_slot(dispatch_t *d, job_t *job)
 static void s_flight_done(dispatch_t *d, flight_t *f)
 {
     s_release_slot(d, f->job);
+    if (f->started_unsaved) {
+        f->started_unsaved = 0;
+        d->unsaved--;
+    }
     s_heap_remove(d, &f->deadline);
     worker_t *w = zhashx_lookup(d->workers, f->worker_key);
     if (w && w->inflight > 0)
@@ -832,11 +839,15 @@ static void s_on_started(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
                               "attempt", BCON_INT32(msg->attempt), "}", "$unset", "{",
                               "finished_at", BCON_UTF8(""), "duration_ms", BCON_UTF8(""),
                               "result", BCON_UTF8(""), "}");
-    s_update_job(d, msg->job_id, msg->attempt, update);
+    int saved = s_update_job(d, msg->job_id, msg->attempt, update) == 0;
     log_info("job started", "job=%s attempt=%d worker=%s", msg->job_id, msg->attempt,
              msg->node_id);
     if (!f || f->started_at)
         return;
+    if (!saved) { /* store away: written again from dispatch_tick (G6) */
+        f->started_unsaved = 1;
+        d->unsaved++;
+    }
     if (msg->attempt == 1) { /* fire lag: the job's time to its first start */
         int64_t lag = msg->at - f->job->scheduled_for;
         stats_fire_lag(lag < 0 ? 0 : lag);
@@ -1380,6 +1391,8 @@ static void s_timers(dispatch_t *d, int64_t now)
         due_t *e = d->heap[0];
         s_heap_remove(d, e);
         if (!e->job) {
+            /* Tell the worker to stop it too (its process group is killed). */
+            s_cancel_flight(d, e->flight, "timed_out");
             s_abandon(d, e->flight, "timed_out",
                       "no FINISHED within max_execution_time and grace; worker hung?");
             continue;
@@ -1401,9 +1414,31 @@ static void s_timers(dispatch_t *d, int64_t now)
     }
 }
 
+/* Persists STARTED updates that failed while the store was away, every
+ * second until they are written (bounded by the flights themselves). */
+static void s_save_unsaved(dispatch_t *d, int64_t now)
+{
+    if (!d->unsaved || now < d->unsaved_retry)
+        return;
+    d->unsaved_retry = now + 1000;
+    for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights)) {
+        if (!f->started_unsaved)
+            continue;
+        bson_t *update = BCON_NEW("$set", "{", "status", BCON_UTF8("running"), "started_at",
+                                  BCON_DATE_TIME(f->started_at), "worker_id",
+                                  BCON_UTF8(f->worker_id), "attempt", BCON_INT32(f->job->attempt),
+                                  "}");
+        if (s_update_job(d, f->id, f->job->attempt, update) < 0)
+            return; /* still away */
+        f->started_unsaved = 0;
+        d->unsaved--;
+    }
+}
+
 void dispatch_tick(dispatch_t *self)
 {
     int64_t now = clock_mono_ms();
+    s_save_unsaved(self, now);
     s_expire(self, now);
     s_timers(self, now);
     if (self->recover_until && now >= self->recover_until)

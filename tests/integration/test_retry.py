@@ -146,6 +146,7 @@ class FakeWorker:
         self.node_id, self.task_types = node_id, task_types
         self.next_hb = 0.0
         self.jobs = []
+        self.cancels = []
 
     def send(self, type_, **body):
         body["node_id"] = self.node_id
@@ -164,6 +165,8 @@ class FakeWorker:
                 frames = self.sock.recv_multipart()
                 if frames[1] == b"JOB":
                     self.jobs.append(json.loads(frames[2]))
+                elif frames[1] == b"CANCEL":
+                    self.cancels.append(json.loads(frames[2]))
 
     def wait_job(self, timeout):
         def got():
@@ -201,6 +204,9 @@ def test_master_times_out_a_hung_attempt_and_ignores_its_late_messages(cluster):
         assert doc["status"] == "retrying" and doc["attempt"] == 2, doc
         assert [(a["attempt"], a["status"]) for a in doc["attempts"]] == [(1, "timed_out")]
         assert doc["attempts"][0]["worker_id"] == "fake-worker"
+        # The hung attempt's worker was told to stop it.
+        assert [(c["job_id"], c["attempt"], c["reason"]) for c in fake.cancels] == \
+            [(jid, 1, "timed_out")], fake.cancels
 
         fake.send("STARTED", job_id=jid, attempt=2, at=int(time.time() * 1000))
 
