@@ -1450,7 +1450,8 @@ void dispatch_tick(dispatch_t *self)
         free_slots += fr;
         used += w->slots - fr;
     }
-    stats_dispatch(zlistx_size(self->pending), free_slots, used, zhashx_size(self->workers));
+    stats_dispatch(zlistx_size(self->pending), free_slots, used, zhashx_size(self->workers),
+                   self->unsaved);
 }
 
 json_t *dispatch_unserved_json(dispatch_t *self)

@@ -163,7 +163,8 @@ void stats_store_op(const char *op, int64_t usecs, int failed);
 void stats_leases(int held, int gained, int lost);
 /* Pending queue, workers' free and used slots, workers; also exports
  * proto_dropped. */
-void stats_dispatch(size_t pending, long free_slots, long used_slots, size_t workers);
+void stats_dispatch(size_t pending, long free_slots, long used_slots, size_t workers,
+                    int buffered);
 void stats_alert_sent(const char *result);
 void stats_alert_dropped(void);
 void stats_alert_given_up(void);

@@ -26,7 +26,7 @@ static const double s_store_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.0
 
 static struct {
     metric_t *fire_lag, *claim_lag, *duration, *finished, *retries, *skipped, *lost;
-    metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers;
+    metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
@@ -55,6 +55,8 @@ void stats_init(void)
     s.lost = metrics_counter("sked_jobs_lost_total",
                              "Attempts declared lost (worker silent, or unreported after a takeover).",
                              "task_type");
+    s.buffered = metrics_gauge("sked_status_updates_buffered",
+                               "Job status updates waiting for the store to come back.", "");
     s.queue = metrics_gauge("sked_queue_depth",
                             "Jobs due and waiting for a worker in this master's pending queue.", "");
     s.leases = metrics_gauge("sked_leases_held", "Partition leases this master holds.", "");
@@ -139,8 +141,10 @@ void stats_leases(int held, int gained, int lost)
         metric_inc(s.lease_lost, NULL, lost);
 }
 
-void stats_dispatch(size_t pending, long free_slots, long used_slots, size_t workers)
+void stats_dispatch(size_t pending, long free_slots, long used_slots, size_t workers,
+                    int buffered)
 {
+    metric_set(s.buffered, NULL, buffered);
     metric_set(s.queue, NULL, (double)pending);
     metric_set(s.slots, (const char *[]){"free"}, (double)free_slots);
     metric_set(s.slots, (const char *[]){"used"}, (double)used_slots);
