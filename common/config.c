@@ -74,6 +74,10 @@ static const setting_t s_settings[] = {
     {"SKED_JWT_PUBLIC_KEY_FILE", STR(jwt_public_key_file), "", G,
      "PEM file with an RSA public key: tokens are then RS256, verified with it, and "
      "SKED_JWT_SECRET is not used"},
+    {"SKED_HEALTH_LAG_MS", INT(health_lag_ms), "5000", G,
+     "health reports degraded when a master's fire lag in the last minute exceeds this"},
+    {"SKED_JWT_PUBLIC_KEY", STR(jwt_public_key), "", G,
+     "the RSA public key itself, PEM text (instead of SKED_JWT_PUBLIC_KEY_FILE); RS256"},
     {"SKED_JWT_ISSUER", STR(jwt_issuer), "", G, "required token \"iss\" (empty: not checked)"},
     {"SKED_JWT_AUDIENCE", STR(jwt_audience), "", G,
      "required token \"aud\" (string or array holding it; empty: not checked)"},

@@ -40,6 +40,8 @@ typedef struct {
     long max_body;
     /* gateway: auth, rate limits, CORS, OpenAPI document */
     char jwt_public_key_file[512];
+    char jwt_public_key[8192];
+    int health_lag_ms;
     char jwt_issuer[256];
     char jwt_audience[256];
     int jwt_leeway_s;

@@ -79,6 +79,29 @@ static void s_store_error(http_resp_t *resp, const err_t *err)
     }
 }
 
+/* Records a write in `audit`: who (sub, role, address), what (action and
+ * resource), when, and the document before and after. Insert-only and
+ * best effort: a failure is logged, never fails the request it records. */
+static void s_audit(ctx_t *c, const char *action, const char *resource, const bson_t *before,
+                    const bson_t *after)
+{
+    bson_oid_t oid;
+    bson_oid_init(&oid, NULL);
+    bson_t *doc = BCON_NEW("_id", BCON_OID(&oid), "at", BCON_DATE_TIME(clock_wall_ms()), "actor",
+                           BCON_UTF8(c->user.sub), "role", BCON_UTF8(c->user.role), "remote",
+                           BCON_UTF8(c->req->remote_addr ? c->req->remote_addr : ""), "action",
+                           BCON_UTF8(action), "resource", BCON_UTF8(resource));
+    if (before)
+        BSON_APPEND_DOCUMENT(doc, "before", before);
+    if (after)
+        BSON_APPEND_DOCUMENT(doc, "after", after);
+    bson_error_t berr;
+    if (!mongoc_collection_insert_one(store_coll(c->gw->store, "audit"), doc, NULL, NULL, &berr))
+        log_warn("cannot write audit record", "action=%s resource=%s reason=\"%s\"", action,
+                 resource, berr.message);
+    bson_destroy(doc);
+}
+
 static int s_method(const ctx_t *c, const char *m)
 {
     return c->req->method_len == strlen(m) && memcmp(c->req->method, m, c->req->method_len) == 0;
@@ -351,6 +374,7 @@ static void s_create_trigger(ctx_t *c)
     }
     log_info("trigger created", "trigger=%s owner=%s type=%s", id, c->user.sub,
              bj_get_str(&full, "trigger_type", ""));
+    s_audit(c, "trigger.create", id, NULL, &full);
     gateway_notify(c->gw, id, "upsert");
     s_json(c->resp, 201, trigger_to_response(&full, NULL));
     bson_destroy(&full);
@@ -460,6 +484,7 @@ static void s_store_change(ctx_t *c, const bson_t *stored, const bson_t *def, in
     log_info("trigger updated", "trigger=%s owner=%s by=%s version=%lld status=%s", id, owner,
              c->user.sub, (long long)bj_get_int(&after, "version", 0),
              bj_get_str(&after, "status", ""));
+    s_audit(c, "trigger.update", id, stored, &after);
     gateway_notify(c->gw, id, "upsert");
     s_respond_trigger(c, 200, &after);
     bson_destroy(&after);
@@ -510,6 +535,7 @@ static void s_delete_trigger(ctx_t *c, const char *id)
     } else {
         log_info("trigger deleted", "trigger=%s owner=%s by=%s", id,
                  bj_get_str(&stored, "owner", ""), c->user.sub);
+        s_audit(c, "trigger.delete", id, &stored, NULL);
         gateway_notify(c->gw, id, "delete");
         c->resp->status = 204;
     }
@@ -1126,6 +1152,7 @@ static void s_execute(ctx_t *c, const char *id)
         s_store_error(c->resp, &err);
     } else {
         gateway_notify_job(c->gw, id, job_id, "run");
+        s_audit(c, "trigger.execute", job_id, NULL, doc);
         log_info("manual run requested", "trigger=%s job=%s force=%d user=%s", id, job_id, forced,
                  c->user.sub);
         char at[40];
@@ -1171,6 +1198,7 @@ static void s_cancel_job(ctx_t *c, const char *id)
         return;
     }
     gateway_notify_job(c->gw, bj_get_str(&doc, "trigger_id", ""), id, "cancel");
+    s_audit(c, "job.cancel", id, &doc, NULL);
     log_info("job cancel requested", "job=%s user=%s", id, c->user.sub);
     s_json(c->resp, 202, json_pack("{s:s, s:s, s:s}", "job_id", id, "status", "cancelling",
                                    "message", "cancel requested"));
@@ -1184,6 +1212,7 @@ static void s_health(ctx_t *c)
     int store_ok = store_ping(c->gw->store, &err) == 0;
     int64_t latency = clock_mono_ms() - t0;
     json_t *masters = json_array(), *workers = json_object(), *unserved = json_object();
+    json_int_t queue_depth = 0, fire_lag = 0;
     int covered = 0;
     if (store_ok) {
         bson_t *q = BCON_NEW("role", BCON_UTF8("master"), "expires_at", "{", "$gt",
@@ -1199,6 +1228,9 @@ static void s_health(ctx_t *c)
             json_t *w;
             json_array_foreach(json_object_get(m, "workers"), i, w)
                 json_object_set(workers, json_string_value(json_object_get(w, "node_id")), w);
+            queue_depth += json_integer_value(json_object_get(m, "pending"));
+            if (json_integer_value(json_object_get(m, "fire_lag_ms")) > fire_lag)
+                fire_lag = json_integer_value(json_object_get(m, "fire_lag_ms"));
             json_array_foreach(json_object_get(m, "unserved_task_types"), i, w)
                 if (json_is_string(w))
                     json_object_set(unserved, json_string_value(w), json_true());
@@ -1223,6 +1255,12 @@ static void s_health(ctx_t *c)
         json_array_append_new(reasons, json_string("some partitions have no master"));
     if (store_ok && json_object_size(workers) == 0)
         json_array_append_new(reasons, json_string("no worker connected"));
+    if (fire_lag > c->gw->cfg->health_lag_ms) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "fire lag %lld ms in the last minute is above %d ms",
+                 (long long)fire_lag, c->gw->cfg->health_lag_ms);
+        json_array_append_new(reasons, json_string(msg));
+    }
     json_t *ulist = json_array();
     const char *ut;
     json_t *uv;
@@ -1245,11 +1283,12 @@ static void s_health(ctx_t *c)
     char now[40];
     clock_format_iso(clock_wall_ms(), now, sizeof now);
     s_json(c->resp, store_ok ? 200 : 503,
-           json_pack("{s:s, s:o, s:{s:b, s:I}, s:o, s:o, s:o, s:{s:i, s:i}, s:s}", "status",
-                     status, "reasons", reasons, "store", "reachable", store_ok, "latency_ms",
-                     (json_int_t)latency, "masters", masters, "workers", wlist,
-                     "unserved_task_types", ulist, "partitions", "total",
-                     c->gw->cfg->partitions, "covered", covered, "checked_at", now));
+           json_pack("{s:s, s:o, s:{s:b, s:I}, s:o, s:o, s:o, s:I, s:I, s:{s:i, s:i}, s:s}",
+                     "status", status, "reasons", reasons, "store", "reachable", store_ok,
+                     "latency_ms", (json_int_t)latency, "masters", masters, "workers", wlist,
+                     "unserved_task_types", ulist, "queue_depth", queue_depth, "fire_lag_ms",
+                     fire_lag, "partitions", "total", c->gw->cfg->partitions, "covered",
+                     covered, "checked_at", now));
 }
 
 /* Lock endpoints are for admins only. */
@@ -1317,6 +1356,7 @@ static void s_acquire_lock(ctx_t *c)
     log_info(rc == LOCK_CREATED ? "lock acquired" : "lock renewed",
              "lock=%s owner=\"%s\" epoch=%lld ttl_s=%d by=%s", r.name, r.owner,
              (long long)json_integer_value(json_object_get(lock, "epoch")), r.ttl_s, c->user.sub);
+    s_audit(c, rc == LOCK_CREATED ? "lock.acquire" : "lock.renew", r.name, NULL, NULL);
     if (!lock)
         s_detail(c->resp, 500, "lock vanished after it was taken");
     else
@@ -1355,6 +1395,7 @@ static void s_release_lock(ctx_t *c, const char *name)
         s_store_error(c->resp, &err);
     } else {
         log_info("lock released", "lock=%s owner=\"%s\" by=%s", name, owner, c->user.sub);
+        s_audit(c, "lock.release", name, NULL, NULL);
         c->resp->status = 204;
     }
     json_decref(holder);

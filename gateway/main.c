@@ -47,6 +47,9 @@ static token_verifier_t *s_verifier(const config_t *cfg, err_t *err)
 {
     const char *iss = cfg->jwt_issuer[0] ? cfg->jwt_issuer : NULL;
     const char *aud = cfg->jwt_audience[0] ? cfg->jwt_audience : NULL;
+    if (cfg->jwt_public_key[0])
+        return token_verifier_new_rs256(cfg->jwt_public_key, strlen(cfg->jwt_public_key), iss, aud,
+                                        cfg->jwt_leeway_s, err);
     if (cfg->jwt_public_key_file[0]) {
         char pem[16384];
         long n = s_read_pem(cfg->jwt_public_key_file, pem, sizeof pem, err);
@@ -156,7 +159,7 @@ int main(int argc, char **argv)
         goto out;
     log_info("gateway started", "listen=%s port=%d masters=%s auth=%s rate_limit=%d cors=%s",
              cfg.http_addr, http_server_port(srv), cfg.masters,
-             cfg.jwt_public_key_file[0] ? "RS256" : "HS256", cfg.rate_limit,
+             cfg.jwt_public_key_file[0] || cfg.jwt_public_key[0] ? "RS256" : "HS256", cfg.rate_limit,
              cors_enabled(gw.cors) ? "on" : "off");
     exit_code = http_server_run(srv, &s_stop) < 0 ? 1 : 0;
     log_info("gateway stopped", "port=%d", http_server_port(srv));

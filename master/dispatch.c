@@ -96,6 +96,8 @@ struct dispatch {
     int64_t recover_until; /* monotonic ms when unclaimed recovered jobs are placed */
     int64_t last_expire;   /* monotonic ms of the last worker expiry check */
     int unsaved;           /* flights whose STARTED is not persisted yet */
+    int64_t lag_max[2];    /* largest fire lag (ms) in this and the previous minute */
+    int64_t lag_minute;    /* monotonic minute lag_max[0] belongs to */
     int64_t unsaved_retry; /* monotonic ms of the next attempt to persist them */
     struct {
         char type[64];
@@ -850,6 +852,9 @@ static void s_on_started(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
     }
     if (msg->attempt == 1) { /* fire lag: the job's time to its first start */
         int64_t lag = msg->at - f->job->scheduled_for;
+        dispatch_recent_lag(d);
+        if (lag > d->lag_max[0])
+            d->lag_max[0] = lag;
         stats_fire_lag(lag < 0 ? 0 : lag);
         alert_fire_lag(d->m->alert, f->job, lag);
     }
@@ -1452,6 +1457,17 @@ void dispatch_tick(dispatch_t *self)
     }
     stats_dispatch(zlistx_size(self->pending), free_slots, used, zhashx_size(self->workers),
                    self->unsaved);
+}
+
+int64_t dispatch_recent_lag(dispatch_t *self)
+{
+    int64_t minute = clock_mono_ms() / 60000;
+    if (minute != self->lag_minute) {
+        self->lag_max[1] = minute == self->lag_minute + 1 ? self->lag_max[0] : 0;
+        self->lag_max[0] = 0;
+        self->lag_minute = minute;
+    }
+    return self->lag_max[0] > self->lag_max[1] ? self->lag_max[0] : self->lag_max[1];
 }
 
 json_t *dispatch_unserved_json(dispatch_t *self)

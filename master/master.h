@@ -144,6 +144,9 @@ json_t *dispatch_workers_json(const dispatch_t *self);
 /* JSON array of task types that have pending jobs but no connected worker
  * that runs them at all (the caller's). */
 json_t *dispatch_unserved_json(dispatch_t *self);
+/* Largest fire lag (scheduled_for to first STARTED, ms) seen in the last
+ * one to two minutes; 0 if none. */
+int64_t dispatch_recent_lag(dispatch_t *self);
 size_t dispatch_pending(const dispatch_t *self);
 void job_destroy(job_t **job_p);
 

@@ -76,6 +76,7 @@ static int s_heartbeat(master_t *m)
     bj_append(&set, "workers", workers);
     json_decref(workers);
     BSON_APPEND_INT64(&set, "pending", (int64_t)dispatch_pending(m->disp));
+    BSON_APPEND_INT64(&set, "fire_lag_ms", dispatch_recent_lag(m->disp));
     json_t *unserved = dispatch_unserved_json(m->disp);
     bj_append(&set, "unserved_task_types", unserved);
     json_decref(unserved);

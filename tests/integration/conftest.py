@@ -159,14 +159,14 @@ class Cluster:
         e.update({k: str(v) for k, v in extra.items()})
         return e
 
-    def start(self, masters=2, workers=2, worker_env=None, master_env=None):
+    def start(self, masters=2, workers=2, worker_env=None, master_env=None, gateway_env=None):
         self.master_ports = [free_port() for _ in range(masters)]
         for i, port in enumerate(self.master_ports):
             self.start_master(i, port, **(master_env or {}))
         for i in range(workers):
             self.start_worker(i, **(worker_env or {}))
         self.gateway = Proc("gateway", [os.path.join(BIN, "sked-gateway")],
-                            self.env(SKED_NODE_ID="gateway-1"), self.logdir)
+                            self.env(SKED_NODE_ID="gateway-1", **(gateway_env or {})), self.logdir)
         wait_port(self.http_port)
         wait_for(lambda: self.health().get("status") == "healthy", 30, what="a healthy cluster")
         return self

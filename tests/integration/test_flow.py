@@ -166,3 +166,15 @@ def test_past_start_at_does_not_fire_for_times_before_creation(cluster):
     assert cluster.db.jobs.count_documents({"trigger_id": tid}) == 0
     state = cluster.db.trigger_state.find_one({"_id": tid})
     assert state is None or state["next_fire_at"] == start + dt.timedelta(hours=1)
+
+
+def test_health_reports_queue_depth_and_fire_lag(cluster):
+    # A 1 ms threshold: any real fire lag trips it.
+    cluster.start(masters=1, workers=1, gateway_env={"SKED_HEALTH_LAG_MS": "1"})
+    h = cluster.health()
+    assert h["queue_depth"] == 0 and h["fire_lag_ms"] == 0, h
+    r = cluster.api("POST", "/triggers/", json=INTERVAL_BODY)
+    assert r.status_code == 201
+    h = wait_for(lambda: (lambda h: h if h.get("fire_lag_ms", 0) > 1 else None)(cluster.health()),
+                 10, what="fire lag in health")
+    assert h["status"] == "degraded" and any("fire lag" in x for x in h["reasons"]), h

@@ -136,3 +136,13 @@ def test_bad_key_configuration_stops_the_gateway(cluster, tmp_path):
     assert p.popen.wait(timeout=30) != 0
     p.log.close()
     assert "SKED_JWT_PUBLIC_KEY_FILE" in p.text()
+
+
+def test_rs256_key_given_inline(cluster):
+    key = rsa_key()
+    start_gateway(cluster, SKED_JWT_PUBLIC_KEY=public_pem(key).decode())
+    now = int(time.time())
+    good = jwt.encode({"sub": "alice", "exp": now + 300}, key, algorithm="RS256")
+    assert status(cluster, good) == 200
+    assert status(cluster, jwt.encode({"sub": "alice", "exp": now + 300}, cluster.secret,
+                                      algorithm="HS256")) == 401
