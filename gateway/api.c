@@ -1037,23 +1037,28 @@ static void s_history(ctx_t *c, const char *id)
     bson_destroy(filter);
 }
 
+/* Loads a job the caller may see; answers 404/503 itself on failure. */
+static int s_load_job(ctx_t *c, const char *id, bson_t *doc)
+{
+    err_t err = {0};
+    int rc = strlen(id) < 200 ? store_get_by_id(c->gw->store, "jobs", id, doc, &err) : 0;
+    if (rc < 0) {
+        s_store_error(c->resp, &err);
+        return -1;
+    }
+    if (rc == 1 && (c->user.is_admin || strcmp(bj_get_str(doc, "owner", ""), c->user.sub) == 0))
+        return 0;
+    if (rc == 1)
+        bson_destroy(doc);
+    s_detail(c->resp, 404, "job not found");
+    return -1;
+}
+
 static void s_get_job(ctx_t *c, const char *id)
 {
     bson_t doc;
-    err_t err = {0};
-    int rc = strlen(id) < 200 ? store_get_by_id(c->gw->store, "jobs", id, &doc, &err) : 0;
-    if (rc < 0) {
-        s_store_error(c->resp, &err);
+    if (s_load_job(c, id, &doc) < 0)
         return;
-    }
-    if (rc == 1 && !c->user.is_admin && strcmp(bj_get_str(&doc, "owner", ""), c->user.sub) != 0) {
-        bson_destroy(&doc);
-        rc = 0;
-    }
-    if (rc == 0) {
-        s_detail(c->resp, 404, "job not found");
-        return;
-    }
     s_json(c->resp, 200, job_to_response(&doc));
     bson_destroy(&doc);
 }
@@ -1174,20 +1179,8 @@ static void s_execute(ctx_t *c, const char *id)
 static void s_cancel_job(ctx_t *c, const char *id)
 {
     bson_t doc;
-    err_t err = {0};
-    int rc = strlen(id) < 200 ? store_get_by_id(c->gw->store, "jobs", id, &doc, &err) : 0;
-    if (rc < 0) {
-        s_store_error(c->resp, &err);
+    if (s_load_job(c, id, &doc) < 0)
         return;
-    }
-    if (rc == 1 && !c->user.is_admin && strcmp(bj_get_str(&doc, "owner", ""), c->user.sub) != 0) {
-        bson_destroy(&doc);
-        rc = 0;
-    }
-    if (rc == 0) {
-        s_detail(c->resp, 404, "job not found");
-        return;
-    }
     const char *status = bj_get_str(&doc, "status", "");
     if (strcmp(status, "queued") != 0 && strcmp(status, "running") != 0 &&
         strcmp(status, "retrying") != 0) {
