@@ -133,3 +133,27 @@ bench-cron:                                              ## cron_next() computat
 	$(CC) -std=c11 -O2 $(WARN) $(DEFS) -I. tests/bench/bench_cron.c $(CRON_ENGINE_SRC) \
 	    -o build/bench/bench-cron
 	build/bench/bench-cron
+
+# --- multi-host cluster and chaos ---
+# A cluster of network namespaces (deploy/netns-cluster.sh, needs root) and
+# fault scenarios under a steady load (tests/chaos, docs/CHAOS.md). Not part
+# of `make test`. The suite runs `down` itself; the recipe runs it again in
+# case pytest was stopped by the timeout.
+CHAOS_TIMEOUT ?= 900
+SOAK_SECONDS  ?= 1800
+CHAOS_DIR     ?= $(CURDIR)/var/chaos
+CHAOS_RUN = CHAOS_DIR=$(CHAOS_DIR) SKED_BIN_DIR=$${SKED_BIN_DIR:-$(CURDIR)/build/asan/bin}
+
+.PHONY: chaos soak
+
+chaos: deps asan                                         ## chaos scenarios on a netns cluster (root, ~2.5 min, at most CHAOS_TIMEOUT s)
+	@rc=0; $(CHAOS_RUN) timeout -s INT -k 60 $(CHAOS_TIMEOUT) \
+	    $(VENV)/bin/python -m pytest -v -p no:cacheprovider tests/chaos/test_chaos.py || rc=$$?; \
+	SKED_CLUSTER_DIR=$(CHAOS_DIR) deploy/netns-cluster.sh down >/dev/null 2>&1; \
+	echo "table: $(CHAOS_DIR)/report.txt  logs: $(CHAOS_DIR)/log/"; exit $$rc
+
+soak: deps asan                                          ## random chaos scenarios for SOAK_SECONDS (default 1800) on a netns cluster
+	@rc=0; $(CHAOS_RUN) SOAK_SECONDS=$(SOAK_SECONDS) timeout -s INT -k 60 $$(( $(SOAK_SECONDS) + 600 )) \
+	    $(VENV)/bin/python -m pytest -v -s -p no:cacheprovider tests/chaos/test_soak.py || rc=$$?; \
+	SKED_CLUSTER_DIR=$(CHAOS_DIR) deploy/netns-cluster.sh down >/dev/null 2>&1; \
+	echo "table: $(CHAOS_DIR)/report.txt  logs: $(CHAOS_DIR)/log/"; exit $$rc

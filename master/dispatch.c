@@ -1364,10 +1364,13 @@ static void s_expire(dispatch_t *d, int64_t now)
     int64_t stalled = d->last_expire ? now - d->last_expire : 0;
     d->last_expire = now;
     if (stalled > d->m->cfg->worker_timeout_ms / 2) {
-        log_warn("master loop stalled; not expiring workers this time", "stalled_ms=%lld",
-                 (long long)stalled);
+        /* The stall does not count as a worker's silence: shift every
+         * worker's last sign of life by it (silence before and after the
+         * stall still adds up, so a dead worker is dropped all the same). */
+        log_warn("master loop stalled; the stall does not count against workers",
+                 "stalled_ms=%lld", (long long)stalled);
         for (worker_t *w = zhashx_first(d->workers); w; w = zhashx_next(d->workers))
-            w->last_seen = now;
+            w->last_seen = w->last_seen + stalled > now ? now : w->last_seen + stalled;
         return;
     }
     zlistx_t *gone = zlistx_new();

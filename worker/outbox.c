@@ -3,10 +3,10 @@
  *
  * A master answers ACK {job_id, attempt} once it has persisted a FINISHED.
  * Until then the worker keeps a copy and resends it: at each of the next
- * three heartbeats to the master the job came from, then to every master
+ * two heartbeats to the master the job came from, then to every master
  * (the dispatching one may be dead; whichever holds the job's partition
  * records it, the others ignore it), backing off from one heartbeat period
- * to every 30 s. After give_up_ms an entry is dropped and counted, as is
+ * to every 5 s. After give_up_ms an entry is dropped and counted, as is
  * the oldest entry when the outbox holds more than max_entries or
  * max_bytes; a master that never ACKs therefore costs bounded memory and
  * traffic. Resending is safe: masters never let a duplicate FINISHED
@@ -19,8 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DIRECT_RESENDS 3
-#define MAX_INTERVAL_MS 30000
+/* Resends go to the dispatching master this many times, then to every
+ * master (the partition may have moved); the gap between resends doubles
+ * up to MAX_INTERVAL_MS, short enough that a job's end reaches a new
+ * partition holder within seconds of a takeover. */
+#define DIRECT_RESENDS 2
+#define MAX_INTERVAL_MS 5000
 
 typedef struct {
     char key[PROTO_ID_MAX + 16]; /* "<attempt>#<job_id>" */

@@ -1,6 +1,6 @@
 /*
  * test_worker_outbox.c - FINISHED kept until ACKed: resent to its master
- * three times, then to every master with backoff; bounded; given up on.
+ * twice, then to every master with backoff (capped at 5 s); bounded; given up on.
  */
 #include "tests/unit/test.h"
 
@@ -36,22 +36,26 @@ TEST(worker_outbox_resends_then_broadcasts)
     rec_t r = {0};
     outbox_resend(o, 500, s_rec, &r); /* sent just now: not yet */
     CHECK_INT(r.sends, 0);
-    for (int k = 1; k <= 3; k++) {
+    for (int k = 1; k <= 2; k++) {
         outbox_resend(o, k * 1000, s_rec, &r);
         CHECK_INT(r.sends, k);
         CHECK_INT(r.last_master, 2);
     }
-    outbox_resend(o, 4000, s_rec, &r);
-    CHECK_INT(r.sends, 4);
+    outbox_resend(o, 3000, s_rec, &r);
+    CHECK_INT(r.sends, 3);
     CHECK_INT(r.to_all, 1);
-    /* Backing off: 2 s, then 4 s. */
+    /* Backing off: 2 s, 4 s, then capped at 5 s. */
+    outbox_resend(o, 4000, s_rec, &r);
+    CHECK_INT(r.sends, 3);
     outbox_resend(o, 5000, s_rec, &r);
     CHECK_INT(r.sends, 4);
-    outbox_resend(o, 6000, s_rec, &r);
-    CHECK_INT(r.sends, 5);
+    outbox_resend(o, 8000, s_rec, &r);
+    CHECK_INT(r.sends, 4);
     outbox_resend(o, 9000, s_rec, &r);
     CHECK_INT(r.sends, 5);
-    outbox_resend(o, 10000, s_rec, &r);
+    outbox_resend(o, 13000, s_rec, &r);
+    CHECK_INT(r.sends, 5);
+    outbox_resend(o, 14000, s_rec, &r);
     CHECK_INT(r.sends, 6);
     CHECK_STR(r.last_job, "j1");
     CHECK_INT(outbox_ack(o, "j1", 2), 0); /* another attempt */
