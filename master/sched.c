@@ -205,8 +205,9 @@ static int64_t s_next_after(trig_t *t, int64_t after)
  * (misfire policy fire_once runs that one for all that were missed). */
 static int64_t s_latest_missed(trig_t *t, int64_t missed, int64_t now)
 {
-    if (!t->cron)
-        return sched_interval_prev(t->first_ms, t->period_ms, now);
+    if (!t->cron) /* never past end_at: nothing is due after it */
+        return sched_interval_prev(t->first_ms, t->period_ms,
+                                   t->end_ms && t->end_ms < now ? t->end_ms : now);
     int64_t latest = missed;
     for (int i = 0; i < 100000; i++) {
         int64_t n = s_next_after(t, latest);
@@ -369,12 +370,17 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         int on_grid = t->cron ? 1
                               : stored_next >= t->first_ms &&
                                     (stored_next - t->first_ms) % t->period_ms == 0;
-        if (current && on_grid && (!t->end_ms || stored_next <= t->end_ms))
+        /* Fires already made since the change are not made again. */
+        int64_t last = current ? bj_get_date(state, "last_fire_at", 0) : 0;
+        int64_t from = last > def_updated ? last : def_updated;
+        if (current && (stored_next == INT64_MAX || (t->end_ms && stored_next > t->end_ms)))
+            next = -1; /* it already reached its end_at */
+        else if (current && on_grid)
             next = stored_next;
         else if (t->cron)
-            next = s_next_after(t, def_updated);
+            next = s_next_after(t, from);
         else
-            next = s_next_after(t, t->first_ms - 1 > def_updated ? t->first_ms - 1 : def_updated);
+            next = s_next_after(t, t->first_ms - 1 > from ? t->first_ms - 1 : from);
     }
     if (next < 0) {
         if (!fresh)

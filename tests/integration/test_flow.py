@@ -178,3 +178,19 @@ def test_health_reports_queue_depth_and_fire_lag(cluster):
     h = wait_for(lambda: (lambda h: h if h.get("fire_lag_ms", 0) > 1 else None)(cluster.health()),
                  10, what="fire lag in health")
     assert h["status"] == "degraded" and any("fire lag" in x for x in h["reasons"]), h
+
+
+def test_end_at_stops_the_schedule(cluster):
+    cluster.start(masters=1, workers=1)
+    end = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=4)
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "ends", "trigger_config": {"interval": 1, "unit": "seconds",
+                                           "end_at": end.isoformat().replace("+00:00", "Z")},
+        "execution_config": {"task_type": "noop"}})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    time.sleep(7)
+    jobs = list(cluster.db.jobs.find({"trigger_id": tid}))
+    assert 2 <= len(jobs) <= 4, len(jobs)
+    assert all(j["scheduled_for"] <= end for j in jobs), (end, sorted(j["scheduled_for"] for j in jobs))
+    assert cluster.api("GET", f"/triggers/{tid}").json()["next_fire_at"] is None
