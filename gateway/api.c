@@ -292,11 +292,14 @@ static int s_authenticate(ctx_t *c)
     return -1;
 }
 
-/* Loads a trigger the caller may see; answers 404/503 itself on failure. */
-static int s_load_trigger(ctx_t *c, const char *id, bson_t *doc)
+/* Loads a document of coll (by an _id shorter than max_id) that the
+ * caller may see: its owner, or an admin. Answers 404 ("<what> not found")
+ * or 503 itself and returns -1 on failure. */
+static int s_load_owned(ctx_t *c, const char *coll, const char *what, size_t max_id,
+                        const char *id, bson_t *doc)
 {
     err_t err = {0};
-    int rc = strlen(id) < 64 ? store_get_by_id(c->gw->store, "triggers", id, doc, &err) : 0;
+    int rc = strlen(id) < max_id ? store_get_by_id(c->gw->store, coll, id, doc, &err) : 0;
     if (rc < 0) {
         s_store_error(c->resp, &err);
         return -1;
@@ -305,8 +308,15 @@ static int s_load_trigger(ctx_t *c, const char *id, bson_t *doc)
         return 0;
     if (rc == 1)
         bson_destroy(doc);
-    s_detail(c->resp, 404, "trigger not found");
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s not found", what);
+    s_detail(c->resp, 404, msg);
     return -1;
+}
+
+static int s_load_trigger(ctx_t *c, const char *id, bson_t *doc)
+{
+    return s_load_owned(c, "triggers", "trigger", 64, id, doc);
 }
 
 static void s_respond_trigger(ctx_t *c, int status, const bson_t *doc)
@@ -1037,21 +1047,9 @@ static void s_history(ctx_t *c, const char *id)
     bson_destroy(filter);
 }
 
-/* Loads a job the caller may see; answers 404/503 itself on failure. */
 static int s_load_job(ctx_t *c, const char *id, bson_t *doc)
 {
-    err_t err = {0};
-    int rc = strlen(id) < 200 ? store_get_by_id(c->gw->store, "jobs", id, doc, &err) : 0;
-    if (rc < 0) {
-        s_store_error(c->resp, &err);
-        return -1;
-    }
-    if (rc == 1 && (c->user.is_admin || strcmp(bj_get_str(doc, "owner", ""), c->user.sub) == 0))
-        return 0;
-    if (rc == 1)
-        bson_destroy(doc);
-    s_detail(c->resp, 404, "job not found");
-    return -1;
+    return s_load_owned(c, "jobs", "job", 200, id, doc);
 }
 
 static void s_get_job(ctx_t *c, const char *id)
