@@ -622,8 +622,9 @@ static void s_release_slot(dispatch_t *d, job_t *job)
     bson_destroy(filter);
     job->slot = 0;
     int li = s_limit_of(d, job->task_type);
-    if (li >= 0) /* a slot is free: ours may go soon, others get a chance first */
-        d->limits[li].retry_at = clock_mono_ms() + (int64_t)(s_random(d) * 300);
+    if (li >= 0) /* a slot is free: we wait as long as the others do, so the */
+        d->limits[li].retry_at = /* master that freed it has no head start */
+            clock_mono_ms() + 200 + (int64_t)(s_random(d) * 500);
 }
 
 static void s_flight_done(dispatch_t *d, flight_t *f)

@@ -195,9 +195,10 @@ def test_task_type_limit_holds_across_masters(cluster):
         running += delta
         peak = max(peak, running)
     assert peak <= 2, f"{peak} sleep jobs ran at once with a limit of 2"
-    # Where the triggers' partitions are split between the masters, both
-    # masters dispatched under the one limit.
+    # Both masters claimed fires of limited triggers (the limit is shared
+    # across them; which master wins a freed slot is left to chance).
     parts = {t["partition"] for t in cluster.db.triggers.find({}, {"partition": 1})}
     owners = {m["_id"]: set(m["partitions"]) for m in cluster.db.members.find({"role": "master"})}
     spread = sum(1 for ps in owners.values() if ps & parts)
-    assert len({j["master"] for j in jobs}) == spread, (parts, owners)
+    claimed = {j["master"] for j in cluster.db.jobs.find({"task_type": "sleep"})}
+    assert len(claimed) == spread, (parts, owners, claimed)
