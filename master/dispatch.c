@@ -27,6 +27,7 @@
 #include "master/master.h"
 
 #include "common/clock.h"
+#include "common/heap.h"
 #include "common/log.h"
 #include "common/schedule.h"
 
@@ -57,8 +58,7 @@ typedef struct flight flight_t;
 /* An entry of the timer heap: a retry waiting for its time (job set, owned)
  * or a running flight's deadline (flight set; embedded in that flight). */
 typedef struct {
-    int64_t at; /* monotonic ms */
-    size_t idx; /* position in the heap, SIZE_MAX when not in it */
+    heap_node_t hn; /* first: key = when it is due, monotonic ms */
     job_t *job;
     flight_t *flight;
 } due_t;
@@ -88,8 +88,7 @@ struct dispatch {
     zhashx_t *workers; /* key -> worker_t*, owns */
     zlistx_t *pending; /* job_t*, owns */
     zhashx_t *flights; /* job id -> flight_t*, owns */
-    due_t **heap;      /* min-heap by `at`; owns retry entries */
-    size_t nheap, capheap;
+    heap_t heap;       /* of due_t by hn.key; owns retry entries */
     zhashx_t *active;     /* trigger id -> count of its non-final jobs here (as intptr_t) */
     zhashx_t *buffered;   /* trigger id -> job_t* held by buffer_one, owns */
     zhashx_t *recovering; /* job id -> rec_t*: taken over, not yet placed, owns */
@@ -224,66 +223,6 @@ static void s_job_final(dispatch_t *d, job_t **job_p)
     }
 }
 
-/* ---- timer heap --------------------------------------------------------- */
-
-static void s_swap(dispatch_t *d, size_t a, size_t b)
-{
-    due_t *t = d->heap[a];
-    d->heap[a] = d->heap[b];
-    d->heap[b] = t;
-    d->heap[a]->idx = a;
-    d->heap[b]->idx = b;
-}
-
-static void s_up(dispatch_t *d, size_t i)
-{
-    while (i > 0 && d->heap[(i - 1) / 2]->at > d->heap[i]->at) {
-        s_swap(d, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-}
-
-static void s_down(dispatch_t *d, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < d->nheap && d->heap[l]->at < d->heap[m]->at)
-            m = l;
-        if (r < d->nheap && d->heap[r]->at < d->heap[m]->at)
-            m = r;
-        if (m == i)
-            return;
-        s_swap(d, i, m);
-        i = m;
-    }
-}
-
-static void s_heap_push(dispatch_t *d, due_t *e)
-{
-    if (d->nheap == d->capheap) {
-        d->capheap = d->capheap ? d->capheap * 2 : 64;
-        d->heap = realloc(d->heap, d->capheap * sizeof *d->heap);
-    }
-    e->idx = d->nheap;
-    d->heap[d->nheap++] = e;
-    s_up(d, e->idx);
-}
-
-static void s_heap_remove(dispatch_t *d, due_t *e)
-{
-    size_t i = e->idx;
-    if (i >= d->nheap || d->heap[i] != e)
-        return;
-    d->nheap--;
-    if (i != d->nheap) {
-        d->heap[i] = d->heap[d->nheap];
-        d->heap[i]->idx = i;
-        s_down(d, i);
-        s_up(d, i);
-    }
-    e->idx = SIZE_MAX;
-}
-
 /* ---- lifecycle ---------------------------------------------------------- */
 
 dispatch_t *dispatch_new(master_t *m)
@@ -323,12 +262,14 @@ void dispatch_destroy(dispatch_t **self_p)
     dispatch_t *d = *self_p;
     if (!d)
         return;
-    for (size_t i = 0; i < d->nheap; i++)
-        if (d->heap[i]->job) { /* a retry entry: ours; deadlines live in flights */
-            job_destroy(&d->heap[i]->job);
-            free(d->heap[i]);
+    for (size_t i = 0; i < d->heap.n; i++) {
+        due_t *e = (due_t *)d->heap.v[i];
+        if (e->job) { /* a retry entry: ours; deadlines live in flights */
+            job_destroy(&e->job);
+            free(e);
         }
-    free(d->heap);
+    }
+    heap_free(&d->heap);
     zhashx_destroy(&d->workers);
     zhashx_destroy(&d->flights);
     zlistx_destroy(&d->pending);
@@ -374,9 +315,10 @@ int dispatch_buffer(dispatch_t *self, job_t **job)
 
 int64_t dispatch_next_timer(const dispatch_t *self)
 {
-    if (!self->nheap)
+    const heap_node_t *top = heap_top(&self->heap);
+    if (!top)
         return INT64_MAX;
-    int64_t left = self->heap[0]->at - clock_mono_ms();
+    int64_t left = top->key - clock_mono_ms();
     return left < 0 ? 0 : left;
 }
 
@@ -634,7 +576,7 @@ static void s_flight_done(dispatch_t *d, flight_t *f)
         f->started_unsaved = 0;
         d->unsaved--;
     }
-    s_heap_remove(d, &f->deadline);
+    heap_remove(&d->heap, &f->deadline.hn);
     worker_t *w = zhashx_lookup(d->workers, f->worker_key);
     if (w && w->inflight > 0)
         w->inflight--;
@@ -677,8 +619,8 @@ static int s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
     job->attempt++;
     due_t *e = calloc(1, sizeof *e);
     e->job = job;
-    e->at = clock_mono_ms() + delay;
-    s_heap_push(d, e);
+    e->hn.key = clock_mono_ms() + delay;
+    heap_push(&d->heap, &e->hn);
     return rc;
 }
 
@@ -792,7 +734,7 @@ static void s_pump(dispatch_t *d)
         snprintf(f->id, sizeof f->id, "%s", job->id);
         f->job = job;
         f->sent_at = clock_mono_ms();
-        f->deadline.idx = SIZE_MAX;
+        f->deadline.hn.idx = SIZE_MAX;
         f->deadline.flight = f;
         snprintf(f->worker_key, sizeof f->worker_key, "%s", w->key);
         snprintf(f->worker_id, sizeof f->worker_id, "%s", w->node_id);
@@ -862,9 +804,9 @@ static void s_on_started(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
     f->started_at = msg->at;
     snprintf(f->worker_id, sizeof f->worker_id, "%s", msg->node_id);
     if (f->job->max_execution_time > 0) {
-        f->deadline.at =
+        f->deadline.hn.key =
             clock_mono_ms() + (int64_t)f->job->max_execution_time * 1000 + TIMEOUT_GRACE_MS;
-        s_heap_push(d, &f->deadline);
+        heap_push(&d->heap, &f->deadline.hn);
     }
 }
 
@@ -924,7 +866,7 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
             snprintf(nf->id, sizeof nf->id, "%s", msg->job_id);
             nf->job = r->job;
             r->job = NULL;
-            nf->deadline.idx = SIZE_MAX;
+            nf->deadline.hn.idx = SIZE_MAX;
             nf->deadline.flight = nf;
             nf->started_at = r->started_at;
             zhashx_delete(d->recovering, msg->job_id);
@@ -958,7 +900,7 @@ static flight_t *s_flight_from_rec(dispatch_t *d, rec_t *r, worker_t *w)
     r->job = NULL;
     f->sent_at = clock_mono_ms();
     f->started_at = r->started_at;
-    f->deadline.idx = SIZE_MAX;
+    f->deadline.hn.idx = SIZE_MAX;
     f->deadline.flight = f;
     if (w) {
         snprintf(f->worker_key, sizeof f->worker_key, "%s", w->key);
@@ -968,8 +910,8 @@ static flight_t *s_flight_from_rec(dispatch_t *d, rec_t *r, worker_t *w)
     if (f->job->max_execution_time > 0 && f->started_at) {
         int64_t left = f->started_at + (int64_t)f->job->max_execution_time * 1000 +
                        TIMEOUT_GRACE_MS - clock_wall_ms();
-        f->deadline.at = clock_mono_ms() + (left > 0 ? left : 0);
-        s_heap_push(d, &f->deadline);
+        f->deadline.hn.key = clock_mono_ms() + (left > 0 ? left : 0);
+        heap_push(&d->heap, &f->deadline.hn);
     }
     zhashx_update(d->flights, f->id, f);
     return f;
@@ -1006,8 +948,8 @@ static void s_place_recovered(dispatch_t *d)
             int64_t left = r->run_at - clock_wall_ms();
             e->job = r->job;
             r->job = NULL;
-            e->at = clock_mono_ms() + (left > 0 ? left : 0);
-            s_heap_push(d, e);
+            e->hn.key = clock_mono_ms() + (left > 0 ? left : 0);
+            heap_push(&d->heap, &e->hn);
         }
         zhashx_delete(d->recovering, id);
     }
@@ -1138,11 +1080,11 @@ static zlistx_t *s_take_pending(dispatch_t *d, const char *trigger_id, int parti
 static zlistx_t *s_take_retries(dispatch_t *d, const char *trigger_id, int partition)
 {
     zlistx_t *taken = zlistx_new();
-    for (size_t i = 0; i < d->nheap;) {
-        due_t *e = d->heap[i];
+    for (size_t i = 0; i < d->heap.n;) {
+        due_t *e = (due_t *)d->heap.v[i];
         if (e->job && ((trigger_id && strcmp(e->job->trigger_id, trigger_id) == 0) ||
                        (!trigger_id && e->job->partition == partition))) {
-            s_heap_remove(d, e);
+            heap_remove(&d->heap, &e->hn);
             zlistx_add_end(taken, e->job);
             free(e);
             i = 0; /* the heap moved; start over (rare, small) */
@@ -1208,8 +1150,8 @@ void dispatch_cancel_job(dispatch_t *self, const char *job_id)
             } else {
                 due_t *e = calloc(1, sizeof *e);
                 e->job = job;
-                e->at = clock_mono_ms();
-                s_heap_push(self, e);
+                e->hn.key = clock_mono_ms();
+                heap_push(&self->heap, &e->hn);
             }
         }
         zlistx_destroy(&lists[k]);
@@ -1396,9 +1338,8 @@ static void s_expire(dispatch_t *d, int64_t now)
  * attempts past their deadline time out. */
 static void s_timers(dispatch_t *d, int64_t now)
 {
-    while (d->nheap && d->heap[0]->at <= now) {
-        due_t *e = d->heap[0];
-        s_heap_remove(d, e);
+    for (due_t *e; (e = (due_t *)heap_top(&d->heap)) && e->hn.key <= now;) {
+        heap_remove(&d->heap, &e->hn);
         if (!e->job) {
             /* Tell the worker to stop it too (its process group is killed). */
             s_cancel_flight(d, e->flight, "timed_out");
@@ -1411,8 +1352,8 @@ static void s_timers(dispatch_t *d, int64_t now)
             log_debug("retry due", "job=%s attempt=%d", job->id, job->attempt);
             s_pending_add(d, job);
         } else if (d->m->leases[job->partition].held) {
-            e->at = now + 250; /* lease being renewed: look again shortly */
-            s_heap_push(d, e);
+            e->hn.key = now + 250; /* lease being renewed: look again shortly */
+            heap_push(&d->heap, &e->hn);
             continue;
         } else {
             log_warn("retry not dispatched: partition no longer held here; job stays retrying",

@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/cron.h"
+#include "common/heap.h"
 #include "common/log.h"
 #include "common/schedule.h"
 
@@ -26,6 +27,7 @@
 #define MISFIRE_GRACE_MS 1000
 
 typedef struct {
+    heap_node_t hn; /* first: key = when to look again at the trigger */
     char id[64];
     int partition;
     int64_t version;
@@ -36,8 +38,6 @@ typedef struct {
     int64_t start_ms, end_ms;            /* 0 = none */
     int64_t next_ms;                     /* next scheduled fire */
     int next_flags;                      /* CRON_FIRE_* of next_ms */
-    int64_t look_at;                     /* heap key: when to look again */
-    size_t heap_idx;
     unsigned gen;
     char task_type[64];
     char owner[256];
@@ -60,76 +60,9 @@ enum { MISFIRE_FIRE_ONCE = 0, MISFIRE_FIRE_ALL, MISFIRE_SKIP };
 struct sched {
     master_t *m;
     zhashx_t *by_id; /* id -> trig_t*, owns */
-    trig_t **heap;
-    size_t n, cap;
+    heap_t heap;     /* of trig_t, by hn.key */
     unsigned gen;
 };
-
-/* ---- heap ------------------------------------------------------------- */
-
-static void s_swap(sched_t *s, size_t a, size_t b)
-{
-    trig_t *t = s->heap[a];
-    s->heap[a] = s->heap[b];
-    s->heap[b] = t;
-    s->heap[a]->heap_idx = a;
-    s->heap[b]->heap_idx = b;
-}
-
-static void s_up(sched_t *s, size_t i)
-{
-    while (i > 0 && s->heap[(i - 1) / 2]->look_at > s->heap[i]->look_at) {
-        s_swap(s, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-}
-
-static void s_down(sched_t *s, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->n && s->heap[l]->look_at < s->heap[m]->look_at)
-            m = l;
-        if (r < s->n && s->heap[r]->look_at < s->heap[m]->look_at)
-            m = r;
-        if (m == i)
-            return;
-        s_swap(s, i, m);
-        i = m;
-    }
-}
-
-static void s_heap_push(sched_t *s, trig_t *t)
-{
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 256;
-        s->heap = realloc(s->heap, s->cap * sizeof *s->heap);
-    }
-    t->heap_idx = s->n;
-    s->heap[s->n++] = t;
-    s_up(s, t->heap_idx);
-}
-
-static void s_heap_remove(sched_t *s, trig_t *t)
-{
-    size_t i = t->heap_idx;
-    if (i >= s->n || s->heap[i] != t)
-        return;
-    s->n--;
-    if (i != s->n) {
-        s->heap[i] = s->heap[s->n];
-        s->heap[i]->heap_idx = i;
-        s_down(s, i);
-        s_up(s, i);
-    }
-    t->heap_idx = SIZE_MAX;
-}
-
-static void s_heap_update(sched_t *s, trig_t *t)
-{
-    s_up(s, t->heap_idx);
-    s_down(s, t->heap_idx);
-}
 
 /* ---- triggers --------------------------------------------------------- */
 
@@ -146,7 +79,7 @@ static void s_trig_free(void **item)
 
 static void s_remove(sched_t *s, trig_t *t)
 {
-    s_heap_remove(s, t);
+    heap_remove(&s->heap, &t->hn);
     zhashx_delete(s->by_id, t->id);
 }
 
@@ -165,19 +98,20 @@ void sched_destroy(sched_t **self_p)
     if (!s)
         return;
     zhashx_destroy(&s->by_id);
-    free(s->heap);
+    heap_free(&s->heap);
     free(s);
     *self_p = NULL;
 }
 
 size_t sched_size(const sched_t *self)
 {
-    return self->n;
+    return self->heap.n;
 }
 
 int64_t sched_next_due(const sched_t *self)
 {
-    return self->n ? self->heap[0]->look_at : INT64_MAX;
+    const heap_node_t *top = heap_top(&self->heap);
+    return top ? top->key : INT64_MAX;
 }
 
 /* First scheduled fire strictly after `after`, or -1 if none remains
@@ -330,7 +264,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     if (fresh) {
         t = calloc(1, sizeof *t);
         snprintf(t->id, sizeof t->id, "%s", id);
-        t->heap_idx = SIZE_MAX;
+        t->hn.idx = SIZE_MAX;
     }
     t->gen = s->gen;
     t->version = version;
@@ -390,12 +324,12 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         return NULL;
     }
     t->next_ms = next;
-    t->look_at = next;
+    t->hn.key = next;
     if (fresh) {
         zhashx_insert(s->by_id, t->id, t);
-        s_heap_push(s, t);
+        heap_push(&s->heap, &t->hn);
     } else {
-        s_heap_update(s, t);
+        heap_update(&s->heap, &t->hn);
     }
     return t;
 }
@@ -735,9 +669,9 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
             s_remove(s, t);
             return;
         }
-        t->look_at = t->next_ms;
+        t->hn.key = t->next_ms;
         s_save_state(s, t, missed);
-        s_heap_update(s, t);
+        heap_update(&s->heap, &t->hn);
         return;
     }
     int buffer = 0;
@@ -749,8 +683,8 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
          * us if it stays away (G4, G6). */
         log_warn("cannot claim fire", "trigger=%s reason=\"%s\"", t->id, err.msg);
         t->next_ms = missed;
-        t->look_at = now + 250;
-        s_heap_update(s, t);
+        t->hn.key = now + 250;
+        heap_update(&s->heap, &t->hn);
         return;
     }
     if (rc == 1 && skip) {
@@ -782,9 +716,9 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
         return;
     }
     t->next_ms = next;
-    t->look_at = next;
+    t->hn.key = next;
     s_save_state(s, t, sf);
-    s_heap_update(s, t);
+    heap_update(&s->heap, &t->hn);
 }
 
 void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
@@ -883,11 +817,10 @@ int sched_fill_job(sched_t *self, job_t *job)
 void sched_fire_due(sched_t *self, int64_t now)
 {
     int64_t mono = clock_mono_ms();
-    while (self->n && self->heap[0]->look_at <= now) {
-        trig_t *t = self->heap[0];
+    for (trig_t *t; (t = (trig_t *)heap_top(&self->heap)) && t->hn.key <= now;) {
         if (!lease_valid(&self->m->leases[t->partition], mono)) {
-            t->look_at = now + 100; /* not ours right now: partitions_tick decides */
-            s_heap_update(self, t);
+            t->hn.key = now + 100; /* not ours right now: partitions_tick decides */
+            heap_update(&self->heap, &t->hn);
             continue;
         }
         s_fire(self, t, now);
