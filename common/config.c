@@ -96,10 +96,19 @@ static const setting_t s_settings[] = {
      "webhook (http or https) that alert events are POSTed to as JSON (empty: no alerts)"},
     {"SKED_ALERT_HEADERS", STR(alert_headers), "", M,
      "extra headers of alert POSTs, \"Name: value\" items separated by newlines or ';'"},
-    {"SKED_ALERT_EVENTS", STR(alert_events), "job_failed,fire_lag_high", M,
-     "comma list of alert events to send: job_failed, fire_lag_high, fire_skipped"},
+    {"SKED_ALERT_EVENTS", STR(alert_events), "job_failed,fire_lag_high,partitions_unowned", M,
+     "comma list of alert events to send: job_failed, fire_lag_high, fire_skipped, "
+     "partitions_unowned"},
     {"SKED_ALERT_LAG_MS", INT(alert_lag_ms), "5000", M,
      "fire lag above which a fire_lag_high alert is sent (at most once a minute); 0 disables"},
+    {"SKED_ALERT_LAG_FOR_MS", INT(alert_lag_for_ms), "0", M,
+     "fire_lag_high only once fires have started late (above SKED_ALERT_LAG_MS) for this long, ms"},
+    {"SKED_ALERT_UNOWNED_MS", INT(alert_unowned_ms), "30000", M,
+     "partitions_unowned alert after a partition has had no live master for this long, ms"},
+    {"SKED_NOTIFY_TRIES", INT(notify_tries), "5", M,
+     "delivery attempts of a trigger's notification webhook before it is recorded failed"},
+    {"SKED_NOTIFY_BACKOFF_MS", INT(notify_backoff_ms), "1000", M,
+     "wait before the first retry of a notification webhook; doubles, at most 60 s"},
 };
 #define NSETTINGS (sizeof s_settings / sizeof s_settings[0])
 

@@ -55,6 +55,11 @@ typedef struct {
     char alert_headers[2048];
     char alert_events[128];
     int alert_lag_ms;
+    int alert_lag_for_ms;
+    int alert_unowned_ms;
+    /* master: per-trigger notification webhooks */
+    int notify_tries;
+    int notify_backoff_ms;
 } config_t;
 
 /* Fills cfg for a role (CONFIG_ROLE_*). Returns 0, 1 when --help was given

@@ -31,6 +31,7 @@
 
 #include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct {
     json_t *errors;
@@ -51,8 +52,11 @@ static void s_err(vctx_t *v, const char *type, const char *path, const char *fmt
     json_array_append_new(loc, json_string("body"));
     char buf[256];
     snprintf(buf, sizeof buf, "%s", path);
+    /* An all-digit segment is an array index, an integer as in FastAPI. */
     for (char *save = NULL, *p = strtok_r(buf, ".", &save); p; p = strtok_r(NULL, ".", &save))
-        json_array_append_new(loc, json_string(p));
+        json_array_append_new(loc, p[strspn(p, "0123456789")] == '\0' && strlen(p) < 10
+                                       ? json_integer(atoi(p))
+                                       : json_string(p));
     json_array_append_new(v->errors, json_pack("{s:s, s:o, s:s}", "type", type, "loc", loc, "msg", msg));
 }
 
@@ -326,6 +330,97 @@ static const char *s_check_config(vctx_t *v, json_t *tc, const char *given_type,
     return type;
 }
 
+/* notifications: at most MAX_HOOKS webhooks, each {url, events, headers}.
+ * events defaults to ["failure"] and is filled in. */
+enum { MAX_HOOKS = 5, MAX_HOOK_HEADERS = 10 };
+
+static void s_check_hook(vctx_t *v, json_t *hook, int i)
+{
+    static const char *const allowed[] = {"url", "events", "headers", NULL};
+    static const char *const events[] = {"failure", "success", "skipped", NULL};
+    char path[64];
+    snprintf(path, sizeof path, "notifications.%d", i);
+    if (!json_is_object(hook)) {
+        s_err(v, "dict_type", path, "input should be a valid object");
+        return;
+    }
+    s_no_extra(v, hook, path, allowed);
+    char p[96];
+    snprintf(p, sizeof p, "%s.url", path);
+    const char *url = s_str(v, hook, "url", p, 1, 2048, 1);
+    if (url && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        s_err(v, "url_scheme", p, "URL scheme should be 'http' or 'https'");
+    else if (url && strcspn(url, " \t\r\n") != strlen(url))
+        s_err(v, "url_parsing", p, "URL must not contain whitespace");
+    snprintf(p, sizeof p, "%s.events", path);
+    json_t *ev = json_object_get(hook, "events");
+    if (!ev || json_is_null(ev)) {
+        json_object_set_new(hook, "events", json_pack("[s]", "failure"));
+    } else if (!json_is_array(ev) || json_array_size(ev) == 0 || json_array_size(ev) > 3) {
+        s_err(v, "list_type", p, "input should be a list of 1 to 3 of 'failure', 'success', 'skipped'");
+    } else {
+        size_t k;
+        json_t *e;
+        json_array_foreach(ev, k, e)
+        {
+            int ok = 0;
+            for (const char *const *x = events; *x && json_is_string(e); x++)
+                ok |= strcmp(json_string_value(e), *x) == 0;
+            char pe[128];
+            snprintf(pe, sizeof pe, "%s.%zu", p, k);
+            if (!ok)
+                s_err(v, "enum", pe, "input should be 'failure', 'success' or 'skipped'");
+            for (size_t j = 0; ok && j < k; j++)
+                if (json_equal(json_array_get(ev, j), e))
+                    s_err(v, "value_error", pe, "duplicate event");
+        }
+    }
+    snprintf(p, sizeof p, "%s.headers", path);
+    json_t *h = s_object(v, hook, "headers", p, 0);
+    if (json_object_size(h) > MAX_HOOK_HEADERS)
+        s_err(v, "too_long", p, "at most %d headers", MAX_HOOK_HEADERS);
+    const char *k;
+    json_t *val;
+    json_object_foreach(h, k, val)
+    {
+        char ph[300];
+        snprintf(ph, sizeof ph, "%s.%.200s", p, k);
+        size_t n = strlen(k);
+        int token = n > 0 && n <= 64;
+        for (const char *c = k; *c && token; c++)
+            token = isalnum((unsigned char)*c) || strchr("!#$%&'*+-.^_`|~", *c);
+        if (!token || strcasecmp(k, "content-type") == 0 || strcasecmp(k, "content-length") == 0 ||
+            strcasecmp(k, "host") == 0)
+            s_err(v, "value_error", ph,
+                  "header name must be 1-64 token characters and not Content-Type, "
+                  "Content-Length or Host");
+        else if (!json_is_string(val) || json_string_length(val) > 1024 ||
+                 strcspn(json_string_value(val), "\r\n") != json_string_length(val))
+            s_err(v, "string_type", ph, "header value must be a string of at most 1024 characters "
+                                        "without line breaks");
+    }
+}
+
+static void s_check_notifications(vctx_t *v, json_t *body)
+{
+    json_t *n = json_object_get(body, "notifications");
+    if (!n || json_is_null(n)) {
+        json_object_set_new(body, "notifications", json_array());
+        return;
+    }
+    if (!json_is_array(n)) {
+        s_err(v, "list_type", "notifications", "input should be a valid list");
+        return;
+    }
+    if (json_array_size(n) > MAX_HOOKS) {
+        s_err(v, "too_long", "notifications", "at most %d webhooks", MAX_HOOKS);
+        return;
+    }
+    size_t i;
+    json_t *hook;
+    json_array_foreach(n, i, hook) s_check_hook(v, hook, (int)i);
+}
+
 bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors)
 {
     vctx_t v = {json_array()};
@@ -335,8 +430,9 @@ bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors)
         *errors = v.errors;
         return NULL;
     }
-    static const char *const allowed[] = {"name", "description", "trigger_type", "trigger_config",
-                                          "execution_config", "is_active", NULL};
+    static const char *const allowed[] = {"name",          "description",      "trigger_type",
+                                          "trigger_config", "execution_config", "is_active",
+                                          "notifications", NULL};
     s_no_extra(&v, body, "", allowed);
     const char *name = s_str(&v, body, "name", "name", 1, 200, 1);
     const char *desc = s_str(&v, body, "description", "description", 0, 2000, 0);
@@ -355,6 +451,7 @@ bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors)
     const char *type = tc ? s_check_config(&v, tc, given, now, &sched) : NULL;
     if (ec)
         s_check_exec(&v, ec);
+    s_check_notifications(&v, body);
     if (json_array_size(v.errors) > 0) {
         bson_destroy(&sched);
         *errors = v.errors;
@@ -369,6 +466,7 @@ bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors)
     BSON_APPEND_UTF8(doc, "trigger_type", type);
     bj_append(doc, "trigger_config", tc);
     bj_append(doc, "execution_config", ec);
+    bj_append(doc, "notifications", json_object_get(body, "notifications"));
     BSON_APPEND_DOCUMENT(doc, "schedule", &sched);
     BSON_APPEND_UTF8(doc, "status", active && json_is_false(active) ? "paused" : "active");
     BSON_APPEND_INT64(doc, "version", 1);
@@ -383,9 +481,10 @@ json_t *trigger_patch_request(const bson_t *stored, json_t *patch, json_t **erro
     if (!json_is_object(patch))
         s_err(&v, "model_attributes_type", "", "input should be a valid object");
     else {
-        static const char *const allowed[] = {"name", "description", "trigger_type",
-                                              "trigger_config", "execution_config", "is_active",
-                                              NULL};
+        static const char *const allowed[] = {"name",           "description",
+                                              "trigger_type",   "trigger_config",
+                                              "execution_config", "is_active",
+                                              "notifications",  NULL};
         s_no_extra(&v, patch, "", allowed);
     }
     if (json_array_size(v.errors) > 0) {
@@ -398,7 +497,7 @@ json_t *trigger_patch_request(const bson_t *stored, json_t *patch, json_t **erro
     json_t *all = bj_to_json(stored);
     json_t *req = json_object();
     static const char *const keep[] = {"name", "description", "trigger_config",
-                                       "execution_config", NULL};
+                                       "execution_config", "notifications", NULL};
     for (const char *const *k = keep; *k; k++) {
         json_t *val = json_object_get(all, *k);
         if (val)
@@ -425,8 +524,9 @@ static int s_same(json_t *a, json_t *b, const char *key)
 bson_t *trigger_update(const bson_t *stored, const bson_t *def, int64_t now)
 {
     json_t *old = bj_to_json(stored), *new = bj_to_json(def);
-    static const char *const fields[] = {"name", "description", "trigger_type", "trigger_config",
-                                         "execution_config", "status", NULL};
+    static const char *const fields[] = {"name",          "description", "trigger_type",
+                                         "trigger_config", "execution_config", "status",
+                                         "notifications", NULL};
     int changed = 0;
     for (const char *const *k = fields; *k; k++)
         changed |= !s_same(old, new, *k);
@@ -499,13 +599,16 @@ json_t *trigger_to_response(const bson_t *doc, const bson_t *state)
     json_t *all = bj_to_json(doc);
     json_t *out = json_object();
     json_object_set(out, "id", json_object_get(all, "_id"));
-    static const char *const copy[] = {"name", "description", "trigger_type", "trigger_config",
-                                       "execution_config", "status", "owner", "version",
-                                       "created_at", "updated_at", NULL};
+    static const char *const copy[] = {"name",       "description", "trigger_type",
+                                       "trigger_config", "execution_config", "status",
+                                       "owner",      "version",     "created_at",
+                                       "updated_at", NULL};
     for (const char *const *k = copy; *k; k++) {
         json_t *val = json_object_get(all, *k);
         json_object_set(out, *k, val ? val : json_null());
     }
+    json_t *hooks = json_object_get(all, "notifications"); /* absent on older triggers */
+    json_object_set_new(out, "notifications", json_is_array(hooks) ? json_incref(hooks) : json_array());
     int active = strcmp(bj_get_str(doc, "status", ""), "active") == 0;
     json_object_set_new(out, "is_active", json_boolean(active));
     /* The master writes next_fire_at when it fires; a definition changed
@@ -529,11 +632,14 @@ json_t *job_to_response(const bson_t *doc)
     static const char *const copy[] = {"trigger_id", "status", "attempt", "task_type", "kind",
                                        "scheduled_for", "created_at", "started_at", "finished_at",
                                        "worker_id", "duration_ms", "parameters", "result",
-                                       "misfire", "dst", "skip_reason", "owner", "run_at", "attempts", "output_tail", NULL};
+                                       "misfire", "dst", "skip_reason", "owner", "run_at", "attempts", "output_tail",
+                                       "notifications", NULL};
     for (const char *const *k = copy; *k; k++) {
         json_t *val = json_object_get(all, *k);
         json_object_set(out, *k, val ? val : json_null());
     }
+    if (!json_is_array(json_object_get(out, "notifications")))
+        json_object_set_new(out, "notifications", json_array()); /* deliveries, if any */
     json_decref(all);
     return out;
 }

@@ -1,12 +1,19 @@
 /*
- * alert.c - failure and performance alerts POSTed as JSON to a webhook
- * (SKED_ALERT_URL), without ever blocking the master loop.
+ * alert.c - outbound webhooks of a master, POSTed as JSON without ever
+ * blocking the master loop:
  *
- * Events: job_failed (a job ended failed, timed_out or lost with no retry
- * left), fire_lag_high (a fire started more than SKED_ALERT_LAG_MS after its
- * time; at most one a minute) and, when SKED_ALERT_EVENTS lists it,
- * fire_skipped (a fire skipped by the overlap policy). docs/OBSERVABILITY.md
- * has the payloads.
+ * - cluster alerts to SKED_ALERT_URL: job_failed (a job ended failed,
+ *   timed_out or lost with no retry left), fire_lag_high (fires have started
+ *   more than SKED_ALERT_LAG_MS late since a fire scheduled at least
+ *   SKED_ALERT_LAG_FOR_MS ago; at most one a minute), partitions_unowned / partitions_owned (partitions without a
+ *   live master for SKED_ALERT_UNOWNED_MS, and when that ends) and, when
+ *   SKED_ALERT_EVENTS lists it, fire_skipped;
+ * - a trigger's own `notifications`: on failure (after the last retry), on
+ *   success, on a skipped fire, to each webhook that asked for the event.
+ *   Every delivery, delivered or given up, is recorded on the job's
+ *   `notifications` array with its attempts.
+ *
+ * docs/OBSERVABILITY.md has the payloads.
  *
  * Invariants:
  * - Nothing here waits. Transfers run on one curl multi handle driven by
@@ -14,16 +21,18 @@
  *   alert_next_ms() bounds its wait by curl's timeout and the next retry,
  *   alert_tick() calls curl_multi_perform() and harvests what finished.
  * - At most ALERT_QUEUE_MAX events are kept (waiting or in flight); one more
- *   is dropped and counted. At most ALERT_INFLIGHT transfers run at once,
- *   each bounded by ALERT_TIMEOUT_MS, so a webhook that hangs only delays
- *   alerts.
+ *   is dropped, counted and, for a notification, recorded on its job. At
+ *   most ALERT_INFLIGHT transfers run at once, each bounded by
+ *   ALERT_TIMEOUT_MS, so a webhook that hangs only delays deliveries.
  * - A delivery that fails (transport error or a non-2xx answer) is retried
- *   after 0.5, 1, 2 s; after ALERT_TRIES attempts the event is given up
- *   (logged and counted). Events are delivered at least once per master
- *   that records the failure, not exactly once.
+ *   with doubling backoff: alerts after 0.5, 1, 2 s, 4 attempts in all;
+ *   notifications after SKED_NOTIFY_BACKOFF_MS (capped at 60 s),
+ *   SKED_NOTIFY_TRIES attempts. Delivery is at least once while the master
+ *   that saw the event lives; receivers deduplicate on X-Sked-Delivery.
  *
- * Called by main.c (lifecycle, loop), dispatch.c (job_failed, fire lag) and
- * sched.c (fire_skipped), all on the master thread.
+ * Called by main.c (lifecycle, loop), dispatch.c (job ends, fire lag),
+ * sched.c (skipped fires) and partitions.c (unowned partitions), all on the
+ * master thread.
  */
 #include "master/master.h"
 
@@ -35,34 +44,47 @@
 #include <sys/select.h>
 
 enum {
-    ALERT_QUEUE_MAX = 256,   /* events kept, waiting or in flight */
-    ALERT_INFLIGHT = 4,      /* transfers at once */
-    ALERT_TRIES = 4,         /* delivery attempts per event */
-    ALERT_BACKOFF_MS = 500,  /* before the first retry; doubles */
-    ALERT_CONNECT_MS = 3000, /* connect timeout of a delivery */
+    ALERT_QUEUE_MAX = 1024,   /* events kept, waiting or in flight */
+    ALERT_INFLIGHT = 8,       /* transfers at once */
+    ALERT_TRIES = 4,          /* delivery attempts of a cluster alert */
+    ALERT_BACKOFF_MS = 500,   /* before an alert's first retry; doubles */
+    NOTIFY_BACKOFF_CAP_MS = 60000,
+    ALERT_CONNECT_MS = 3000,  /* connect timeout of a delivery */
     ALERT_TIMEOUT_MS = 10000, /* whole-transfer timeout of a delivery */
     LAG_ALERT_PERIOD_MS = 60000,
+    OUTPUT_TAIL_MAX = 4096,   /* bytes of output in a notification */
 };
 
-enum { EV_JOB_FAILED = 1, EV_FIRE_LAG = 2, EV_FIRE_SKIPPED = 4 };
+enum { EV_JOB_FAILED = 1, EV_FIRE_LAG = 2, EV_FIRE_SKIPPED = 4, EV_UNOWNED = 8 };
 
 typedef struct {
     char *body;
     char kind[24];
-    int tries;    /* delivery attempts made */
-    int64_t due;  /* monotonic ms of the next attempt */
-    CURL *easy;   /* set while in flight */
+    char *url;                     /* NULL: SKED_ALERT_URL */
+    struct curl_slist *headers;    /* owned; NULL: the alert headers */
+    int tries, max_tries;          /* attempts made, allowed */
+    int64_t backoff_ms, due;       /* first retry delay; monotonic ms of the next attempt */
+    CURL *easy;                    /* set while in flight */
     char errbuf[CURL_ERROR_SIZE];
+    /* notifications only: where the delivery is recorded */
+    char job_id[PROTO_ID_MAX];
+    char event[16];
+    int hook;
+    json_t *attempts;
 } event_t;
 
 struct alert {
+    master_t *m;
     const config_t *cfg;
     CURLM *multi;
     struct curl_slist *headers;
-    int events; /* EV_* enabled */
+    int events; /* EV_* enabled; 0 without SKED_ALERT_URL */
     event_t *q[ALERT_QUEUE_MAX];
     int n, inflight;
     int64_t last_lag_alert; /* monotonic ms, 0 = never */
+    int64_t lag_high_since; /* wall ms: scheduled time of the first late fire, 0 = none */
+    int64_t unowned_since;  /* monotonic ms, 0 = every partition owned */
+    int unowned_alerted;
 };
 
 /* Adds "Name: value" items separated by newlines, ';' or a literal "\n". */
@@ -80,8 +102,7 @@ static int s_parse_headers(alert_t *a, const char *spec, err_t *err)
             continue;
         char *colon = strchr(h, ':');
         if (!colon || colon == h || strcspn(h, " \t") < (size_t)(colon - h))
-            return err_set(err, ERR_INVALID,
-                           "invalid SKED_ALERT_HEADERS item '%s': use 'Name: value'", h);
+            return err_set(err, ERR_INVALID, "invalid SKED_ALERT_HEADERS item '%s': use 'Name: value'", h);
         struct curl_slist *l = curl_slist_append(a->headers, h);
         if (!l)
             return err_set(err, ERR_SYS, "cannot set alert headers: out of memory");
@@ -92,41 +113,49 @@ static int s_parse_headers(alert_t *a, const char *spec, err_t *err)
 
 static int s_parse_events(alert_t *a, const char *list, err_t *err)
 {
+    static const struct {
+        const char *name;
+        int bit;
+    } names[] = {{"job_failed", EV_JOB_FAILED},
+                 {"fire_lag_high", EV_FIRE_LAG},
+                 {"fire_skipped", EV_FIRE_SKIPPED},
+                 {"partitions_unowned", EV_UNOWNED}};
     char buf[sizeof a->cfg->alert_events];
     snprintf(buf, sizeof buf, "%s", list);
     for (char *save = NULL, *e = strtok_r(buf, ", ", &save); e; e = strtok_r(NULL, ", ", &save)) {
-        if (strcmp(e, "job_failed") == 0)
-            a->events |= EV_JOB_FAILED;
-        else if (strcmp(e, "fire_lag_high") == 0)
-            a->events |= EV_FIRE_LAG;
-        else if (strcmp(e, "fire_skipped") == 0)
-            a->events |= EV_FIRE_SKIPPED;
-        else
+        size_t i = 0;
+        while (i < sizeof names / sizeof names[0] && strcmp(e, names[i].name) != 0)
+            i++;
+        if (i == sizeof names / sizeof names[0])
             return err_set(err, ERR_INVALID,
-                           "invalid SKED_ALERT_EVENTS item '%s': use job_failed, fire_lag_high "
-                           "or fire_skipped",
+                           "invalid SKED_ALERT_EVENTS item '%s': use job_failed, fire_lag_high, "
+                           "fire_skipped or partitions_unowned",
                            e);
+        a->events |= names[i].bit;
     }
     return 0;
 }
 
-alert_t *alert_new(const config_t *cfg, err_t *err)
+alert_t *alert_new(master_t *m, err_t *err)
 {
-    if (strncmp(cfg->alert_url, "http://", 7) != 0 && strncmp(cfg->alert_url, "https://", 8) != 0) {
+    const config_t *cfg = m->cfg;
+    if (cfg->alert_url[0] && strncmp(cfg->alert_url, "http://", 7) != 0 &&
+        strncmp(cfg->alert_url, "https://", 8) != 0) {
         err_set(err, ERR_INVALID, "invalid SKED_ALERT_URL '%s': use an http or https URL",
                 cfg->alert_url);
         return NULL;
     }
     alert_t *a = calloc(1, sizeof *a);
     if (!a) {
-        err_set(err, ERR_SYS, "cannot set up alerts: out of memory");
+        err_set(err, ERR_SYS, "cannot set up webhooks: out of memory");
         return NULL;
     }
+    a->m = m;
     a->cfg = cfg;
     a->headers = curl_slist_append(NULL, "Content-Type: application/json");
     a->multi = curl_multi_init();
     if (!a->headers || !a->multi) {
-        err_set(err, ERR_SYS, "cannot set up alerts: out of memory");
+        err_set(err, ERR_SYS, "cannot set up webhooks: out of memory");
         alert_destroy(&a);
         return NULL;
     }
@@ -135,6 +164,8 @@ alert_t *alert_new(const config_t *cfg, err_t *err)
         alert_destroy(&a);
         return NULL;
     }
+    if (!cfg->alert_url[0])
+        a->events = 0;
     return a;
 }
 
@@ -145,6 +176,9 @@ static void s_event_free(alert_t *a, event_t *e)
         curl_easy_cleanup(e->easy);
         a->inflight--;
     }
+    curl_slist_free_all(e->headers);
+    json_decref(e->attempts);
+    free(e->url);
     free(e->body);
     free(e);
 }
@@ -155,7 +189,7 @@ void alert_destroy(alert_t **self_p)
     if (!a)
         return;
     if (a->n)
-        log_warn("alerts not delivered at exit", "count=%d", a->n);
+        log_warn("webhook deliveries not made at exit", "count=%d", a->n);
     for (int i = 0; i < a->n; i++)
         s_event_free(a, a->q[i]);
     if (a->multi)
@@ -165,34 +199,84 @@ void alert_destroy(alert_t **self_p)
     *self_p = NULL;
 }
 
-/* Queues an event (taking the JSON object) unless the queue is full. */
-static void s_enqueue(alert_t *a, json_t *ev)
+/* Records a notification's delivery on its job: one $push by _id, written
+ * by the master that holds the job (store rule 2). */
+static void s_record(alert_t *a, event_t *e, const char *status)
+{
+    if (!e->job_id[0] || !a->m->store)
+        return;
+    json_t *rec = json_pack("{s:i, s:s, s:s, s:s, s:O}", "hook", e->hook, "url", e->url, "event",
+                            e->event, "status", status, "attempts", e->attempts);
+    bson_t *update = bson_new(), push;
+    BSON_APPEND_DOCUMENT_BEGIN(update, "$push", &push);
+    bj_append(&push, "notifications", rec);
+    bson_append_document_end(update, &push);
+    json_decref(rec);
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(e->job_id));
+    bson_error_t berr;
+    int64_t t0 = zclock_usecs();
+    bool ok = mongoc_collection_update_one(store_coll(a->m->store, "jobs"), filter, update, NULL,
+                                           NULL, &berr);
+    stats_store_op("record_notification", zclock_usecs() - t0, !ok);
+    if (!ok)
+        log_warn("cannot record notification delivery", "job=%s hook=%d reason=\"%s\"", e->job_id,
+                 e->hook, berr.message);
+    bson_destroy(filter);
+    bson_destroy(update);
+    stats_notification(e->event, status);
+}
+
+/* Queues an event (taking e) unless the queue is full. */
+static void s_push(alert_t *a, event_t *e)
+{
+    if (a->n == ALERT_QUEUE_MAX) {
+        log_warn("webhook event dropped: queue full", "event=%s job=%s queued=%d", e->kind,
+                 e->job_id[0] ? e->job_id : "-", a->n);
+        if (e->job_id[0]) {
+            json_array_append_new(e->attempts, json_pack("{s:n, s:s}", "http_status", "error",
+                                                         "dropped: too many deliveries waiting"));
+            s_record(a, e, "dropped");
+        } else {
+            stats_alert_dropped();
+        }
+        s_event_free(a, e);
+        return;
+    }
+    e->due = clock_mono_ms();
+    a->q[a->n++] = e;
+    stats_alerts_queued((size_t)a->n);
+}
+
+/* Stamps a payload with this master and the time; returns its text. */
+static char *s_dump(alert_t *a, json_t *ev)
 {
     char at[40];
     clock_format_iso(clock_wall_ms(), at, sizeof at);
     json_object_set_new(ev, "master", json_string(a->cfg->node_id));
     json_object_set_new(ev, "at", json_string(at));
-    const char *kind = json_string_value(json_object_get(ev, "event"));
-    if (a->n == ALERT_QUEUE_MAX) {
-        log_warn("alert dropped: queue full", "event=%s queued=%d", kind, a->n);
-        stats_alert_dropped();
-        json_decref(ev);
-        return;
-    }
+    char *body = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    return body;
+}
+
+/* Queues a cluster alert to SKED_ALERT_URL (taking the JSON object). */
+static void s_enqueue(alert_t *a, json_t *ev)
+{
     event_t *e = calloc(1, sizeof *e);
-    if (e)
-        e->body = json_dumps(ev, JSON_COMPACT);
+    if (e) {
+        snprintf(e->kind, sizeof e->kind, "%s", json_string_value(json_object_get(ev, "event")));
+        e->body = s_dump(a, ev);
+    } else {
+        json_decref(ev);
+    }
     if (!e || !e->body) {
         free(e);
         stats_alert_dropped();
-        json_decref(ev);
         return;
     }
-    snprintf(e->kind, sizeof e->kind, "%s", kind);
-    json_decref(ev);
-    e->due = clock_mono_ms();
-    a->q[a->n++] = e;
-    stats_alerts_queued((size_t)a->n);
+    e->max_tries = ALERT_TRIES;
+    e->backoff_ms = ALERT_BACKOFF_MS;
+    s_push(a, e);
 }
 
 static json_t *s_str_or_null(const char *s)
@@ -222,16 +306,26 @@ void alert_job_failed(alert_t *self, const job_t *job, const char *status, const
 
 void alert_fire_lag(alert_t *self, const job_t *job, int64_t lag_ms)
 {
-    if (!self || !(self->events & EV_FIRE_LAG) || self->cfg->alert_lag_ms <= 0 ||
-        lag_ms <= self->cfg->alert_lag_ms)
+    if (!self || !(self->events & EV_FIRE_LAG) || self->cfg->alert_lag_ms <= 0)
         return;
-    int64_t now = clock_mono_ms();
+    if (lag_ms <= self->cfg->alert_lag_ms) {
+        self->lag_high_since = 0;
+        return;
+    }
+    /* Fires have been late since the scheduled time of the first late one
+     * in this streak; an on-time start ends the streak. */
+    if (!self->lag_high_since || job->scheduled_for < self->lag_high_since)
+        self->lag_high_since = job->scheduled_for;
+    int64_t high_for = clock_wall_ms() - self->lag_high_since, now = clock_mono_ms();
+    if (high_for < self->cfg->alert_lag_for_ms)
+        return;
     if (self->last_lag_alert && now - self->last_lag_alert < LAG_ALERT_PERIOD_MS)
         return;
     self->last_lag_alert = now;
-    json_t *ev = json_pack("{s:s, s:I, s:i, s:s, s:s, s:s}", "event", "fire_lag_high", "lag_ms",
-                           (json_int_t)lag_ms, "threshold_ms", self->cfg->alert_lag_ms, "job_id",
-                           job->id, "trigger_id", job->trigger_id, "task_type", job->task_type);
+    json_t *ev = json_pack("{s:s, s:I, s:i, s:I, s:s, s:s, s:s}", "event", "fire_lag_high",
+                           "lag_ms", (json_int_t)lag_ms, "threshold_ms", self->cfg->alert_lag_ms,
+                           "late_for_ms", (json_int_t)high_for, "job_id", job->id, "trigger_id",
+                           job->trigger_id, "task_type", job->task_type);
     if (ev)
         s_enqueue(self, ev);
 }
@@ -250,6 +344,142 @@ void alert_fire_skipped(alert_t *self, const char *job_id, const char *trigger_i
         s_enqueue(self, ev);
 }
 
+void alert_unowned(alert_t *self, const int *parts, int n)
+{
+    if (!self || !(self->events & EV_UNOWNED))
+        return;
+    int64_t now = clock_mono_ms();
+    if (n == 0) {
+        if (self->unowned_alerted)
+            s_enqueue(self, json_pack("{s:s}", "event", "partitions_owned"));
+        self->unowned_since = 0;
+        self->unowned_alerted = 0;
+        return;
+    }
+    if (!self->unowned_since)
+        self->unowned_since = now;
+    if (self->unowned_alerted || now - self->unowned_since < self->cfg->alert_unowned_ms)
+        return;
+    self->unowned_alerted = 1;
+    json_t *list = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(list, json_integer(parts[i]));
+    log_warn("partitions have no live master", "count=%d for_ms=%lld", n,
+             (long long)(now - self->unowned_since));
+    s_enqueue(self, json_pack("{s:s, s:o, s:i, s:I}", "event", "partitions_unowned", "partitions",
+                              list, "partitions_total", self->cfg->partitions, "unowned_for_ms",
+                              (json_int_t)(now - self->unowned_since)));
+}
+
+/* ---- a trigger's notifications ------------------------------------------ */
+
+/* The payload POSTed to a trigger's webhooks. */
+static json_t *s_notice_json(const notice_t *n, const char *trigger_name)
+{
+    static const struct {
+        const char *event, *name;
+    } names[] = {{"failure", "job_failed"}, {"success", "job_succeeded"}, {"skipped", "job_skipped"}};
+    const char *name = "job_finished";
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(n->event, names[i].event) == 0)
+            name = names[i].name;
+    char sf[40];
+    clock_format_iso(n->scheduled_for, sf, sizeof sf);
+    const char *out = n->output;
+    size_t len = out ? strlen(out) : 0;
+    if (len > OUTPUT_TAIL_MAX) { /* the tail, starting on a UTF-8 lead byte */
+        out += len - OUTPUT_TAIL_MAX;
+        while (((unsigned char)*out & 0xC0) == 0x80)
+            out++;
+    }
+    json_t *job = json_object();
+    json_object_set_new(job, "id", json_string(n->job_id));
+    json_object_set_new(job, "status", json_string(n->status));
+    json_object_set_new(job, "attempt", json_integer(n->attempt));
+    json_object_set_new(job, "task_type", json_string(n->task_type));
+    json_object_set_new(job, "scheduled_for", json_string(sf));
+    json_object_set_new(job, "worker_id", s_str_or_null(n->worker_id));
+    json_object_set_new(job, "error", s_str_or_null(n->error));
+    json_object_set_new(job, "skip_reason", s_str_or_null(n->skip_reason));
+    json_object_set_new(job, "output_tail", out ? json_string(out) : json_null());
+    json_t *ev = json_object();
+    json_object_set_new(ev, "event", json_string(name));
+    json_object_set_new(ev, "trigger", json_pack("{s:s, s:o}", "id", n->trigger_id, "name",
+                                                 s_str_or_null(trigger_name)));
+    json_object_set_new(ev, "job", job);
+    if (n->skipped > 1)
+        json_object_set_new(ev, "skipped_count", json_integer(n->skipped));
+    return ev;
+}
+
+/* True if the hook's events list has `event`. */
+static int s_wants(json_t *hook, const char *event)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(hook, "events"), i, e) if (json_is_string(e) &&
+                                                                  strcmp(json_string_value(e),
+                                                                         event) == 0) return 1;
+    return 0;
+}
+
+void alert_notify(alert_t *self, const notice_t *n)
+{
+    if (!self || !n->notify)
+        return;
+    json_t *cfg = json_loads(n->notify, 0, NULL);
+    json_t *hooks = json_object_get(cfg, "hooks");
+    const char *tname = json_string_value(json_object_get(cfg, "trigger_name"));
+    char *body = NULL;
+    size_t i;
+    json_t *hook;
+    json_array_foreach(hooks, i, hook)
+    {
+        const char *url = json_string_value(json_object_get(hook, "url"));
+        if (!url || !s_wants(hook, n->event))
+            continue;
+        if (!body) {
+            body = s_dump(self, s_notice_json(n, tname));
+            if (!body)
+                break;
+        }
+        event_t *e = calloc(1, sizeof *e);
+        if (!e)
+            break;
+        snprintf(e->kind, sizeof e->kind, "notify_%s", n->event);
+        snprintf(e->job_id, sizeof e->job_id, "%s", n->job_id);
+        snprintf(e->event, sizeof e->event, "%s", n->event);
+        e->hook = (int)i;
+        e->url = strdup(url);
+        e->body = strdup(body);
+        e->attempts = json_array();
+        e->max_tries = self->cfg->notify_tries < 1 ? 1 : self->cfg->notify_tries;
+        e->backoff_ms = self->cfg->notify_backoff_ms;
+        char h[PROTO_ID_MAX + 64];
+        snprintf(h, sizeof h, "X-Sked-Delivery: %s/%s/%d", n->job_id, n->event, (int)i);
+        e->headers = curl_slist_append(NULL, "Content-Type: application/json");
+        e->headers = curl_slist_append(e->headers, h);
+        const char *k;
+        json_t *v;
+        json_object_foreach(json_object_get(hook, "headers"), k, v)
+        {
+            char line[1200];
+            if (json_is_string(v) &&
+                snprintf(line, sizeof line, "%s: %s", k, json_string_value(v)) < (int)sizeof line)
+                e->headers = curl_slist_append(e->headers, line);
+        }
+        if (!e->url || !e->body || !e->headers) {
+            s_event_free(self, e);
+            break;
+        }
+        s_push(self, e);
+    }
+    free(body);
+    json_decref(cfg);
+}
+
+/* ---- deliveries ----------------------------------------------------------- */
+
 static size_t s_discard(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     (void)ptr;
@@ -266,9 +496,9 @@ static void s_start(alert_t *a, event_t *e)
         return;
     }
     e->errbuf[0] = '\0';
-    curl_easy_setopt(c, CURLOPT_URL, a->cfg->alert_url);
+    curl_easy_setopt(c, CURLOPT_URL, e->url ? e->url : a->cfg->alert_url);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, e->body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, a->headers);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, e->headers ? e->headers : a->headers);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "sked-master");
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -307,30 +537,46 @@ static void s_done(alert_t *a, CURL *c, CURLcode rc)
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     int ok = rc == CURLE_OK && status >= 200 && status < 300;
-    stats_alert_sent(ok ? "ok" : rc == CURLE_OK ? "http_error" : "transport_error");
+    char why[CURL_ERROR_SIZE + 32] = "";
+    if (!ok && rc == CURLE_OK)
+        snprintf(why, sizeof why, "HTTP status %ld", status);
+    else if (!ok)
+        snprintf(why, sizeof why, "%s", e->errbuf[0] ? e->errbuf : curl_easy_strerror(rc));
+    if (e->attempts) {
+        char at[40];
+        clock_format_iso(clock_wall_ms(), at, sizeof at);
+        json_array_append_new(e->attempts,
+                              json_pack("{s:s, s:o, s:o}", "at", at, "http_status",
+                                        rc == CURLE_OK ? json_integer(status) : json_null(),
+                                        "error", ok ? json_null() : json_string(why)));
+    } else {
+        stats_alert_sent(ok ? "ok" : rc == CURLE_OK ? "http_error" : "transport_error");
+    }
     if (ok) {
-        log_debug("alert delivered", "event=%s tries=%d", e->kind, e->tries);
+        log_debug("webhook delivered", "event=%s tries=%d", e->kind, e->tries);
+        s_record(a, e, "delivered");
         s_remove_at(a, i);
         return;
     }
-    char why[CURL_ERROR_SIZE + 32];
-    if (rc == CURLE_OK)
-        snprintf(why, sizeof why, "HTTP status %ld", status);
-    else
-        snprintf(why, sizeof why, "%s", e->errbuf[0] ? e->errbuf : curl_easy_strerror(rc));
     curl_multi_remove_handle(a->multi, c);
     curl_easy_cleanup(c);
     e->easy = NULL;
     a->inflight--;
-    if (e->tries >= ALERT_TRIES) {
-        log_warn("alert not delivered; given up", "event=%s tries=%d reason=\"%s\"", e->kind,
-                 e->tries, why);
-        stats_alert_given_up();
+    if (e->tries >= e->max_tries) {
+        log_warn("webhook not delivered; given up", "event=%s job=%s tries=%d reason=\"%s\"",
+                 e->kind, e->job_id[0] ? e->job_id : "-", e->tries, why);
+        if (e->job_id[0])
+            s_record(a, e, "failed");
+        else
+            stats_alert_given_up();
         s_remove_at(a, i);
         return;
     }
-    int64_t delay = (int64_t)ALERT_BACKOFF_MS << (e->tries - 1);
-    log_info("alert delivery failed; will retry", "event=%s tries=%d delay_ms=%lld reason=\"%s\"",
+    int shift = e->tries - 1 < 20 ? e->tries - 1 : 20;
+    int64_t delay = e->backoff_ms << shift;
+    if (e->job_id[0] && delay > NOTIFY_BACKOFF_CAP_MS)
+        delay = NOTIFY_BACKOFF_CAP_MS;
+    log_info("webhook delivery failed; will retry", "event=%s tries=%d delay_ms=%lld reason=\"%s\"",
              e->kind, e->tries, (long long)delay, why);
     e->due = clock_mono_ms() + delay;
 }

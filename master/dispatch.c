@@ -131,6 +131,7 @@ void job_destroy(job_t **job_p)
     job_t *job = *job_p;
     if (job) {
         free(job->parameters);
+        free(job->notify);
         free(job);
         *job_p = NULL;
     }
@@ -605,8 +606,17 @@ static int s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
     int rc = s_save_outcome(d, job->id, job->attempt, o, retry ? clock_wall_ms() + delay : 0);
     if (!retry) {
         stats_job_finished(job->task_type, o->status);
-        if (s_retryable(o->status))
+        int failed = s_retryable(o->status);
+        if (failed)
             alert_job_failed(d->m->alert, job, o->status, o->error, o->worker_id);
+        if (job->notify && (failed || strcmp(o->status, "succeeded") == 0)) {
+            notice_t n = {.event = failed ? "failure" : "success", .job_id = job->id,
+                          .trigger_id = job->trigger_id, .task_type = job->task_type,
+                          .notify = job->notify, .status = o->status, .attempt = job->attempt,
+                          .scheduled_for = job->scheduled_for, .worker_id = o->worker_id,
+                          .error = o->error, .output = o->output, .skipped = 0};
+            alert_notify(d->m->alert, &n);
+        }
         s_flight_finish(d, f);
         return rc;
     }

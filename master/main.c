@@ -139,7 +139,7 @@ int main(int argc, char **argv)
     master_t m = {.cfg = &cfg};
     curl_global_init(CURL_GLOBAL_DEFAULT);
     stats_init();
-    if (cfg.alert_url[0] && !(m.alert = alert_new(&cfg, &err))) {
+    if (!(m.alert = alert_new(&m, &err))) {
         log_error("cannot start", "reason=\"%s\"", err.msg);
         s_cleanup(&m);
         return 2;
@@ -171,7 +171,7 @@ int main(int argc, char **argv)
     partitions_init(&m, &err); /* a store not yet up is retried in the loop */
     log_info("master started", "bind=%s partitions=%d lease_ttl_ms=%d metrics=%s alerts=%s",
              cfg.master_bind, cfg.partitions, cfg.lease_ttl_ms,
-             cfg.metrics_addr[0] ? cfg.metrics_addr : "off", m.alert ? "on" : "off");
+             cfg.metrics_addr[0] ? cfg.metrics_addr : "off", cfg.alert_url[0] ? "on" : "off");
     s_run(&m);
     log_info("master stopping", "pending=%zu", dispatch_pending(m.disp));
     partitions_release_all(&m);

@@ -6,7 +6,8 @@
  *   dispatch.c    workers, credit, the pending queue, job status, retries
  *                 and timeouts
  *   stats.c       Prometheus metrics (names, labels, updates)
- *   alert.c       failure and fire-lag alerts POSTed to a webhook (curl multi)
+ *   alert.c       cluster alerts and triggers' notifications POSTed to
+ *                 webhooks (curl multi), deliveries recorded on jobs
  *   main.c        configuration, the ZeroMQ loop, signals, metrics server
  *
  * Everything runs on one thread; store calls are synchronous.
@@ -68,7 +69,20 @@ typedef struct {
     char labels[256];  /* required worker labels, "k=v,k2=v2" */
     int slot;          /* 1 + index of the cluster-wide slot held for its task type's limit; 0 none */
     char *parameters; /* JSON object text, owned */
+    char *notify;     /* the trigger's notifications as {"trigger_name", "hooks"} text, owned; NULL none */
 } job_t;
+
+/* An event a trigger's notification webhooks may have asked for. */
+typedef struct {
+    const char *event; /* "failure" (no retry left), "success", "skipped" */
+    const char *job_id, *trigger_id, *task_type;
+    const char *notify; /* job_t.notify of the trigger */
+    const char *status; /* the job's final status */
+    int attempt;
+    int64_t scheduled_for;
+    const char *worker_id, *error, *output, *skip_reason; /* may be NULL */
+    long skipped; /* fires a "skipped" notice stands for (> 1: misfires recorded at once) */
+} notice_t;
 
 /* partitions.c */
 int partitions_init(master_t *m, err_t *err);
@@ -172,11 +186,13 @@ void stats_alert_sent(const char *result);
 void stats_alert_dropped(void);
 void stats_alert_given_up(void);
 void stats_alerts_queued(size_t n);
+/* A trigger notification's delivery ended: delivered, failed, dropped. */
+void stats_notification(const char *event, const char *result);
 
-/* alert.c: for a master with SKED_ALERT_URL set. NULL with err on bad
- * settings. Every other function accepts NULL (alerts off) and never
- * blocks. */
-alert_t *alert_new(const config_t *cfg, err_t *err);
+/* alert.c: cluster alerts (with SKED_ALERT_URL set) and triggers'
+ * notification webhooks. NULL with err on bad settings. Every other
+ * function accepts NULL (webhooks off) and never blocks. */
+alert_t *alert_new(master_t *m, err_t *err);
 void alert_destroy(alert_t **self_p);
 /* A job ended `status` (failed, timed_out, lost) with no retry left. */
 void alert_job_failed(alert_t *self, const job_t *job, const char *status, const char *error,
@@ -187,6 +203,12 @@ void alert_fire_lag(alert_t *self, const job_t *job, int64_t lag_ms);
 /* A fire was skipped (only if SKED_ALERT_EVENTS has fire_skipped). */
 void alert_fire_skipped(alert_t *self, const char *job_id, const char *trigger_id,
                         const char *task_type, int64_t scheduled_for, const char *reason);
+/* Partitions no live master holds now (n = 0: all held); alerts when that
+ * lasts SKED_ALERT_UNOWNED_MS, and again when it ends. */
+void alert_unowned(alert_t *self, const int *parts, int n);
+/* Queues a POST to each of the trigger's webhooks that asked for
+ * n->event; each delivery's outcome is recorded on the job. */
+void alert_notify(alert_t *self, const notice_t *n);
 /* The loop's share: curl's sockets for zmq_poll (at most max), the ms the
  * loop may sleep (INT64_MAX: no limit), and the work after the poll. */
 int alert_pollitems(alert_t *self, zmq_pollitem_t *items, int max);

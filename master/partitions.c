@@ -96,14 +96,36 @@ static int s_heartbeat(master_t *m)
     bson_destroy(&set);
     bson_destroy(opts);
 
-    int live = 0;
+    /* Live masters, and the partitions none of them holds. The live master
+     * with the lowest node id speaks for all in partitions_unowned alerts. */
+    int live = 0, np = m->cfg->partitions, first = 1;
+    char owned[np];
+    memset(owned, 0, sizeof owned);
     bson_t *q = BCON_NEW("role", BCON_UTF8("master"), "expires_at", "{", "$gt",
                          BCON_DATE_TIME(now), "}");
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(store_coll(m->store, "members"), q, NULL,
                                                             NULL);
     const bson_t *doc;
-    while (mongoc_cursor_next(cur, &doc))
+    while (mongoc_cursor_next(cur, &doc)) {
         live++;
+        if (strcmp(bj_get_str(doc, "node_id", ""), m->cfg->node_id) < 0)
+            first = 0;
+        bson_iter_t it, sub;
+        if (bson_iter_init_find(&it, doc, "partitions") && BSON_ITER_HOLDS_ARRAY(&it) &&
+            bson_iter_recurse(&it, &sub))
+            while (bson_iter_next(&sub))
+                if (BSON_ITER_HOLDS_INT32(&sub) && bson_iter_int32(&sub) >= 0 &&
+                    bson_iter_int32(&sub) < np)
+                    owned[bson_iter_int32(&sub)] = 1;
+    }
+    bson_error_t cerr;
+    if (!mongoc_cursor_error(cur, &cerr) && first) {
+        int unowned[np], n = 0;
+        for (int p = 0; p < np; p++)
+            if (!owned[p] && !m->leases[p].held)
+                unowned[n++] = p;
+        alert_unowned(m->alert, unowned, n);
+    }
     mongoc_cursor_destroy(cur);
     bson_destroy(q);
     return live < 1 ? 1 : live;

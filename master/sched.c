@@ -49,6 +49,7 @@ typedef struct {
     overlap_t overlap;    /* execution_config.overlap_policy */
     int misfire;          /* trigger_config.misfire_policy: MISFIRE_* */
     int64_t catchup_ms;   /* trigger_config.catchup_window */
+    char *notify;         /* notifications, as job_t.notify; NULL: none */
 } trig_t;
 
 enum { MISFIRE_FIRE_ONCE = 0, MISFIRE_FIRE_ALL, MISFIRE_SKIP };
@@ -71,6 +72,7 @@ static void s_trig_free(void **item)
     trig_t *t = *item;
     if (t) {
         free(t->parameters);
+        free(t->notify);
         cron_destroy(&t->cron);
         free(t);
         *item = NULL;
@@ -244,6 +246,19 @@ static void s_read_policies(trig_t *t, const bson_t *def)
             log_warn("worker_labels too long; ignored", "trigger=%s", t->id);
         if (len >= sizeof t->labels)
             t->labels[0] = '\0';
+    }
+    free(t->notify);
+    t->notify = NULL;
+    if (bson_iter_init_find(&it, def, "notifications") && BSON_ITER_HOLDS_ARRAY(&it)) {
+        json_t *all = bj_to_json(def);
+        json_t *hooks = json_object_get(all, "notifications");
+        if (json_array_size(hooks) > 0) {
+            json_t *n = json_pack("{s:s, s:O}", "trigger_name", bj_get_str(def, "name", ""),
+                                  "hooks", hooks);
+            t->notify = n ? json_dumps(n, JSON_COMPACT) : NULL;
+            json_decref(n);
+        }
+        json_decref(all);
     }
 }
 
@@ -527,6 +542,20 @@ static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, int dst
     return rc == ERR_CONFLICT ? 0 : rc;
 }
 
+/* Tells the trigger's webhooks that asked for it about skipped fires. */
+static void s_notify_skipped(sched_t *s, const trig_t *t, int64_t sf, const char *reason,
+                             long count)
+{
+    if (!t->notify)
+        return;
+    char job_id[PROTO_ID_MAX];
+    sched_job_id(job_id, sizeof job_id, t->id, sf);
+    notice_t n = {.event = "skipped", .job_id = job_id, .trigger_id = t->id,
+                  .task_type = t->task_type, .notify = t->notify, .status = "skipped",
+                  .attempt = 1, .scheduled_for = sf, .skip_reason = reason, .skipped = count};
+    alert_notify(s->m->alert, &n);
+}
+
 /* Records the fires from `from` (a scheduled time) up to but not including
  * `until` as skipped, in one unordered insert (already claimed ones are
  * refused by _id and ignored). Returns the first fire >= until, or -1. */
@@ -557,6 +586,8 @@ static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t unt
                      berr.message);
         else
             stats_fires_skipped(reason, n);
+        if (!failed) /* one notice for the lot, on the first one's job */
+            s_notify_skipped(s, t, from, reason, (long)n + more);
         bson_destroy(opts);
         for (size_t i = 0; i < n; i++)
             bson_destroy(docs[i]);
@@ -653,8 +684,10 @@ static job_t *s_new_job(const trig_t *t, int64_t sf)
     job->max_execution_time = t->max_execution_time;
     job->retry = t->retry;
     job->parameters = t->parameters ? strdup(t->parameters) : NULL;
+    job->notify = t->notify ? strdup(t->notify) : NULL;
     return job;
 }
+
 
 static void s_fire(sched_t *s, trig_t *t, int64_t now)
 {
@@ -694,6 +727,7 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
         char job_id[PROTO_ID_MAX];
         sched_job_id(job_id, sizeof job_id, t->id, sf);
         alert_fire_skipped(s->m->alert, job_id, t->id, t->task_type, sf, skip);
+        s_notify_skipped(s, t, sf, skip, 1);
     } else if (rc == 1) {
         stats_claim_lag(clock_wall_ms() - sf);
         job_t *job = s_new_job(t, sf);
@@ -762,6 +796,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     job->scheduled_for = bj_get_date(&doc, "scheduled_for", clock_wall_ms());
     job->max_execution_time = t->max_execution_time;
     job->retry = t->retry;
+    job->notify = t->notify ? strdup(t->notify) : NULL;
     bson_iter_t it;
     if (bson_iter_init_find(&it, &doc, "parameters") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
         uint32_t len;
@@ -791,6 +826,11 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         bson_destroy(update);
         log_info("manual run skipped", "job=%s reason=%s", job_id, skip);
         stats_fires_skipped(skip, 1);
+        notice_t n = {.event = "skipped", .job_id = job_id, .trigger_id = trigger_id,
+                      .task_type = job->task_type, .notify = job->notify, .status = "skipped",
+                      .attempt = 1, .scheduled_for = job->scheduled_for, .skip_reason = skip,
+                      .skipped = 1};
+        alert_notify(m->alert, &n);
         job_destroy(&job);
     } else if (buffer && dispatch_buffer(m->disp, &job) == 0) {
         log_info("manual run buffered behind the running job", "job=%s", job_id);
@@ -798,8 +838,10 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         log_info("manual run queued", "job=%s force=%d", job_id, forced);
         dispatch_submit(m->disp, &job);
     }
-    if (t == &tmp)
+    if (t == &tmp) {
         cron_destroy(&tmp.cron);
+        free(tmp.notify);
+    }
 }
 
 int sched_fill_job(sched_t *self, job_t *job)
@@ -811,6 +853,8 @@ int sched_fill_job(sched_t *self, job_t *job)
     job->priority = t->priority;
     job->max_execution_time = t->max_execution_time;
     snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    free(job->notify);
+    job->notify = t->notify ? strdup(t->notify) : NULL;
     return 0;
 }
 

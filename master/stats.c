@@ -28,7 +28,7 @@ static struct {
     metric_t *fire_lag, *claim_lag, *duration, *finished, *retries, *skipped, *lost;
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
-    metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued;
+    metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
 
@@ -84,7 +84,11 @@ void stats_init(void)
     s.alerts_given_up = metrics_counter("sked_alerts_given_up_total",
                                         "Alert events not delivered after every retry.", "");
     s.alerts_queued = metrics_gauge("sked_alerts_queued",
-                                    "Alert events waiting or being delivered.", "");
+                                    "Alerts and notifications waiting or being delivered.", "");
+    s.notifications = metrics_counter("sked_notifications_total",
+                                      "Trigger notification deliveries ended, by event (failure, "
+                                      "success, skipped) and result (delivered, failed, dropped).",
+                                      "event,result");
     metric_set(s.slots, (const char *[]){"free"}, 0);
     metric_set(s.slots, (const char *[]){"used"}, 0);
 }
@@ -168,6 +172,11 @@ void stats_alert_dropped(void)
 void stats_alert_given_up(void)
 {
     metric_inc(s.alerts_given_up, NULL, 1);
+}
+
+void stats_notification(const char *event, const char *result)
+{
+    metric_inc(s.notifications, (const char *[]){event, result}, 1);
 }
 
 void stats_alerts_queued(size_t n)

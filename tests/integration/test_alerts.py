@@ -233,3 +233,31 @@ def test_fire_lag_above_threshold_alerts_once_a_minute(cluster):
         assert (job["started_at"] - job["scheduled_for"]).total_seconds() * 1000 > 800
     finally:
         hook.close()
+
+
+def test_fire_lag_alert_waits_until_fires_are_late_for_lag_for_ms(cluster):
+    hook = Receiver()
+    try:
+        cluster.start(masters=1, workers=1, master_env={
+            "SKED_ALERT_URL": hook.url, "SKED_ALERT_LAG_MS": "800",
+            "SKED_ALERT_LAG_FOR_MS": "4000", "SKED_WORKER_TIMEOUT_MS": "15000"})
+        tid = create(cluster, "tick", {"task_type": "noop"})
+        wait_for(lambda: cluster.db.jobs.count_documents({"trigger_id": tid, "status": "succeeded"}) >= 2,
+                 20, what="jobs on time")
+        # Late for about 2 s: below SKED_ALERT_LAG_FOR_MS, no alert.
+        cluster.workers[0].popen.send_signal(signal.SIGSTOP)
+        time.sleep(2)
+        cluster.workers[0].popen.send_signal(signal.SIGCONT)
+        time.sleep(3)
+        assert not hook.events("fire_lag_high")
+        late = cluster.db.jobs.count_documents({"trigger_id": tid, "status": "succeeded"})
+        # Late for about 6 s: one alert, telling for how long.
+        cluster.workers[0].popen.send_signal(signal.SIGSTOP)
+        time.sleep(6)
+        cluster.workers[0].popen.send_signal(signal.SIGCONT)
+        wait_for(lambda: hook.events("fire_lag_high"), 10, what="a fire_lag_high alert")
+        ev = hook.events("fire_lag_high")[0]
+        assert ev["late_for_ms"] >= 4000 and ev["lag_ms"] > 800, ev
+        assert late >= 4
+    finally:
+        hook.close()
