@@ -85,7 +85,8 @@ static void s_send(worker_t *w, int master, proto_msg_t *msg)
 }
 
 /* Worker metrics (docs/OBSERVABILITY.md); registered at start. */
-static metric_t *s_m_finished, *s_m_duration, *s_m_slots, *s_m_unacked, *s_m_dropped;
+static metric_t *s_m_finished, *s_m_duration, *s_m_slots, *s_m_type_slots, *s_m_unacked,
+    *s_m_dropped;
 
 static void s_metrics_init(void)
 {
@@ -96,6 +97,10 @@ static void s_metrics_init(void)
                                      "Run time of jobs on this worker, by task type.", "task_type",
                                      metrics_seconds_buckets, METRICS_SECONDS_NBUCKETS);
     s_m_slots = metrics_gauge("sked_worker_slots", "This worker's job slots by state.", "state");
+    s_m_type_slots = metrics_gauge("sked_worker_task_slots",
+                                   "This worker's slots by task type and state: used (running), "
+                                   "free (jobs of the type it could start now).",
+                                   "task_type,state");
     s_m_unacked = metrics_gauge("sked_worker_finished_unacknowledged",
                                 "FINISHED messages kept until a master acknowledges them.", "");
     s_m_dropped = metrics_gauge("sked_worker_malformed_messages_dropped",
@@ -108,6 +113,13 @@ static void s_metrics_update(worker_t *w)
     int free_slots = jobs_free_slots(w->jobs);
     metric_set(s_m_slots, free_l, free_slots);
     metric_set(s_m_slots, used_l, w->slots - free_slots);
+    for (int i = 0; i < w->wcfg->ntypes; i++) {
+        const tasktype_t *t = &w->wcfg->types[i];
+        int room = t->max_concurrent > 0 ? t->max_concurrent - t->running : free_slots;
+        metric_set(s_m_type_slots, (const char *[]){t->name, "used"}, t->running);
+        metric_set(s_m_type_slots, (const char *[]){t->name, "free"},
+                   room < free_slots ? (room > 0 ? room : 0) : free_slots);
+    }
     metric_set(s_m_unacked, NULL, (double)outbox_size(w->outbox));
     metric_set(s_m_dropped, NULL, (double)proto_dropped);
 }
@@ -142,6 +154,7 @@ static void s_announce(worker_t *w, proto_type_t type)
     int free_slots = s_stop ? 0 : jobs_free_slots(w->jobs);
     jobs_advertise(w->jobs, w->advertised, sizeof w->advertised);
     w->advertised_free = free_slots;
+    s_metrics_update(w);
     char *ids[PROTO_MAX_RUNNING + 1];
     int n = type == PROTO_HEARTBEAT ? jobs_running_ids(w->jobs, ids, PROTO_MAX_RUNNING) : 0;
     /* A job whose FINISHED is not acknowledged yet is still ours to report:

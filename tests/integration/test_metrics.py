@@ -200,3 +200,40 @@ def test_worker_serves_its_metrics(cluster):
         return None
     text = wait_for(finished, 15, what="worker metrics for failed jobs")
     assert "sked_worker_slots" in text and "sked_worker_job_duration_seconds_bucket" in text
+
+
+def test_worker_slots_by_task_type(cluster):
+    """sked_worker_task_slots: `used` counts running jobs of the type, `free`
+    is what the worker could start now (bounded by max_concurrent)."""
+    import json
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+    from conftest import free_port, wait_for
+    port = free_port()
+    conf = cluster.logdir + "/worker.json"
+    with open(conf, "w") as f:
+        json.dump({"slots": 4, "task_types": {
+            "sleep": {"handler": "sleep", "max_concurrent": 2},
+            "noop": {"handler": "noop"}}}, f)
+    cluster.start(masters=1, workers=1, worker_env={
+        "SKED_METRICS_ADDR": f"127.0.0.1:{port}", "SKED_WORKER_CONFIG": conf})
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "long", "trigger_config": {"interval": 1, "unit": "seconds"},
+        "execution_config": {"task_type": "sleep", "parameters": {"seconds": 6},
+                             "overlap_policy": "allow"}})
+    assert r.status_code == 201
+
+    def slots():
+        try:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except requests.ConnectionError:
+            return None
+        got = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == "sked_worker_task_slots":
+                    got[(s.labels["task_type"], s.labels["state"])] = s.value
+        return got if got.get(("sleep", "used")) == 2 else None
+    got = wait_for(slots, 20, what="two sleep jobs running")
+    assert got[("sleep", "free")] == 0      # max_concurrent 2 reached
+    assert got[("noop", "used")] == 0 and got[("noop", "free")] == 2  # 4 slots - 2 used
