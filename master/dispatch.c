@@ -1249,6 +1249,8 @@ static void s_on_output(dispatch_t *d, const proto_msg_t *msg)
     s_update_job(d, msg->job_id, msg->attempt, update);
 }
 
+static void s_same_node(dispatch_t *d, worker_t *w, const proto_msg_t *msg);
+
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
 {
     worker_t *w = s_worker(self, identity, msg);
@@ -1262,6 +1264,7 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         w->slots = msg->slots;
         w->credit = msg->free_slots;
         w->draining = 0;
+        s_same_node(self, w, msg);
         for (int i = 0; i < msg->nrunning; i++)
             s_adopt(self, w, msg->running[i]);
         break;
@@ -1308,6 +1311,62 @@ static void s_abandon(dispatch_t *d, flight_t *f, const char *status, const char
     s_end_attempt(d, f, &o);
 }
 
+/* Forgets worker entry `old`. Its flights that `msg` (from `heir`, the
+ * same node under a new connection) reports running move to the heir; the
+ * others end lost with `why`. */
+static void s_worker_gone(dispatch_t *d, worker_t *old, worker_t *heir, const proto_msg_t *msg,
+                          const char *why)
+{
+    zlistx_t *mine = zlistx_new();
+    for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights))
+        if (strcmp(f->worker_key, old->key) == 0)
+            zlistx_add_end(mine, f);
+    for (flight_t *f = zlistx_first(mine); f; f = zlistx_next(mine)) {
+        int reported = 0;
+        for (int i = 0; heir && i < msg->nrunning && !reported; i++)
+            reported = strcmp(msg->running[i], f->id) == 0;
+        if (reported) {
+            snprintf(f->worker_key, sizeof f->worker_key, "%s", heir->key);
+            old->inflight--;
+            heir->inflight++;
+        } else {
+            s_abandon(d, f, "lost", why);
+        }
+    }
+    zlistx_destroy(&mine);
+    zhashx_delete(d->workers, old->key);
+}
+
+/* A worker node is known by its node id, a connection by its ZeroMQ
+ * identity: a worker that reconnects (HEARTBEAT on a new connection) or
+ * restarts (HELLO) shows up under a new identity. The entry of its old
+ * connection goes at once, rather than lingering (draining, or holding
+ * jobs) until it times out. Two live workers sharing a node id are a
+ * misconfiguration: an old entry heard from within the last heartbeat is
+ * kept, and the clash logged. */
+static void s_same_node(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
+{
+    int64_t now = clock_mono_ms();
+    zlistx_t *old = zlistx_new();
+    for (worker_t *o = zhashx_first(d->workers); o; o = zhashx_next(d->workers))
+        if (o != w && strcmp(o->node_id, w->node_id) == 0)
+            zlistx_add_end(old, o);
+    for (worker_t *o = zlistx_first(old); o; o = zlistx_next(old)) {
+        int64_t silent = now - o->last_seen;
+        if (msg->type != PROTO_HELLO && silent < d->m->cfg->heartbeat_ms) {
+            log_warn("two workers share a node id; give each its own SKED_NODE_ID", "worker=%s",
+                     w->node_id);
+            continue;
+        }
+        log_info(msg->type == PROTO_HELLO ? "worker restarted" : "worker reconnected",
+                 "worker=%s inflight_before=%d silent_ms=%lld", o->node_id, o->inflight,
+                 (long long)silent);
+        s_worker_gone(d, o, w, msg,
+                      msg->type == PROTO_HELLO ? "worker restarted" : "worker reconnected without it");
+    }
+    zlistx_destroy(&old);
+}
+
 /* A worker silent past the timeout is gone: its jobs become lost. If this
  * master's own loop was what kept it from hearing (blocked in a store call
  * during an outage), the silence proves nothing: everyone gets a fresh
@@ -1332,14 +1391,7 @@ static void s_expire(dispatch_t *d, int64_t now)
             zlistx_add_end(gone, w);
     for (worker_t *w = zlistx_first(gone); w; w = zlistx_next(gone)) {
         log_warn("worker gone", "worker=%s inflight=%d", w->node_id, w->inflight);
-        zlistx_t *lost = zlistx_new();
-        for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights))
-            if (strcmp(f->worker_key, w->key) == 0)
-                zlistx_add_end(lost, f);
-        for (flight_t *f = zlistx_first(lost); f; f = zlistx_next(lost))
-            s_abandon(d, f, "lost", "worker stopped heartbeating");
-        zlistx_destroy(&lost);
-        zhashx_delete(d->workers, w->key);
+        s_worker_gone(d, w, NULL, NULL, "worker stopped heartbeating");
     }
     zlistx_destroy(&gone);
 }

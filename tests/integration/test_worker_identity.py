@@ -1,0 +1,122 @@
+"""A worker is one node id across ZeroMQ connections: one that reconnects
+keeps the jobs it reports, one that restarts (HELLO) replaces its old
+entry at once (its unreported jobs end lost, it is not shown draining).
+The fake worker here speaks the real protocol over a real DEALER socket."""
+import json
+import signal
+import time
+
+import zmq
+
+from conftest import wait_for
+
+
+class FakeWorker:
+    """One connection of worker node `node` serving task type `fake`."""
+
+    def __init__(self, ctx, port, node="fake-1"):
+        self.node = node
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    def send(self, kind, **body):
+        body["node_id"] = self.node
+        self.sock.send_multipart([b"SKED1", kind.encode(), json.dumps(body).encode()])
+
+    def hello(self, kind="HELLO", free=1, running=()):
+        self.send(kind, slots=1, free_slots=free, task_types="fake" if free else "",
+                  serves="fake", running=list(running))
+
+    def recv(self, kind, timeout=10.0, beat=None):
+        """The next message of `kind`, sending HEARTBEATs (args `beat`) meanwhile."""
+        end = time.time() + timeout
+        while time.time() < end:
+            if beat is not None:
+                self.hello("HEARTBEAT", **beat)
+            if self.sock.poll(250):
+                _, t, body = self.sock.recv_multipart()
+                if t.decode() == kind:
+                    return json.loads(body)
+        raise AssertionError(f"no {kind} within {timeout}s")
+
+    def close(self):
+        self.sock.close()
+
+
+def run_fake_job(cluster, fw):
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "on fake", "trigger_config": {}, "execution_config": {"task_type": "fake"}})
+    assert r.status_code == 201, r.text
+    r = cluster.api("POST", f"/triggers/{r.json()['id']}/execute", json={})
+    assert r.status_code == 202, r.text
+    job = fw.recv("JOB", 15, beat={"free": 1})
+    fw.send("STARTED", job_id=job["job_id"], attempt=job["attempt"], at=int(time.time() * 1000))
+    wait_for(lambda: cluster.db.jobs.find_one({"_id": job["job_id"], "status": "running"}), 10,
+             what="the job running")
+    return job
+
+
+def test_reconnected_worker_keeps_its_running_job(cluster):
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
+                  master_env={"SKED_WORKER_TIMEOUT_MS": "3000"})
+    ctx = zmq.Context()
+    try:
+        fw = FakeWorker(ctx, cluster.master_ports[0])
+        fw.hello()
+        job = run_fake_job(cluster, fw)
+        fw.close()  # the connection drops; the process (and its job) lives on
+        time.sleep(0.5)
+        fw = FakeWorker(ctx, cluster.master_ports[0])
+        end = time.time() + 5  # past SKED_WORKER_TIMEOUT_MS of the old connection
+        while time.time() < end:
+            fw.hello("HEARTBEAT", free=0, running=[job["job_id"]])
+            time.sleep(0.3)
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
+        assert doc["status"] == "running" and doc["attempt"] == 1, doc
+        fw.send("FINISHED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000),
+                status="succeeded", exit_code=0, duration_ms=10)
+        ack = fw.recv("ACK", 10, beat={"free": 1})
+        assert ack["job_id"] == job["job_id"]
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
+        assert doc["status"] == "succeeded" and [a["status"] for a in doc["attempts"]] == ["succeeded"]
+        assert "worker reconnected" in cluster.masters[0].text()
+        fw.close()
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_restarted_worker_replaces_its_old_entry_at_once(cluster):
+    cluster.start(masters=1, workers=1, master_env={"SKED_WORKER_TIMEOUT_MS": "20000"})
+    ctx = zmq.Context()
+    try:
+        fw = FakeWorker(ctx, cluster.master_ports[0])
+        fw.hello()
+        job = run_fake_job(cluster, fw)
+        fw.close()
+        t0 = time.time()
+        fw = FakeWorker(ctx, cluster.master_ports[0])
+        fw.hello()  # a new process: it runs nothing
+        done = wait_for(lambda: cluster.db.jobs.find_one({"_id": job["job_id"], "status": "lost"}),
+                        5, what="the old process's job lost")
+        assert time.time() - t0 < 5  # not after the 20 s worker timeout
+        assert done["attempts"][0]["error"] == "worker restarted"
+        fakes = wait_for(lambda: [w for w in cluster.health().get("workers", [])
+                                  if w["node_id"] == "fake-1" and w["inflight"] == 0], 5,
+                         what="one fake-1 entry with nothing in flight")
+        assert len(fakes) == 1, fakes
+        fw.close()
+        # A real worker restarted after SIGTERM (BYE: draining) is not shown
+        # draining once its new process says HELLO.
+        w = cluster.workers[0]
+        assert w.stop(signal.SIGTERM) == 0
+        cluster.checked_stop.append(w)
+        wait_for(lambda: [x for x in cluster.health().get("workers", [])
+                          if x["node_id"] == "worker-0" and x["draining"]], 10,
+                 what="worker-0 shown draining")
+        cluster.start_worker(0)
+        wait_for(lambda: [x for x in cluster.health().get("workers", [])
+                          if x["node_id"] == "worker-0" and not x["draining"]], 10,
+                 what="worker-0 back, not draining")
+    finally:
+        ctx.destroy(linger=0)
