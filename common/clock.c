@@ -25,8 +25,7 @@ int64_t clock_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date. */
-static int64_t s_days_from_civil(int64_t y, int m, int d)
+int64_t clock_days_from_civil(int64_t y, int m, int d)
 {
     y -= m <= 2;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -36,7 +35,7 @@ static int64_t s_days_from_civil(int64_t y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
-static void s_civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+void clock_civil_from_days(int64_t z, int64_t *y, int *m, int *d)
 {
     z += 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -57,7 +56,7 @@ void clock_format_iso(int64_t ms, char *buf, size_t size)
     int64_t rem = secs - days * 86400;
     int64_t y;
     int m, d;
-    s_civil_from_days(days, &y, &m, &d);
+    clock_civil_from_days(days, &y, &m, &d);
     snprintf(buf, size, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)y, m, d,
              (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), milli);
 }
@@ -123,7 +122,7 @@ int clock_parse_iso(const char *s, int64_t *ms)
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
         return -1;
-    int64_t secs = s_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
+    int64_t secs = clock_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset;
     *ms = secs * 1000 + frac;
     return 0;
 }

@@ -21,4 +21,9 @@ void clock_format_iso(int64_t ms, char *buf, size_t size);
  * seconds optional); returns 0 and sets *ms, or -1 if malformed. */
 int clock_parse_iso(const char *s, int64_t *ms);
 
+/* Days since 1970-01-01 of a proleptic Gregorian date (any year), and
+ * back; arithmetic only (Hinnant's days-from-civil). */
+int64_t clock_days_from_civil(int64_t year, int mon, int mday);
+void clock_civil_from_days(int64_t days, int64_t *year, int *mon, int *mday);
+
 #endif

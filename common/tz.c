@@ -18,6 +18,8 @@
  */
 #include "common/tz.h"
 
+#include "common/clock.h"
+
 #include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -69,12 +71,7 @@ struct tz {
 
 int64_t tz_days_from_civil(int64_t y, int m, int d)
 {
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
+    return clock_days_from_civil(y, m, d);
 }
 
 int64_t tz_secs_from_civil(int64_t year, int mon, int mday, int hour, int min, int sec)
@@ -97,15 +94,7 @@ void tz_civil_from_secs(int64_t secs, tz_civil_t *out)
 {
     int64_t days = s_floor_div(secs, 86400);
     int64_t rem = secs - days * 86400;
-    int64_t z = days + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    out->mday = (int)(doy - (153 * mp + 2) / 5 + 1);
-    out->mon = (int)(mp < 10 ? mp + 3 : mp - 9);
-    out->year = yoe + era * 400 + (out->mon <= 2);
+    clock_civil_from_days(days, &out->year, &out->mon, &out->mday);
     out->hour = (int)(rem / 3600);
     out->min = (int)(rem / 60 % 60);
     out->sec = (int)(rem % 60);
