@@ -82,7 +82,14 @@ static int s_heartbeat(master_t *m)
     json_decref(unserved);
     BSON_APPEND_INT64(&set, "scheduled_triggers", (int64_t)sched_size(m->sched));
     BSON_APPEND_DATE_TIME(&set, "heartbeat_at", now);
-    BSON_APPEND_DATE_TIME(&set, "expires_at", now + 3 * m->cfg->heartbeat_ms + 1000);
+    /* Live for a lease TTL at least: a master whose loop stalls on a slow
+     * store for a few heartbeats is not taken for dead (which would shift
+     * every fair share and set all masters rebalancing), while a dead one
+     * drops out about when its leases expire. */
+    int64_t live_ms = 3 * (int64_t)m->cfg->heartbeat_ms + 1000;
+    if (live_ms < m->cfg->lease_ttl_ms)
+        live_ms = m->cfg->lease_ttl_ms;
+    BSON_APPEND_DATE_TIME(&set, "expires_at", now + live_ms);
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
     bson_t update = BSON_INITIALIZER;
     BSON_APPEND_DOCUMENT(&update, "$set", &set);
