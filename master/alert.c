@@ -212,6 +212,13 @@ static void s_record(alert_t *a, event_t *e, const char *status)
     bj_append(&push, "notifications", rec);
     bson_append_document_end(update, &push);
     json_decref(rec);
+    /* The last delivery about the job clears its mark (a master that takes
+     * the partition over delivers what is still marked: dispatch_recover). */
+    int others = 0;
+    for (int i = 0; i < a->n; i++)
+        others += a->q[i] != e && strcmp(a->q[i]->job_id, e->job_id) == 0;
+    if (!others)
+        BCON_APPEND(update, "$unset", "{", "notify_pending", BCON_UTF8(""), "}");
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(e->job_id));
     bson_error_t berr;
     int64_t t0 = zclock_usecs();
@@ -423,10 +430,34 @@ static int s_wants(json_t *hook, const char *event)
     return 0;
 }
 
-void alert_notify(alert_t *self, const notice_t *n)
+int alert_hooks_want(const char *notify, const char *event)
 {
+    if (!notify)
+        return 0;
+    json_t *cfg = json_loads(notify, 0, NULL);
+    size_t i;
+    json_t *hook;
+    int want = 0;
+    json_array_foreach(json_object_get(cfg, "hooks"), i, hook) want |= s_wants(hook, event);
+    json_decref(cfg);
+    return want;
+}
+
+/* True if a delivery of (job, event, hook) is queued already. */
+static int s_queued(const alert_t *a, const char *job_id, const char *event, int hook)
+{
+    for (int i = 0; i < a->n; i++)
+        if (a->q[i]->hook == hook && strcmp(a->q[i]->job_id, job_id) == 0 &&
+            strcmp(a->q[i]->event, event) == 0)
+            return 1;
+    return 0;
+}
+
+int alert_notify(alert_t *self, const notice_t *n)
+{
+    int queued = 0;
     if (!self || !n->notify)
-        return;
+        return 0;
     json_t *cfg = json_loads(n->notify, 0, NULL);
     json_t *hooks = json_object_get(cfg, "hooks");
     const char *tname = json_string_value(json_object_get(cfg, "trigger_name"));
@@ -436,8 +467,12 @@ void alert_notify(alert_t *self, const notice_t *n)
     json_array_foreach(hooks, i, hook)
     {
         const char *url = json_string_value(json_object_get(hook, "url"));
-        if (!url || !s_wants(hook, n->event))
+        if (!url || !s_wants(hook, n->event) || (i < 32 && (n->done_hooks >> i & 1)))
             continue;
+        if (s_queued(self, n->job_id, n->event, (int)i)) { /* on its way already */
+            queued++;
+            continue;
+        }
         if (!body) {
             body = s_dump(self, s_notice_json(n, tname));
             if (!body)
@@ -473,9 +508,11 @@ void alert_notify(alert_t *self, const notice_t *n)
             break;
         }
         s_push(self, e);
+        queued++;
     }
     free(body);
     json_decref(cfg);
+    return queued;
 }
 
 /* ---- deliveries ----------------------------------------------------------- */

@@ -422,10 +422,12 @@ static void s_append_attempt(bson_t *entry, int attempt, const outcome_t *o)
  * duration_ms and result keep describing the attempt that ended until the
  * next one starts. */
 static int s_save_outcome(dispatch_t *d, const char *job_id, int attempt, const outcome_t *o,
-                          int64_t retry_at)
+                          int64_t retry_at, int notify)
 {
     bson_t *update = bson_new(), set, result, push, entry;
     BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
+    if (notify) /* a notification goes out: marked until its delivery is recorded */
+        BSON_APPEND_BOOL(&set, "notify_pending", true);
     BSON_APPEND_UTF8(&set, "status", retry_at ? "retrying" : o->status);
     BSON_APPEND_INT32(&set, "attempt", retry_at ? attempt + 1 : attempt);
     if (retry_at)
@@ -603,14 +605,20 @@ static int s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
     job_t *job = f->job;
     int retry = s_retryable(o->status) && job->attempt <= job->retry.max_retries;
     int64_t delay = retry ? retry_delay_ms(&job->retry, job->attempt, s_random(d)) : 0;
-    int rc = s_save_outcome(d, job->id, job->attempt, o, retry ? clock_wall_ms() + delay : 0);
+    int failed = s_retryable(o->status);
+    const char *event = retry                                  ? NULL
+                        : failed                               ? "failure"
+                        : strcmp(o->status, "succeeded") == 0 ? "success"
+                                                               : NULL;
+    int notify = event && alert_hooks_want(job->notify, event);
+    int rc = s_save_outcome(d, job->id, job->attempt, o, retry ? clock_wall_ms() + delay : 0,
+                            notify);
     if (!retry) {
         stats_job_finished(job->task_type, o->status);
-        int failed = s_retryable(o->status);
         if (failed)
             alert_job_failed(d->m->alert, job, o->status, o->error, o->worker_id);
-        if (job->notify && (failed || strcmp(o->status, "succeeded") == 0)) {
-            notice_t n = {.event = failed ? "failure" : "success", .job_id = job->id,
+        if (notify) {
+            notice_t n = {.event = event, .job_id = job->id,
                           .trigger_id = job->trigger_id, .task_type = job->task_type,
                           .notify = job->notify, .status = o->status, .attempt = job->attempt,
                           .scheduled_for = job->scheduled_for, .worker_id = o->worker_id,
@@ -849,7 +857,7 @@ static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
         return s_end_attempt(d, f, &o);
     }
     /* not ours in memory (e.g. sent before a restart): record, no retry */
-    return s_save_outcome(d, msg->job_id, msg->attempt, &o, 0);
+    return s_save_outcome(d, msg->job_id, msg->attempt, &o, 0, 0);
 }
 
 static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *msg)
@@ -966,6 +974,68 @@ static void s_place_recovered(dispatch_t *d)
     zlistx_destroy(&ids);
 }
 
+/* Queues the notices of a final job to the hooks that have no delivery
+ * record for `event` yet; returns how many. */
+static int s_renotify_queue(dispatch_t *d, const bson_t *doc, const char *event,
+                            const char *notify)
+{
+    const char *id = bj_get_str(doc, "_id", "");
+    const char *trig = bj_get_str(doc, "trigger_id", "");
+    const char *status = bj_get_str(doc, "status", "");
+    json_t *all = bj_to_json(doc);
+    unsigned done = 0;
+    size_t i;
+    json_t *rec;
+    json_array_foreach(json_object_get(all, "notifications"), i, rec)
+    {
+        json_int_t hook = json_integer_value(json_object_get(rec, "hook"));
+        const char *ev = json_string_value(json_object_get(rec, "event"));
+        if (ev && strcmp(ev, event) == 0 && hook >= 0 && hook < 32)
+            done |= 1u << hook;
+    }
+    json_t *result = json_object_get(all, "result");
+    notice_t n = {.event = event, .job_id = id, .trigger_id = trig,
+                  .task_type = bj_get_str(doc, "task_type", ""), .notify = notify,
+                  .status = status, .attempt = (int)bj_get_int(doc, "attempt", 1),
+                  .scheduled_for = bj_get_date(doc, "scheduled_for", 0),
+                  .worker_id = bj_get_str(doc, "worker_id", NULL),
+                  .error = json_string_value(json_object_get(result, "error")),
+                  .output = json_string_value(json_object_get(result, "output")),
+                  .skip_reason = bj_get_str(doc, "skip_reason", NULL), .skipped = 1,
+                  .done_hooks = done};
+    int queued = alert_notify(d->m->alert, &n);
+    if (queued)
+        log_info("notification sent again after a takeover", "job=%s event=%s hooks=%d", id,
+                 event, queued);
+    json_decref(all);
+    return queued;
+}
+
+/* Sends again what a final job's trigger wants to hear about it, to the
+ * hooks that have no delivery record for the event yet. */
+static void s_renotify(dispatch_t *d, const bson_t *doc)
+{
+    const char *id = bj_get_str(doc, "_id", "");
+    const char *trig = bj_get_str(doc, "trigger_id", "");
+    const char *status = bj_get_str(doc, "status", "");
+    const char *event = strcmp(status, "succeeded") == 0 ? "success"
+                        : strcmp(status, "skipped") == 0 ? "skipped"
+                        : s_retryable(status)            ? "failure"
+                                                         : NULL;
+    const char *notify = sched_trigger_notify(d->m->sched, trig);
+    if (!event || !alert_hooks_want(notify, event) || s_renotify_queue(d, doc, event, notify) == 0) {
+        /* Nothing (left) to send: every hook has its record, or the trigger
+         * is gone, paused or asks for other events now. */
+        log_info("pending notification cleared", "job=%s", id);
+        bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+        bson_t *update = BCON_NEW("$unset", "{", "notify_pending", BCON_UTF8(""), "}");
+        mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, update, NULL, NULL,
+                                     NULL);
+        bson_destroy(filter);
+        bson_destroy(update);
+    }
+}
+
 void dispatch_recover(dispatch_t *self, const int *parts, int n)
 {
     if (n == 0)
@@ -980,13 +1050,21 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
     }
     bson_append_array_end(&in, &arr);
     bson_append_document_end(filter, &in);
-    BSON_APPEND_DOCUMENT_BEGIN(filter, "status", &st);
+    /* Non-final jobs, and final ones whose notifications were not all
+     * delivered (their master died first). */
+    bson_t or, alt;
+    BSON_APPEND_ARRAY_BEGIN(filter, "$or", &or);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(&alt, "status", &st);
     BSON_APPEND_ARRAY_BEGIN(&st, "$in", &sarr);
     BSON_APPEND_UTF8(&sarr, "0", "queued");
     BSON_APPEND_UTF8(&sarr, "1", "running");
     BSON_APPEND_UTF8(&sarr, "2", "retrying");
     bson_append_array_end(&st, &sarr);
-    bson_append_document_end(filter, &st);
+    bson_append_document_end(&alt, &st);
+    bson_append_document_end(&or, &alt);
+    BCON_APPEND(&or, "1", "{", "notify_pending", BCON_BOOL(true), "}");
+    bson_append_array_end(filter, &or);
     mongoc_cursor_t *cur =
         mongoc_collection_find_with_opts(store_coll(self->m->store, "jobs"), filter, NULL, NULL);
     const bson_t *doc;
@@ -996,6 +1074,12 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
         if (!id || strlen(id) >= PROTO_ID_MAX || zhashx_lookup(self->flights, id) ||
             zhashx_lookup(self->recovering, id))
             continue;
+        const char *status = bj_get_str(doc, "status", "queued");
+        if (strcmp(status, "queued") != 0 && strcmp(status, "running") != 0 &&
+            strcmp(status, "retrying") != 0) {
+            s_renotify(self, doc);
+            continue;
+        }
         rec_t *r = calloc(1, sizeof *r);
         job_t *job = r->job = calloc(1, sizeof *job);
         snprintf(job->id, sizeof job->id, "%s", id);
@@ -1065,7 +1149,7 @@ static void s_cancel_waiting(dispatch_t *d, job_t **job_p, const char *reason)
     job_t *job = *job_p;
     outcome_t o = {.status = "cancelled", .finished_at = clock_wall_ms(), .duration_ms = -1,
                    .error = reason};
-    s_save_outcome(d, job->id, job->attempt, &o, 0);
+    s_save_outcome(d, job->id, job->attempt, &o, 0, 0);
     stats_job_finished(job->task_type, "cancelled");
     s_job_final(d, job_p);
 }
@@ -1173,7 +1257,7 @@ void dispatch_cancel_job(dispatch_t *self, const char *job_id)
                    .error = "cancelled by request"};
     bson_t doc;
     if (store_get_by_id(self->m->store, "jobs", job_id, &doc, NULL) == 1) {
-        s_save_outcome(self, job_id, (int)bj_get_int(&doc, "attempt", 1), &o, 0);
+        s_save_outcome(self, job_id, (int)bj_get_int(&doc, "attempt", 1), &o, 0, 0);
         bson_destroy(&doc);
     }
 }

@@ -82,6 +82,7 @@ typedef struct {
     int64_t scheduled_for;
     const char *worker_id, *error, *output, *skip_reason; /* may be NULL */
     long skipped; /* fires a "skipped" notice stands for (> 1: misfires recorded at once) */
+    unsigned done_hooks; /* bit i: hook i already has a delivery record for this event */
 } notice_t;
 
 /* partitions.c */
@@ -112,6 +113,8 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
  * from its trigger if the trigger is scheduled here; 0 or -1 if unknown. */
 int sched_fill_job(sched_t *self, job_t *job);
 size_t sched_size(const sched_t *self);
+/* The notifications (job_t.notify text) of a trigger scheduled here, or NULL. */
+const char *sched_trigger_notify(sched_t *self, const char *trigger_id);
 
 /* dispatch.c */
 dispatch_t *dispatch_new(master_t *m);
@@ -207,8 +210,12 @@ void alert_fire_skipped(alert_t *self, const char *job_id, const char *trigger_i
  * lasts SKED_ALERT_UNOWNED_MS, and again when it ends. */
 void alert_unowned(alert_t *self, const int *parts, int n);
 /* Queues a POST to each of the trigger's webhooks that asked for
- * n->event; each delivery's outcome is recorded on the job. */
-void alert_notify(alert_t *self, const notice_t *n);
+ * n->event (but those in n->done_hooks); each delivery's outcome is
+ * recorded on the job. Returns how many are queued (also those that
+ * already were). */
+int alert_notify(alert_t *self, const notice_t *n);
+/* True if some hook of a job_t.notify text asks for `event`. Pure. */
+int alert_hooks_want(const char *notify, const char *event);
 /* The loop's share: curl's sockets for zmq_poll (at most max), the ms the
  * loop may sleep (INT64_MAX: no limit), and the work after the poll. */
 int alert_pollitems(alert_t *self, zmq_pollitem_t *items, int max);

@@ -496,7 +496,7 @@ void sched_reload(sched_t *self, const char *trigger_id)
 
 /* The job document of a fire: queued (to run) or skipped with a reason. */
 static bson_t *s_job_doc(sched_t *s, const trig_t *t, int64_t sf, int misfire, int dst_flags,
-                         const char *skip_reason)
+                         const char *skip_reason, int notice)
 {
     master_t *m = s->m;
     int64_t now = clock_wall_ms();
@@ -513,6 +513,9 @@ static bson_t *s_job_doc(sched_t *s, const trig_t *t, int64_t sf, int misfire, i
     if (skip_reason) {
         BSON_APPEND_UTF8(doc, "skip_reason", skip_reason);
         BSON_APPEND_DATE_TIME(doc, "finished_at", now);
+        /* A notice goes out about it: marked until delivered (or given up). */
+        if (notice && alert_hooks_want(t->notify, "skipped"))
+            BSON_APPEND_BOOL(doc, "notify_pending", true);
     }
     if (dst_flags & CRON_FIRE_GAP_SHIFTED)
         BSON_APPEND_UTF8(doc, "dst", "gap_shifted");
@@ -532,7 +535,7 @@ static bson_t *s_job_doc(sched_t *s, const trig_t *t, int64_t sf, int misfire, i
 static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, int dst_flags,
                    const char *skip_reason, err_t *err)
 {
-    bson_t *doc = s_job_doc(s, t, sf, misfire, dst_flags, skip_reason);
+    bson_t *doc = s_job_doc(s, t, sf, misfire, dst_flags, skip_reason, 1);
     bson_error_t berr;
     int64_t t0 = zclock_usecs();
     bool ok = mongoc_collection_insert_one(store_coll(s->m->store, "jobs"), doc, NULL, NULL, &berr);
@@ -567,8 +570,10 @@ static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t unt
     long more = 0;
     int64_t sf = from;
     while (sf >= 0 && sf < until) {
-        if (n < MAX_SKIP_RECORDS)
-            docs[n++] = s_job_doc(s, t, sf, 1, 0, reason);
+        if (n < MAX_SKIP_RECORDS) {
+            docs[n] = s_job_doc(s, t, sf, 1, 0, reason, n == 0);
+            n++;
+        }
         else
             more++;
         sf = s_next_after(t, sf);
@@ -819,7 +824,8 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id), "status", BCON_UTF8("queued"));
         bson_t *update = BCON_NEW("$set", "{", "status", BCON_UTF8("skipped"), "skip_reason",
                                   BCON_UTF8(skip), "finished_at", BCON_DATE_TIME(clock_wall_ms()),
-                                  "}");
+                                  "notify_pending",
+                                  BCON_BOOL(alert_hooks_want(job->notify, "skipped")), "}");
         mongoc_collection_update_one(store_coll(m->store, "jobs"), filter, update, NULL, NULL,
                                      NULL);
         bson_destroy(filter);
@@ -842,6 +848,12 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         cron_destroy(&tmp.cron);
         free(tmp.notify);
     }
+}
+
+const char *sched_trigger_notify(sched_t *self, const char *trigger_id)
+{
+    trig_t *t = zhashx_lookup(self->by_id, trigger_id);
+    return t ? t->notify : NULL;
 }
 
 int sched_fill_job(sched_t *self, job_t *job)

@@ -173,3 +173,35 @@ def test_partitions_without_a_live_master_raise_an_alert_and_its_end(cluster):
         assert len(owned) == 1
     finally:
         hook.close()
+
+
+def test_notification_pending_when_its_master_dies_is_sent_by_the_next_owner(cluster):
+    up = []
+    hook = Receiver(lambda event: 200 if up else 503)
+    try:
+        cluster.start(masters=2, workers=1, master_env={
+            "SKED_NOTIFY_TRIES": "50", "SKED_NOTIFY_BACKOFF_MS": "300"})
+        t = create(cluster, "flaky", {"task_type": "fail"}, [{"url": hook.url}], interval=3600)
+        r = cluster.api("POST", f"/triggers/{t['id']}/execute", json={})
+        assert r.status_code == 202, r.text
+        jid = r.json()["job_id"]
+        wait_for(lambda: hook.events("job_failed"), 20, what="a first (refused) delivery")
+        job = cluster.db.jobs.find_one({"_id": jid})
+        assert job["status"] == "failed" and job.get("notify_pending") is True, job
+        # The master holding the job's partition dies with the delivery pending.
+        member = cluster.db.members.find_one({"role": "master", "partitions": job["partition"]})
+        victim = next(p for p in cluster.masters if p.name == member["node_id"])
+        victim.popen.send_signal(signal.SIGKILL)
+        victim.popen.wait()
+        cluster.checked_stop.append(victim)
+        up.append(1)
+        survivor = next(p for p in cluster.masters if p is not victim)
+        wait_for(lambda: [e for e in hook.events("job_failed") if e["master"] == survivor.name],
+                 30, what="the notice from the master that took over")
+        wait_for(lambda: cluster.db.jobs.find_one({"_id": jid, "notify_pending": {"$exists": False}}),
+                 10, what="the pending mark cleared")
+        rec = cluster.db.jobs.find_one({"_id": jid})["notifications"]
+        assert [r["status"] for r in rec] == ["delivered"], rec
+        assert "notification sent again after a takeover" in survivor.text()
+    finally:
+        hook.close()
