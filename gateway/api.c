@@ -329,10 +329,56 @@ static void s_respond_trigger(ctx_t *c, int status, const bson_t *doc)
         bson_destroy(&state);
 }
 
-/* Parses the request body as JSON; on failure answers 400 with the line
- * and column itself and returns NULL. */
+/* 1 if a Content-Type value names JSON: application/json or
+ * application/<anything>+json, any parameters, but a charset only UTF-8. */
+static int s_is_json_type(const char *v, size_t n)
+{
+    char buf[256];
+    if (n >= sizeof buf)
+        return 0;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    char *save = NULL, *type = strtok_r(buf, ";", &save);
+    type = type ? type + strspn(type, " \t") : "";
+    size_t tlen = strcspn(type, " \t");
+    if (type[tlen + strspn(type + tlen, " \t")] != '\0')
+        return 0; /* "application/json x" */
+    int json = (tlen == 16 && strncasecmp(type, "application/json", 16) == 0) ||
+               (tlen > 17 && strncasecmp(type, "application/", 12) == 0 &&
+                strncasecmp(type + tlen - 5, "+json", 5) == 0);
+    for (char *p = strtok_r(NULL, ";", &save); json && p; p = strtok_r(NULL, ";", &save)) {
+        p += strspn(p, " \t");
+        if (strncasecmp(p, "charset", 7) != 0)
+            continue;
+        char *val = p + 7 + strspn(p + 7, " \t");
+        if (*val++ != '=')
+            return 0;
+        val += strspn(val, " \t\"");
+        size_t vlen = strcspn(val, " \t\"");
+        json = (vlen == 5 && strncasecmp(val, "utf-8", 5) == 0) ||
+               (vlen == 4 && strncasecmp(val, "utf8", 4) == 0);
+    }
+    return json;
+}
+
+/* Parses the request body as JSON. A body with a Content-Type that is not
+ * JSON is answered 415; without one, the body is read as JSON anyway (as
+ * FastAPI does). On failure answers itself (415, or 400 with the line and
+ * column) and returns NULL. */
 static json_t *s_body(ctx_t *c)
 {
+    size_t tlen = 0;
+    const char *type = http_req_header(c->req, "content-type", &tlen);
+    if (type && !s_is_json_type(type, tlen)) {
+        static const char hint[] = "send the body as application/json";
+        char msg[200];
+        snprintf(msg, sizeof msg, "unsupported media type '%.*s': %s", (int)(tlen < 64 ? tlen : 64),
+                 type, hint);
+        json_t *m = json_string(msg); /* NULL if the type was cut inside a UTF-8 sequence */
+        snprintf(msg, sizeof msg, "unsupported media type: %s", hint);
+        s_json(c->resp, 415, json_pack("{s:o}", "detail", m ? m : json_string(msg)));
+        return NULL;
+    }
     json_error_t jerr;
     json_t *body = json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (body)

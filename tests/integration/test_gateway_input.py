@@ -1,5 +1,6 @@
-"""Input limits of the gateway: the request head (431) and the bounds of
-string fields."""
+"""Input limits of the gateway: the request head (431), the media type of
+bodies (415) and the bounds of string fields."""
+import json
 import os
 import socket
 
@@ -74,6 +75,50 @@ def test_default_header_limit_and_bad_settings(cluster):
         assert p.popen.wait(timeout=30) != 0
         p.log.close()
         assert "SKED_MAX_HEADER" in p.text()
+
+
+def test_bodies_must_be_json(cluster):
+    start_gateway(cluster)
+    ok = json.dumps(body())
+    h = cluster.headers()
+
+    def post(ctype, data=ok, path=T, method="POST"):
+        hh = dict(h)
+        if ctype is not None:
+            hh["Content-Type"] = ctype
+        return cluster.api(method, path, headers=hh, data=data)
+
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; b=x",
+                  "application/xml", "application/json; charset=latin-1", "application/jsonx",
+                  "json", "", "application/json x"):
+        r = post(ctype)
+        assert r.status_code == 415, (ctype, r.status_code, r.text)
+        assert "application/json" in r.json()["detail"], r.text
+    for i, ctype in enumerate(("application/json", "Application/JSON; charset=UTF-8",
+                               'application/json;charset="utf-8"', "application/merge-patch+json",
+                               "application/json; version=1")):
+        r = post(ctype, data=json.dumps(body(f"t{i}")))
+        assert r.status_code == 201, (ctype, r.text)
+    # No Content-Type: the body is read as JSON anyway, as FastAPI does.
+    r = post(None, data=json.dumps(body("no-type")))
+    assert r.status_code == 201, r.text
+    assert post(None, data="{oops").status_code == 400
+    tid = r.json()["id"]
+    # Every endpoint that reads a body says the same.
+    for method, path in (("PUT", f"/triggers/{tid}"), ("PATCH", f"/triggers/{tid}"),
+                         ("POST", f"/triggers/{tid}/execute")):
+        r = post("text/plain", data='{"description": "x"}', path=path, method=method)
+        assert r.status_code == 415, (method, path, r.text)
+    r = cluster.api("POST", "/locks", sub="root", role="admin", data='{"name": "a", "ttl_seconds": 5}',
+                    headers={**cluster.headers("root", "admin"), "Content-Type": "text/plain"})
+    assert r.status_code == 415
+    # An execute without a body needs no Content-Type check.
+    r = cluster.api("POST", f"/triggers/{tid}/execute", headers={**h, "Content-Type": "text/plain"})
+    assert r.status_code == 202, r.text
+    # Authentication comes first.
+    r = requests.post(f"{cluster.url}/api/scheduler/triggers/", data=ok,
+                      headers={"Content-Type": "text/plain"}, timeout=10)
+    assert r.status_code == 401
 
 
 def test_string_fields_have_limits(cluster):
