@@ -1,5 +1,7 @@
 """Input limits of the gateway: the request head (431), the media type of
-bodies (415) and the bounds of string fields."""
+bodies (415), and the free-form objects of trigger and run bodies (depth,
+keys the store refuses, size), worker_labels, each refused with the field
+path as FastAPI clients expect."""
 import json
 import os
 import socket
@@ -22,6 +24,22 @@ def start_gateway(cluster, **env):
 def body(name="t", **exec_config):
     return {"name": name, "trigger_config": {"interval": 60},
             "execution_config": {"task_type": "noop", **exec_config}}
+
+
+def nested(levels, leaf=1):
+    """An object `levels` deep: nested(1) == {"k": 1}."""
+    v = leaf
+    for _ in range(levels):
+        v = {"k": v}
+    return v
+
+
+def nested_lists(levels):
+    """Objects and arrays alternating, `levels` deep: {"l": [0, {"l": [0, ...]}]}."""
+    v = {} if levels % 2 else []
+    for level in range(levels - 1, 0, -1):
+        v = {"l": v} if level % 2 else [0, v]
+    return v
 
 
 def raw(cluster, head):
@@ -119,6 +137,91 @@ def test_bodies_must_be_json(cluster):
     r = requests.post(f"{cluster.url}/api/scheduler/triggers/", data=ok,
                       headers={"Content-Type": "text/plain"}, timeout=10)
     assert r.status_code == 401
+
+
+def test_free_form_objects_are_bounded(cluster):
+    start_gateway(cluster)
+    params = ["body", "execution_config", "parameters"]
+    assert cluster.api("POST", T, json=body("deep16", parameters=nested(16))).status_code == 201
+    assert cluster.api("POST", T, json=body("list16", parameters=nested_lists(16))).status_code == 201
+    r = cluster.api("POST", T, json=body("deep17", parameters=nested(17)))
+    assert r.status_code == 422, r.text
+    [d] = r.json()["detail"]
+    assert d["type"] == "too_deep" and "16" in d["msg"], d
+    assert d["loc"] == params + ["k"] * 16, d
+    r = cluster.api("POST", T, json=body("list17", parameters=nested_lists(17)))
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == params + ["l", 1] * 8, r.text
+    # Arrays directly in arrays, which the store refuses.
+    r = cluster.api("POST", T, json=body("arrays", parameters={"m": [1, [2], {"n": [[]]}]}))
+    assert r.status_code == 422
+    assert [(d["type"], d["loc"]) for d in r.json()["detail"]] == [
+        ("nested_array", params + ["m", 1]), ("nested_array", params + ["m", 2, "n", 0])]
+    # Keys the store refuses; listed each with its path, dots kept in one element.
+    r = cluster.api("POST", T, json=body("keys", parameters={"$where": 1, "a.b": 2, "ok": {"$x": [{"c.d": 1}]},
+                                                             "fine$": 1, "": 1}))
+    assert r.status_code == 422, r.text
+    got = {tuple(d["loc"]) for d in r.json()["detail"]}
+    assert got == {tuple(params + ["$where"]), tuple(params + ["a.b"]), tuple(params + ["ok", "$x"]),
+                   tuple(params + ["ok", "$x", 0, "c.d"])}, got
+    # Size: what a job message can carry.
+    assert cluster.api("POST", T, json=body("big", parameters={"s": "x" * (190 * 1024)})).status_code == 201
+    r = cluster.api("POST", T, json=body("huge", parameters={"s": "x" * (200 * 1024)}))
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == params and "196608" in r.json()["detail"][0]["msg"]
+    # PATCH and PUT go through the same checks.
+    tid = cluster.api("POST", T, json=body("patched")).json()["id"]
+    r = cluster.api("PATCH", f"/triggers/{tid}", json={"execution_config": {"task_type": "noop",
+                                                                          "parameters": nested(17)}})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == params
+    r = cluster.api("PUT", f"/triggers/{tid}", json=body("patched", parameters={"$a": 1}))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == params + ["$a"]
+    # Unknown fields keep their key whole in loc.
+    r = cluster.api("POST", T, json={**body("x"), "a.b": 1})
+    assert r.json()["detail"][0]["loc"] == ["body", "a.b"]
+    # A deep enough body is not JSON the gateway parses at all.
+    r = cluster.api("POST", T, data="[" * 5000 + "]" * 5000,
+                    headers={**cluster.headers(), "Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_manual_run_overrides_are_bounded(cluster):
+    start_gateway(cluster)
+    loc = ["body", "parameters", "override_config"]
+    tid = cluster.api("POST", T, json=body("run", parameters={"s": "x" * (100 * 1024)})).json()["id"]
+    ex = f"/triggers/{tid}/execute"
+    r = cluster.api("POST", ex, json={"parameters": {"override_config": nested(16)}})
+    assert r.status_code == 202, r.text
+    r = cluster.api("POST", ex, json={"parameters": {"override_config": nested(17)}})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc + ["k"] * 16
+    r = cluster.api("POST", ex, json={"parameters": {"override_config": {"$set": {"a": 1}, "x.y": 1}}})
+    assert r.status_code == 422
+    assert {tuple(d["loc"]) for d in r.json()["detail"]} == {tuple(loc + ["$set"]), tuple(loc + ["x.y"])}
+    # The merged parameters must fit a job message too; replacing the big
+    # value makes room again.
+    r = cluster.api("POST", ex, json={"parameters": {"override_config": {"t": "y" * (100 * 1024)}}})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, r.text
+    r = cluster.api("POST", ex, json={"parameters": {"override_config": {"s": "", "t": "y" * (100 * 1024)}}})
+    assert r.status_code == 202, r.text
+    assert cluster.db.jobs.count_documents({"trigger_id": tid}) == 2
+
+
+def test_worker_labels_must_be_matchable(cluster):
+    start_gateway(cluster)
+    wl = ["body", "execution_config", "worker_labels"]
+    ok = {"region": "eu-west", "gpu": "true", "team/x": "a b", "empty": ""}
+    assert cluster.api("POST", T, json=body("ok", worker_labels=ok)).status_code == 201
+    r = cluster.api("POST", T, json=body("bad", worker_labels={
+        "a.b": "x", "": "x", "n" * 64: "x", "c": "x,y", "d": "k=v", "e": "\n", "f": 1}))
+    assert r.status_code == 422, r.text
+    got = {tuple(d["loc"]) for d in r.json()["detail"]}
+    assert got == {tuple(wl + [k]) for k in ("a.b", "", "n" * 64, "c", "d", "e", "f")}, got
+    # Masters match at most 255 bytes of k=v,...
+    fits = {f"k{i:02d}": "v" * 20 for i in range(10)}        # 10 * 24 + 9 = 249
+    assert cluster.api("POST", T, json=body("fits", worker_labels=fits)).status_code == 201
+    assert cluster.api("POST", T, json=body("fits2", worker_labels={**fits, "k10": "v"})).status_code == 201
+    r = cluster.api("POST", T, json=body("long", worker_labels={**fits, "k10": "vv"}))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == wl
 
 
 def test_string_fields_have_limits(cluster):
