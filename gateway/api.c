@@ -948,7 +948,8 @@ static void s_list_by_next_fire(ctx_t *c, const bson_t *filter, const list_param
     }
     if (n < 0)
         return;
-    qsort(keys, (size_t)n, sizeof *keys, p->desc ? s_next_fire_desc : s_next_fire_asc);
+    if (n > 1) /* keys is NULL when nothing matches, which qsort must not see */
+        qsort(keys, (size_t)n, sizeof *keys, p->desc ? s_next_fire_desc : s_next_fire_asc);
     long first = (p->pg.page - 1) * p->pg.size;
     long last = first + p->pg.size < n ? first + p->pg.size : n;
     json_t *items = json_array();
