@@ -65,8 +65,9 @@ void gateway_notify_job(gateway_t *gw, const char *trigger_id, const char *job_i
 
 /* Checks a free-form object a user gives (parameters, override_config):
  * objects and arrays nest at most TRIGGER_MAX_DEPTH levels, the object
- * itself being the first; no key starts with '$' or holds '.', and no
- * array holds an array directly (FerretDB refuses both). Appends a
+ * itself being the first; no key is empty, starts with '$' or holds '.'
+ * (the driver refuses to insert them), and no array holds an array
+ * directly (FerretDB refuses it). Appends a
  * {type, loc, msg} to errors per problem (at most
  * TRIGGER_FREEFORM_MAX_ERRORS), loc being a copy of `loc` followed by the
  * path below value. */

@@ -301,9 +301,10 @@ static void s_freeform(freeform_t *f, json_t *value, int depth)
         json_object_foreach(value, key, child)
         {
             f->path[depth - 1] = json_string(key);
-            if ((key[0] == '$' || strchr(key, '.')) && f->nerr++ < TRIGGER_FREEFORM_MAX_ERRORS)
+            int bad_key = key[0] == '\0' || key[0] == '$' || strchr(key, '.');
+            if (bad_key && f->nerr++ < TRIGGER_FREEFORM_MAX_ERRORS)
                 s_err_below(f->errors, "key_pattern_mismatch", f->loc, f->path, (size_t)depth,
-                            "a key must not start with '$' or contain '.'");
+                            "a key must not be empty, start with '$' or contain '.'");
             if (json_is_object(child) || json_is_array(child))
                 s_freeform(f, child, depth + 1);
             json_decref(f->path[depth - 1]);
