@@ -471,6 +471,16 @@ static const char *s_check_config(vctx_t *v, json_t *tc, const char *given_type,
     return type;
 }
 
+/* Removes obj's members that are null (obj may be NULL or not an object). */
+static void s_drop_nulls(json_t *obj)
+{
+    const char *key;
+    json_t *val;
+    void *tmp;
+    json_object_foreach_safe(obj, tmp, key, val) if (json_is_null(val))
+        json_object_del(obj, key);
+}
+
 bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors)
 {
     vctx_t v = {json_array()};
@@ -506,6 +516,11 @@ bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors)
         return NULL;
     }
     json_decref(v.errors);
+    /* A null member is an absent one (validation saw it so): none is stored. */
+    s_drop_nulls(json_object_get(tc, "dst_policy"));
+    s_drop_nulls(json_object_get(ec, "retry_policy"));
+    s_drop_nulls(tc);
+    s_drop_nulls(ec);
     if (!json_object_get(ec, "parameters"))
         json_object_set_new(ec, "parameters", json_object());
     bson_t *doc = bson_new();

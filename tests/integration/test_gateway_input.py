@@ -246,3 +246,29 @@ def test_string_fields_have_limits(cluster):
                     json={"name": "n" * 65, "ttl_seconds": 5, "owner": "o" * 256})
     assert {tuple(d["loc"]) for d in r.json()["detail"]} == {("body", "name"), ("body", "owner")}
 
+
+def test_null_is_an_absent_optional_field(cluster):
+    # Found by schemathesis: nulls were stored and answered, against the
+    # document's schemas.
+    start_gateway(cluster)
+    r = cluster.api("POST", T, json={
+        "name": "nulls", "description": None, "trigger_type": None,
+        "trigger_config": {"cron_expression": "0 3 * * *", "timezone": None, "dst_policy": {"gap": None},
+                           "misfire_policy": None, "catchup_window": None, "start_at": None},
+        "execution_config": {"task_type": "noop", "parameters": None, "max_execution_time": None,
+                             "priority": None, "retry_policy": {"max_retries": None}, "worker_labels": None,
+                             "overlap_policy": None}})
+    assert r.status_code == 201, r.text
+    t = r.json()
+    assert t["trigger_config"] == {"cron_expression": "0 3 * * *", "timezone": "UTC", "dst_policy": {}}
+    assert t["execution_config"] == {"task_type": "noop", "parameters": {}, "retry_policy": {}}
+    r = cluster.api("PATCH", f"/triggers/{t['id']}", json={"execution_config": {
+        "task_type": "noop", "retry_policy": None, "parameters": {"a": None}}})
+    assert r.status_code == 200, r.text
+    assert r.json()["execution_config"] == {"task_type": "noop", "parameters": {"a": None}}
+    # Required fields and booleans are not optional: null is refused.
+    r = cluster.api("POST", T, json={**body("n2"), "is_active": None, "name": None})
+    assert {tuple(d["loc"]) for d in r.json()["detail"]} == {("body", "is_active"), ("body", "name")}
+    r = cluster.api("POST", "/locks", sub="root", role="admin",
+                    json={"name": "n", "ttl_seconds": 5, "owner": None})
+    assert r.status_code == 201 and r.json()["owner"] == "root", r.text
