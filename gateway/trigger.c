@@ -441,7 +441,7 @@ static const char *s_check_config(vctx_t *v, json_t *tc, const char *given_type,
     int64_t end = s_time(v, tc, "end_at", "trigger_config.end_at");
     if (start && end && end <= start)
         s_err(v, "value_error", "trigger_config.end_at", "must be after start_at");
-    if (strcmp(type, "EVENT") == 0)
+    if (has_event) /* whatever the type: an unread event would be stored unchecked */
         s_err(v, "value_error", "trigger_config.event", "EVENT triggers are not supported yet");
     if (strcmp(type, "CRON") == 0 && expr)
         s_check_cron(v, tc, expr, sched);
