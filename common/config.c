@@ -71,6 +71,9 @@ static const setting_t s_settings[] = {
     {"SKED_DRAIN_TIMEOUT_MS", INT(drain_timeout_ms), "30000", W,
      "on SIGTERM a worker waits this long for running jobs before exiting"},
     {"SKED_MAX_BODY", LONG(max_body), "1048576", G, "largest accepted request body in bytes"},
+    {"SKED_MAX_HEADER", LONG(max_header), "16384", G,
+     "largest accepted request head (request line and header fields) in bytes, 1024-262144; "
+     "larger: 431"},
     {"SKED_JWT_PUBLIC_KEY_FILE", STR(jwt_public_key_file), "", G,
      "PEM file with an RSA public key: tokens are then RS256, verified with it, and "
      "SKED_JWT_SECRET is not used"},

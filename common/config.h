@@ -38,6 +38,7 @@ typedef struct {
     int worker_timeout_ms;
     int drain_timeout_ms;
     long max_body;
+    long max_header;
     /* gateway: auth, rate limits, CORS, OpenAPI document */
     char jwt_public_key_file[512];
     char jwt_public_key[8192];

@@ -11,6 +11,10 @@
  * socket, as text/plain; no filter sees it.)
  *
  * Invariants:
+ * - A request head over max_header (counted by s_head_size, since h2o 2.2
+ *   keeps no raw length) gets a JSON 431 from s_on_req; heads h2o itself
+ *   refuses (over H2O_MAX_REQLEN bytes or H2O_MAX_HEADERS fields) get its
+ *   text/plain 400, as any unparseable head does.
  * - h2o reads a whole body before calling us. Its limit is max_body + 1, so
  *   h2o refuses bodies that are clearly too large without reading them and
  *   s_on_req refuses the one remaining size; both answers say the same.
@@ -49,6 +53,10 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+_Static_assert(HTTP_MAX_HEADER_FIELDS == H2O_MAX_HEADERS, "h2o's header field count");
+_Static_assert(HTTP_MAX_HEADER_HARD == H2O_MAX_REQLEN, "h2o's request head limit");
+_Static_assert(HTTP_MAX_HEADER_LIMIT < H2O_MAX_REQLEN, "a limit h2o lets through");
 
 enum {
     S_POLL_MS = 100,     /* longest wait in the loop: bounds stop and tick latency */
@@ -95,6 +103,7 @@ struct http_server {
     int64_t accept_paused_at;
     int port;
     size_t max_body;
+    size_t max_header; /* 0: h2o's own bounds only */
     http_handler_fn handler;
     void *arg;
     int tick_ms;
@@ -130,6 +139,7 @@ static const char *s_reason(int status)
     case 417: return "Expectation Failed";
     case 422: return "Unprocessable Entity";
     case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
@@ -328,11 +338,36 @@ static h2o_iovec_t s_origin_form(h2o_iovec_t t)
     return h2o_iovec_init(p, (size_t)(end - p));
 }
 
+/* The size of req's head as it was sent: "METHOD target HTTP/1.x" and
+ * each "Name: value" with its CRLF, Host included. h2o 2.2 keeps neither
+ * the raw head nor its length for the handler, so it is added up here. */
+static size_t s_head_size(const h2o_req_t *req)
+{
+    size_t n = req->input.method.len + 1 + req->input.path.len + 1 + sizeof "HTTP/1.1\r\n" - 1;
+    const char *host = req->input.authority.base;
+    if (host && host != req->hostconf->authority.hostport.base) /* else h2o filled it in */
+        n += sizeof "Host: \r\n" - 1 + req->input.authority.len;
+    for (size_t i = 0; i < req->headers.size; i++)
+        n += req->headers.entries[i].name->len + 4 + req->headers.entries[i].value.len;
+    return n + 2; /* the empty line */
+}
+
 static int s_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     http_server_t *srv = ((struct s_handler *)self)->srv;
     char addr[INET6_ADDRSTRLEN];
     s_peer_addr(req, addr, sizeof addr);
+
+    size_t head = s_head_size(req);
+    if (srv->max_header && head > srv->max_header) {
+        char detail[128];
+        snprintf(detail, sizeof detail, "request header fields too large (limit %zu bytes)",
+                 srv->max_header);
+        log_debug("http request refused", "remote=%s status=431 head_bytes=%zu", addr, head);
+        req->http1_is_persistent = 0; /* a client this far off is not worth a keep-alive */
+        s_send_detail(req, 431, detail);
+        return 0;
+    }
 
     if (req->entity.len > srv->max_body) {
         char detail[128];
@@ -626,6 +661,15 @@ http_server_t *http_server_new(const char *addr, size_t max_body, http_handler_f
     h2o_socket_read_start(srv->listener, s_on_accept);
     log_info("http server listening", "addr=%s port=%d max_body=%zu", addr, srv->port, max_body);
     return srv;
+}
+
+int http_server_set_max_header(http_server_t *srv, size_t max)
+{
+    assert(srv);
+    if (max > HTTP_MAX_HEADER_LIMIT)
+        return ERR_INVALID;
+    srv->max_header = max;
+    return 0;
 }
 
 int http_server_port(const http_server_t *srv)

@@ -3,10 +3,13 @@
  *
  * Every request (any method, any path) is read in full, then handed to the
  * one handler, which fills an http_resp_t before it returns; the server sends
- * it with a Content-Length. Bodies above max_body get a JSON 413 and never
- * reach the handler. Errors h2o produces itself (413, 400 on broken chunked
- * encoding, 417) are rewritten to {"detail": "..."} JSON; only the 400 for an
- * unparseable request head stays h2o's text/plain. Keep-alive, chunked
+ * it with a Content-Length. Bodies above max_body get a JSON 413, request
+ * heads above the header limit (http_server_set_max_header) a JSON 431;
+ * neither reaches the handler. Errors h2o produces itself (413, 400 on
+ * broken chunked encoding, 417) are rewritten to {"detail": "..."} JSON; only
+ * the 400 for an unparseable request head stays h2o's text/plain (h2o also
+ * sends it for more than HTTP_MAX_HEADER_FIELDS header fields or a head over
+ * HTTP_MAX_HEADER_HARD bytes). Keep-alive, chunked
  * request bodies and pipelining work; there is no TLS and no HTTP/2.
  *
  * Single-threaded: the handler and the tick run on the thread that called
@@ -21,6 +24,14 @@
 #include <stddef.h>
 
 typedef struct http_server http_server_t;
+
+/* h2o's own bounds on a request head, which http_server_set_max_header
+ * cannot raise: more header fields, or a longer head, get its text/plain 400
+ * and the connection is closed. */
+#define HTTP_MAX_HEADER_FIELDS 100
+#define HTTP_MAX_HEADER_HARD (8192 + 4096 * 100)
+/* The largest limit http_server_set_max_header takes. */
+#define HTTP_MAX_HEADER_LIMIT (256 * 1024)
 
 /* One request. Every pointer is borrowed and valid only during the handler
  * call; no string is NUL-terminated except remote_addr. */
@@ -74,6 +85,15 @@ typedef void (*http_tick_fn)(void *arg);
  * ERR_SYS if it cannot be bound. */
 http_server_t *http_server_new(const char *addr, size_t max_body, http_handler_fn handler,
                                void *arg, err_t *err);
+
+/* Refuses requests whose head is larger than max bytes with a JSON 431
+ * (Request Header Fields Too Large); the handler never sees them. The head
+ * is counted as sent: the request line and every header field as
+ * "Name: value" with its CRLF (Content-Length, Transfer-Encoding, Expect
+ * and Upgrade, which h2o consumes, are not counted). 0, the default, leaves
+ * only h2o's own bounds. Returns ERR_INVALID if max is over
+ * HTTP_MAX_HEADER_LIMIT. Call before http_server_run. */
+int http_server_set_max_header(http_server_t *srv, size_t max);
 
 /* The bound TCP port. Can't fail. */
 int http_server_port(const http_server_t *srv);

@@ -329,10 +329,56 @@ static void s_respond_trigger(ctx_t *c, int status, const bson_t *doc)
         bson_destroy(&state);
 }
 
-/* Parses the request body as JSON; on failure answers 400 with the line
- * and column itself and returns NULL. */
+/* 1 if a Content-Type value names JSON: application/json or
+ * application/<anything>+json, any parameters, but a charset only UTF-8. */
+static int s_is_json_type(const char *v, size_t n)
+{
+    char buf[256];
+    if (n >= sizeof buf)
+        return 0;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    char *save = NULL, *type = strtok_r(buf, ";", &save);
+    type = type ? type + strspn(type, " \t") : "";
+    size_t tlen = strcspn(type, " \t");
+    if (type[tlen + strspn(type + tlen, " \t")] != '\0')
+        return 0; /* "application/json x" */
+    int json = (tlen == 16 && strncasecmp(type, "application/json", 16) == 0) ||
+               (tlen > 17 && strncasecmp(type, "application/", 12) == 0 &&
+                strncasecmp(type + tlen - 5, "+json", 5) == 0);
+    for (char *p = strtok_r(NULL, ";", &save); json && p; p = strtok_r(NULL, ";", &save)) {
+        p += strspn(p, " \t");
+        if (strncasecmp(p, "charset", 7) != 0)
+            continue;
+        char *val = p + 7 + strspn(p + 7, " \t");
+        if (*val++ != '=')
+            return 0;
+        val += strspn(val, " \t\"");
+        size_t vlen = strcspn(val, " \t\"");
+        json = (vlen == 5 && strncasecmp(val, "utf-8", 5) == 0) ||
+               (vlen == 4 && strncasecmp(val, "utf8", 4) == 0);
+    }
+    return json;
+}
+
+/* Parses the request body as JSON. A body with a Content-Type that is not
+ * JSON is answered 415; without one, the body is read as JSON anyway (as
+ * FastAPI does). On failure answers itself (415, or 400 with the line and
+ * column) and returns NULL. */
 static json_t *s_body(ctx_t *c)
 {
+    size_t tlen = 0;
+    const char *type = http_req_header(c->req, "content-type", &tlen);
+    if (type && !s_is_json_type(type, tlen)) {
+        static const char hint[] = "send the body as application/json";
+        char msg[200];
+        snprintf(msg, sizeof msg, "unsupported media type '%.*s': %s", (int)(tlen < 64 ? tlen : 64),
+                 type, hint);
+        json_t *m = json_string(msg); /* NULL if the type was cut inside a UTF-8 sequence */
+        snprintf(msg, sizeof msg, "unsupported media type: %s", hint);
+        s_json(c->resp, 415, json_pack("{s:o}", "detail", m ? m : json_string(msg)));
+        return NULL;
+    }
     json_error_t jerr;
     json_t *body = json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (body)
@@ -902,7 +948,8 @@ static void s_list_by_next_fire(ctx_t *c, const bson_t *filter, const list_param
     }
     if (n < 0)
         return;
-    qsort(keys, (size_t)n, sizeof *keys, p->desc ? s_next_fire_desc : s_next_fire_asc);
+    if (n > 1) /* keys is NULL when nothing matches, which qsort must not see */
+        qsort(keys, (size_t)n, sizeof *keys, p->desc ? s_next_fire_desc : s_next_fire_asc);
     long first = (p->pg.page - 1) * p->pg.size;
     long last = first + p->pg.size < n ? first + p->pg.size : n;
     json_t *items = json_array();
@@ -1061,77 +1108,75 @@ static void s_get_job(ctx_t *c, const char *id)
     bson_destroy(&doc);
 }
 
-/* POST /triggers/{id}/execute: a manual run. The gateway inserts the job
- * (claim by insert: `_id` "<trigger>@m<ObjectId>") as queued and tells the
- * masters; the partition's holder dispatches it under the trigger's
- * policies, or regardless of pause and overlap with force_execution. */
-static void s_execute(ctx_t *c, const char *id)
+/* Adds a {type, loc: ["body", a, b?], msg} entry to errors. */
+static void s_body_err(json_t *errors, const char *type, const char *a, const char *b,
+                       const char *msg)
 {
-    bson_t trig;
-    if (s_load_trigger(c, id, &trig) < 0)
-        return;
-    json_t *body = c->req->body_len ? s_body(c) : json_object();
-    if (!body) {
-        bson_destroy(&trig);
-        return;
-    }
-    json_t *errors = json_array();
+    json_t *loc = b ? json_pack("[s,s,s]", "body", a, b) : a ? json_pack("[s,s]", "body", a)
+                                                            : json_pack("[s]", "body");
+    json_array_append_new(errors,
+                          json_pack("{s:s, s:o, s:s}", "type", type, "loc", loc, "msg", msg));
+}
+
+/* Checks an execute body ({"parameters": {"force_execution", "override_config"}}),
+ * adding every problem to errors; *force and *override are borrowed from body. */
+static void s_execute_args(json_t *body, json_t *errors, json_t **force, json_t **override)
+{
     json_t *params = json_object_get(body, "parameters");
-    json_t *force = params ? json_object_get(params, "force_execution") : NULL;
-    json_t *override = params ? json_object_get(params, "override_config") : NULL;
+    *force = params ? json_object_get(params, "force_execution") : NULL;
+    *override = params ? json_object_get(params, "override_config") : NULL;
     const char *key;
     json_t *val;
     if (!json_is_object(body))
-        json_array_append_new(errors, json_pack("{s:s, s:[s], s:s}", "type", "dict_type", "loc",
-                                                "body", "msg", "input should be a valid object"));
+        s_body_err(errors, "dict_type", NULL, NULL, "input should be a valid object");
     else
         json_object_foreach(body, key, val) if (strcmp(key, "parameters") != 0)
-            json_array_append_new(errors, json_pack("{s:s, s:[s,s], s:s}", "type",
-                                                    "extra_forbidden", "loc", "body", key, "msg",
-                                                    "extra fields not permitted"));
+            s_body_err(errors, "extra_forbidden", key, NULL, "extra fields not permitted");
     if (params && !json_is_object(params))
-        json_array_append_new(errors, json_pack("{s:s, s:[s,s], s:s}", "type", "dict_type", "loc",
-                                                "body", "parameters", "msg",
-                                                "input should be a valid object"));
+        s_body_err(errors, "dict_type", "parameters", NULL, "input should be a valid object");
     else if (params)
         json_object_foreach(params, key, val) if (strcmp(key, "force_execution") != 0 &&
                                                   strcmp(key, "override_config") != 0)
-            json_array_append_new(errors, json_pack("{s:s, s:[s,s,s], s:s}", "type",
-                                                    "extra_forbidden", "loc", "body", "parameters",
-                                                    key, "msg", "extra fields not permitted"));
-    if (force && !json_is_boolean(force))
-        json_array_append_new(errors, json_pack("{s:s, s:[s,s,s], s:s}", "type", "bool_type", "loc",
-                                                "body", "parameters", "force_execution", "msg",
-                                                "input should be a valid boolean"));
-    if (override && !json_is_object(override))
-        json_array_append_new(errors, json_pack("{s:s, s:[s,s,s], s:s}", "type", "dict_type", "loc",
-                                                "body", "parameters", "override_config", "msg",
-                                                "input should be a valid object"));
-    if (json_array_size(errors)) {
-        s_json(c->resp, 422, json_pack("{s:o}", "detail", errors));
-        json_decref(body);
-        bson_destroy(&trig);
-        return;
-    }
-    json_decref(errors);
-    int forced = json_is_true(force);
-    if (!forced && strcmp(bj_get_str(&trig, "status", ""), "active") != 0) {
-        s_detail(c->resp, 409,
-                 "trigger is paused: set parameters.force_execution to run it anyway");
-        json_decref(body);
-        bson_destroy(&trig);
-        return;
-    }
-    /* This run's parameters: the trigger's, with override_config on top. */
-    json_t *tdoc = bj_to_json(&trig);
-    json_t *run_params = json_deep_copy(
-        json_object_get(json_object_get(tdoc, "execution_config"), "parameters"));
-    if (!json_is_object(run_params)) {
-        json_decref(run_params);
-        run_params = json_object();
+            s_body_err(errors, "extra_forbidden", "parameters", key, "extra fields not permitted");
+    if (*force && !json_is_boolean(*force))
+        s_body_err(errors, "bool_type", "parameters", "force_execution",
+                   "input should be a valid boolean");
+    if (*override && !json_is_object(*override))
+        s_body_err(errors, "dict_type", "parameters", "override_config",
+                   "input should be a valid object");
+    json_t *loc = json_pack("[s,s,s]", "body", "parameters", "override_config");
+    if (json_is_object(*override))
+        trigger_check_freeform(*override, loc, errors);
+    json_decref(loc);
+}
+
+/* This run's parameters (new): the trigger's, with override_config laid
+ * over them; NULL with an entry in errors if that is too large to send. */
+static json_t *s_run_params(const bson_t *trig, json_t *override, json_t *errors)
+{
+    json_t *tdoc = bj_to_json(trig);
+    json_t *ec = json_object_get(tdoc, "execution_config");
+    json_t *run = json_deep_copy(json_object_get(ec, "parameters"));
+    json_decref(tdoc);
+    if (!json_is_object(run)) {
+        json_decref(run);
+        run = json_object();
     }
     if (override)
-        json_object_update(run_params, override);
+        json_object_update(run, override);
+    json_t *loc = json_pack("[s,s,s]", "body", "parameters", "override_config");
+    if (trigger_check_params_size(run, loc, errors) < 0) {
+        json_decref(run);
+        run = NULL;
+    }
+    json_decref(loc);
+    return run;
+}
+
+/* Inserts the queued manual job of trigger id (loaded as trig) and answers 202. */
+static void s_insert_run(ctx_t *c, const char *id, const bson_t *trig, json_t *run_params,
+                         int forced)
+{
     bson_oid_t oid;
     char oidhex[25], job_id[128];
     bson_oid_init(&oid, NULL);
@@ -1139,10 +1184,10 @@ static void s_execute(ctx_t *c, const char *id)
     snprintf(job_id, sizeof job_id, "%s@m%s", id, oidhex);
     int64_t now = clock_wall_ms();
     bson_t *doc = BCON_NEW("_id", BCON_UTF8(job_id), "trigger_id", BCON_UTF8(id), "owner",
-                           BCON_UTF8(bj_get_str(&trig, "owner", "")), "partition",
-                           BCON_INT32((int32_t)bj_get_int(&trig, "partition", 0)), "kind",
+                           BCON_UTF8(bj_get_str(trig, "owner", "")), "partition",
+                           BCON_INT32((int32_t)bj_get_int(trig, "partition", 0)), "kind",
                            BCON_UTF8("manual"), "task_type",
-                           BCON_UTF8(bj_get_str(&trig, "execution_config.task_type", "noop")),
+                           BCON_UTF8(bj_get_str(trig, "execution_config.task_type", "noop")),
                            "scheduled_for", BCON_DATE_TIME(now), "status", BCON_UTF8("queued"),
                            "attempt", BCON_INT32(1), "created_at", BCON_DATE_TIME(now), "run_at",
                            BCON_DATE_TIME(now), "force_execution", BCON_BOOL(forced),
@@ -1166,9 +1211,41 @@ static void s_execute(ctx_t *c, const char *id)
                          "parameters", run_params, "message", "run requested"));
     }
     bson_destroy(doc);
+}
+
+/* POST /triggers/{id}/execute: a manual run. The gateway inserts the job
+ * (claim by insert: `_id` "<trigger>@m<ObjectId>") as queued and tells the
+ * masters; the partition's holder dispatches it under the trigger's
+ * policies, or regardless of pause and overlap with force_execution. */
+static void s_execute(ctx_t *c, const char *id)
+{
+    bson_t trig;
+    if (s_load_trigger(c, id, &trig) < 0)
+        return;
+    json_t *body = c->req->body_len ? s_body(c) : json_object();
+    if (!body)
+        goto out_trig;
+    json_t *errors = json_array(), *force, *override, *run_params = NULL;
+    s_execute_args(body, errors, &force, &override);
+    int forced = json_is_true(force);
+    if (json_array_size(errors) > 0)
+        goto out_invalid;
+    if (!forced && strcmp(bj_get_str(&trig, "status", ""), "active") != 0) {
+        s_detail(c->resp, 409,
+                 "trigger is paused: set parameters.force_execution to run it anyway");
+        goto out_errors;
+    }
+    if (!(run_params = s_run_params(&trig, override, errors)))
+        goto out_invalid;
+    s_insert_run(c, id, &trig, run_params, forced);
     json_decref(run_params);
-    json_decref(tdoc);
+    goto out_errors;
+out_invalid:
+    s_json(c->resp, 422, json_pack("{s:O}", "detail", errors));
+out_errors:
+    json_decref(errors);
     json_decref(body);
+out_trig:
     bson_destroy(&trig);
 }
 

@@ -58,6 +58,25 @@ void gateway_notify_job(gateway_t *gw, const char *trigger_id, const char *job_i
 
 /* trigger.c */
 
+#define TRIGGER_MAX_DEPTH 16                  /* levels of a free-form object, itself included */
+#define TRIGGER_PARAMS_MAX_BYTES (192 * 1024) /* a job's parameters, compact JSON (fits a JOB) */
+#define TRIGGER_LABELS_MAX 255                /* worker_labels as "k=v,..." (masters' bound) */
+#define TRIGGER_FREEFORM_MAX_ERRORS 20        /* problems listed per free-form object */
+
+/* Checks a free-form object a user gives (parameters, override_config):
+ * objects and arrays nest at most TRIGGER_MAX_DEPTH levels, the object
+ * itself being the first; no key is empty, starts with '$' or holds '.'
+ * (the driver refuses to insert them), and no array holds an array
+ * directly (FerretDB refuses it). Appends a
+ * {type, loc, msg} to errors per problem (at most
+ * TRIGGER_FREEFORM_MAX_ERRORS), loc being a copy of `loc` followed by the
+ * path below value. */
+void trigger_check_freeform(json_t *value, const json_t *loc, json_t *errors);
+
+/* Appends an error at loc (copied) and returns -1 if params is longer than
+ * TRIGGER_PARAMS_MAX_BYTES as compact JSON, else returns 0. */
+int trigger_check_params_size(json_t *params, const json_t *loc, json_t *errors);
+
 /* Validates a create (or PUT) request body. Returns a new trigger document
  * (the caller's, without _id/owner/partition/timestamps; an INTERVAL
  * without start_at first fires at now + interval) or NULL with *errors set

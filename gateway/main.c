@@ -154,9 +154,15 @@ int main(int argc, char **argv)
         err_set(&err, ERR_INVALID, "cannot use SKED_MASTERS '%s'", cfg.masters);
         goto out;
     }
+    if (cfg.max_header < 1024 || cfg.max_header > HTTP_MAX_HEADER_LIMIT) {
+        err_set(&err, ERR_INVALID, "invalid SKED_MAX_HEADER %ld: use 1024-%d", cfg.max_header,
+                HTTP_MAX_HEADER_LIMIT);
+        goto out;
+    }
     srv = http_server_new(cfg.http_addr, (size_t)cfg.max_body, api_handle, &gw, &err);
     if (!srv)
         goto out;
+    http_server_set_max_header(srv, (size_t)cfg.max_header);
     log_info("gateway started", "listen=%s port=%d masters=%s auth=%s rate_limit=%d cors=%s",
              cfg.http_addr, http_server_port(srv), cfg.masters,
              cfg.jwt_public_key_file[0] || cfg.jwt_public_key[0] ? "RS256" : "HS256", cfg.rate_limit,

@@ -7,6 +7,9 @@
  * field path (["body", "trigger_config", "interval"]), in the shape
  * FastAPI/pydantic clients already parse. Unknown fields are rejected
  * ("extra_forbidden") so that a misspelt option is an error, not a no-op.
+ * Free-form objects (parameters here, override_config in api.c) are
+ * bounded too: their depth, keys and arrays the store refuses, and a size
+ * that fits a JOB message; worker_labels must be what masters can match.
  *
  * The stored document keeps the request's configs (normalised: defaults
  * filled in) plus a derived `schedule` sub-document that masters read
@@ -30,12 +33,17 @@
 #include "common/tz.h"
 
 #include <ctype.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 typedef struct {
     json_t *errors;
 } vctx_t;
+
+static json_t *s_loc(const char *path);
+static void s_err_loc(json_t *errors, const char *type, json_t *loc, const char *msg);
 
 /* Adds an error at a dotted path below "body". */
 static void s_err(vctx_t *v, const char *type, const char *path, const char *fmt, ...)
@@ -48,6 +56,12 @@ static void s_err(vctx_t *v, const char *type, const char *path, const char *fmt
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    s_err_loc(v->errors, type, s_loc(path), msg);
+}
+
+/* The loc array of a dotted path below "body" (new reference). */
+static json_t *s_loc(const char *path)
+{
     json_t *loc = json_array();
     json_array_append_new(loc, json_string("body"));
     char buf[256];
@@ -57,7 +71,24 @@ static void s_err(vctx_t *v, const char *type, const char *path, const char *fmt
         json_array_append_new(loc, p[strspn(p, "0123456789")] == '\0' && strlen(p) < 10
                                        ? json_integer(atoi(p))
                                        : json_string(p));
-    json_array_append_new(v->errors, json_pack("{s:s, s:o, s:s}", "type", type, "loc", loc, "msg", msg));
+    return loc;
+}
+
+/* Adds an error at loc (taken). */
+static void s_err_loc(json_t *errors, const char *type, json_t *loc, const char *msg)
+{
+    json_array_append_new(errors,
+                          json_pack("{s:s, s:o, s:s}", "type", type, "loc", loc, "msg", msg));
+}
+
+/* Adds an error at a user-given key below a dotted path; the key stays one
+ * element of loc whatever it holds. */
+static void s_err_key(vctx_t *v, const char *type, const char *path, const char *key,
+                      const char *msg)
+{
+    json_t *loc = s_loc(path);
+    json_array_append_new(loc, json_string(key));
+    s_err_loc(v->errors, type, loc, msg);
 }
 
 static void s_no_extra(vctx_t *v, json_t *obj, const char *prefix, const char *const *allowed)
@@ -69,11 +100,8 @@ static void s_no_extra(vctx_t *v, json_t *obj, const char *prefix, const char *c
         int ok = 0;
         for (const char *const *a = allowed; *a; a++)
             ok |= strcmp(key, *a) == 0;
-        if (!ok) {
-            char path[300];
-            snprintf(path, sizeof path, "%s%s%.200s", prefix, *prefix ? "." : "", key);
-            s_err(v, "extra_forbidden", path, "extra fields not permitted");
-        }
+        if (!ok)
+            s_err_key(v, "extra_forbidden", prefix, key, "extra fields not permitted");
     }
 }
 
@@ -204,6 +232,122 @@ static void s_check_retry(vctx_t *v, json_t *rp)
         s_err(v, "bool_type", "execution_config.retry_policy.jitter", "input should be a valid boolean");
 }
 
+/* worker_labels: what masters match against a worker's labels, sent as
+ * "k=v,..." (TRIGGER_LABELS_MAX bytes at most, or masters ignore them). */
+static void s_check_labels(vctx_t *v, json_t *labels)
+{
+    static const char path[] = "execution_config.worker_labels";
+    const char *k;
+    json_t *val;
+    size_t total = 0;
+    json_object_foreach(labels, k, val)
+    {
+        size_t klen = strlen(k);
+        int name_ok = klen >= 1 && klen <= 63;
+        for (const char *p = k; *p && name_ok; p++)
+            name_ok = isalnum((unsigned char)*p) || strchr("_-/", *p);
+        if (!name_ok)
+            s_err_key(v, "string_pattern_mismatch", path, k,
+                      "a label name is 1-63 letters, digits, '_', '-' or '/'");
+        if (!json_is_string(val)) {
+            s_err_key(v, "string_type", path, k, "input should be a valid string");
+            continue;
+        }
+        const char *s = json_string_value(val);
+        size_t n = json_string_length(val), bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad |= s[i] == ',' || s[i] == '=' || (unsigned char)s[i] < 0x20;
+        if (bad)
+            s_err_key(v, "string_pattern_mismatch", path, k,
+                      "must not contain ',', '=' or control characters");
+        total += (total ? 1 : 0) + klen + 1 + n;
+    }
+    if (total > TRIGGER_LABELS_MAX) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "must be at most %d bytes written as k=v,k2=v2 (%zu given)",
+                 TRIGGER_LABELS_MAX, total);
+        s_err(v, "string_too_long", path, "%s", msg);
+    }
+}
+
+/* Adds an error at loc + path[0..n) (copied). */
+static void s_err_below(json_t *errors, const char *type, const json_t *loc, json_t *const *path,
+                        size_t n, const char *msg)
+{
+    json_t *full = json_copy((json_t *)loc);
+    for (size_t i = 0; i < n; i++)
+        json_array_append(full, path[i]);
+    s_err_loc(errors, type, full, msg);
+}
+
+typedef struct {
+    json_t *errors;
+    const json_t *loc;
+    json_t *path[TRIGGER_MAX_DEPTH + 1]; /* keys (strings) and indexes (integers) */
+    size_t nerr;
+} freeform_t;
+
+/* Walks value, a container at `depth` (1: the free-form object itself). */
+static void s_freeform(freeform_t *f, json_t *value, int depth)
+{
+    char msg[96];
+    if (depth > TRIGGER_MAX_DEPTH) {
+        snprintf(msg, sizeof msg, "objects and arrays may nest at most %d levels deep",
+                 TRIGGER_MAX_DEPTH);
+        if (f->nerr++ < TRIGGER_FREEFORM_MAX_ERRORS)
+            s_err_below(f->errors, "too_deep", f->loc, f->path, (size_t)depth - 1, msg);
+        return;
+    }
+    const char *key;
+    size_t i;
+    json_t *child;
+    if (json_is_object(value)) {
+        json_object_foreach(value, key, child)
+        {
+            f->path[depth - 1] = json_string(key);
+            int bad_key = key[0] == '\0' || key[0] == '$' || strchr(key, '.');
+            if (bad_key && f->nerr++ < TRIGGER_FREEFORM_MAX_ERRORS)
+                s_err_below(f->errors, "key_pattern_mismatch", f->loc, f->path, (size_t)depth,
+                            "a key must not be empty, start with '$' or contain '.'");
+            if (json_is_object(child) || json_is_array(child))
+                s_freeform(f, child, depth + 1);
+            json_decref(f->path[depth - 1]);
+        }
+    } else if (json_is_array(value)) {
+        json_array_foreach(value, i, child)
+        {
+            if (!json_is_object(child) && !json_is_array(child))
+                continue;
+            f->path[depth - 1] = json_integer((json_int_t)i);
+            if (json_is_array(child) && f->nerr++ < TRIGGER_FREEFORM_MAX_ERRORS)
+                s_err_below(f->errors, "nested_array", f->loc, f->path, (size_t)depth,
+                            "an array must not hold an array directly (the store refuses it): "
+                            "wrap the inner one in an object");
+            s_freeform(f, child, depth + 1);
+            json_decref(f->path[depth - 1]);
+        }
+    }
+}
+
+void trigger_check_freeform(json_t *value, const json_t *loc, json_t *errors)
+{
+    freeform_t f = {.errors = errors, .loc = loc};
+    s_freeform(&f, value, 1);
+}
+
+int trigger_check_params_size(json_t *params, const json_t *loc, json_t *errors)
+{
+    char *text = json_dumps(params, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t n = text ? strlen(text) : SIZE_MAX;
+    free(text);
+    if (n <= TRIGGER_PARAMS_MAX_BYTES)
+        return 0;
+    char msg[128];
+    snprintf(msg, sizeof msg, "must be at most %d bytes as compact JSON", TRIGGER_PARAMS_MAX_BYTES);
+    s_err_loc(errors, "too_long", json_copy((json_t *)loc), msg);
+    return -1;
+}
+
 static void s_check_exec(vctx_t *v, json_t *ec)
 {
     static const char *const allowed[] = {"task_type", "parameters", "max_execution_time",
@@ -227,13 +371,14 @@ static void s_check_exec(vctx_t *v, json_t *ec)
     if (rp)
         s_check_retry(v, rp);
     json_t *labels = s_object(v, ec, "worker_labels", "execution_config.worker_labels", 0);
-    const char *k;
-    json_t *val;
-    json_object_foreach(labels, k, val) if (!json_is_string(val))
-    {
-        char path[300];
-        snprintf(path, sizeof path, "execution_config.worker_labels.%.200s", k);
-        s_err(v, "string_type", path, "input should be a valid string");
+    if (labels)
+        s_check_labels(v, labels);
+    json_t *params = json_object_get(ec, "parameters");
+    if (json_is_object(params)) {
+        json_t *loc = s_loc("execution_config.parameters");
+        trigger_check_freeform(params, loc, v->errors);
+        trigger_check_params_size(params, loc, v->errors);
+        json_decref(loc);
     }
 }
 
@@ -300,7 +445,7 @@ static const char *s_check_config(vctx_t *v, json_t *tc, const char *given_type,
     int64_t end = s_time(v, tc, "end_at", "trigger_config.end_at");
     if (start && end && end <= start)
         s_err(v, "value_error", "trigger_config.end_at", "must be after start_at");
-    if (strcmp(type, "EVENT") == 0)
+    if (has_event) /* whatever the type: an unread event would be stored unchecked */
         s_err(v, "value_error", "trigger_config.event", "EVENT triggers are not supported yet");
     if (strcmp(type, "CRON") == 0 && expr)
         s_check_cron(v, tc, expr, sched);
@@ -383,21 +528,20 @@ static void s_check_hook(vctx_t *v, json_t *hook, int i)
     json_t *val;
     json_object_foreach(h, k, val)
     {
-        char ph[300];
-        snprintf(ph, sizeof ph, "%s.%.200s", p, k);
         size_t n = strlen(k);
         int token = n > 0 && n <= 64;
         for (const char *c = k; *c && token; c++)
             token = isalnum((unsigned char)*c) || strchr("!#$%&'*+-.^_`|~", *c);
         if (!token || strcasecmp(k, "content-type") == 0 || strcasecmp(k, "content-length") == 0 ||
             strcasecmp(k, "host") == 0)
-            s_err(v, "value_error", ph,
-                  "header name must be 1-64 token characters and not Content-Type, "
-                  "Content-Length or Host");
+            s_err_key(v, "value_error", p, k,
+                      "header name must be 1-64 token characters and not Content-Type, "
+                      "Content-Length or Host");
         else if (!json_is_string(val) || json_string_length(val) > 1024 ||
                  strcspn(json_string_value(val), "\r\n") != json_string_length(val))
-            s_err(v, "string_type", ph, "header value must be a string of at most 1024 characters "
-                                        "without line breaks");
+            s_err_key(v, "string_type", p, k,
+                      "header value must be a string of at most 1024 characters without line "
+                      "breaks");
     }
 }
 
@@ -419,6 +563,16 @@ static void s_check_notifications(vctx_t *v, json_t *body)
     size_t i;
     json_t *hook;
     json_array_foreach(n, i, hook) s_check_hook(v, hook, (int)i);
+}
+
+/* Removes obj's members that are null (obj may be NULL or not an object). */
+static void s_drop_nulls(json_t *obj)
+{
+    const char *key;
+    json_t *val;
+    void *tmp;
+    json_object_foreach_safe(obj, tmp, key, val) if (json_is_null(val))
+        json_object_del(obj, key);
 }
 
 bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors)
@@ -458,6 +612,11 @@ bson_t *trigger_from_request(json_t *body, int64_t now, json_t **errors)
         return NULL;
     }
     json_decref(v.errors);
+    /* A null member is an absent one (validation saw it so): none is stored. */
+    s_drop_nulls(json_object_get(tc, "dst_policy"));
+    s_drop_nulls(json_object_get(ec, "retry_policy"));
+    s_drop_nulls(tc);
+    s_drop_nulls(ec);
     if (!json_object_get(ec, "parameters"))
         json_object_set_new(ec, "parameters", json_object());
     bson_t *doc = bson_new();

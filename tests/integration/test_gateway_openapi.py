@@ -144,7 +144,7 @@ def _calls(tid, job_id):
         ("/api/scheduler/jobs/{job_id}", "GET", f"/api/scheduler/jobs/{job_id}", {}),
         ("/api/scheduler/triggers/{trigger_id}/execute", "POST", f"/api/scheduler/triggers/{tid}/execute",
          {"json": {"parameters": {"force_execution": True, "override_config": {"x": 1}}}}),
-        ("/api/scheduler/jobs/{job_id}/cancel", "POST", f"/api/scheduler/jobs/{job_id}-q/cancel", {}),
+        ("/api/scheduler/jobs/{job_id}/cancel", "POST", f"/api/scheduler/jobs/{tid}@m{'0' * 24}/cancel", {}),
         ("/api/scheduler/cron/preview", "GET", "/api/scheduler/cron/preview?expression=0+2+*+*+*", {}),
         ("/api/scheduler/health", "GET", "/api/scheduler/health", {}),
         ("/api/scheduler/locks", "POST", "/api/scheduler/locks", {"json": {"name": "m", "ttl_seconds": 60}}),
@@ -174,7 +174,7 @@ def test_every_documented_operation_is_served_and_nothing_else(cluster, spec):
         "finished_at": when, "duration_ms": 3, "worker_id": "w", "attempts": [],
         "result": {"exit_code": 0, "error": None, "output": ""}})
     cluster.db.jobs.insert_one({
-        "_id": f"{job_id}-q", "trigger_id": tid, "owner": "root", "partition": 0, "kind": "manual",
+        "_id": f"{tid}@m{'0' * 24}", "trigger_id": tid, "owner": "root", "partition": 0, "kind": "manual",
         "task_type": "noop", "parameters": {}, "scheduled_for": when, "run_at": when,
         "status": "queued", "attempt": 1, "created_at": when})
     calls = _calls(tid, job_id)
