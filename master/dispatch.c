@@ -848,8 +848,12 @@ static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
                    .started_at = f ? f->started_at : 0, .finished_at = msg->at,
                    .has_exit_code = 1, .exit_code = msg->exit_code,
                    .duration_ms = msg->duration_ms, .error = msg->error, .output = msg->output};
-    if (!o.started_at && msg->duration_ms > 0)
-        o.started_at = msg->at - msg->duration_ms;
+    /* A STARTED this master did not record (its partition was elsewhere
+     * then, or the store away): FINISHED tells when the attempt began. */
+    if (!o.started_at)
+        o.started_at = msg->started_at > 0 ? msg->started_at
+                       : msg->duration_ms > 0 ? msg->at - msg->duration_ms
+                                              : 0;
     log_info("job finished", "job=%s attempt=%d status=%s worker=%s", msg->job_id, msg->attempt,
              msg->status, msg->node_id);
     if (f) {

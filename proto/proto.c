@@ -58,6 +58,7 @@ static const field_t s_fields[] = {
     F("output", K_HEAP_STR, output, 65536, B(PROTO_OUTPUT), B(PROTO_FINISHED)),
     F("reason", K_STR, reason, 64, 0, B(PROTO_CANCEL)),
     F("duration_ms", K_I64, duration_ms, 0, 0, B(PROTO_FINISHED)),
+    F("started_at", K_I64, started_at, 0, 0, B(PROTO_FINISHED)),
     F("op", K_STR, op, 16, B(PROTO_NOTIFY), 0),
 };
 #define NFIELDS (sizeof s_fields / sizeof s_fields[0])

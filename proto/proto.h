@@ -64,6 +64,7 @@ typedef struct {
     int exit_code;
     char *error, *output;          /* FINISHED: may be NULL; OUTPUT: output is the chunk */
     int64_t duration_ms;
+    int64_t started_at;            /* FINISHED: when the attempt started, ms since epoch; 0 unknown */
     /* NOTIFY */
     char op[16];                   /* upsert, delete */
     /* CANCEL */

@@ -93,6 +93,7 @@ static void s_report(jobs_t *self, run_t *r)
     msg.at = clock_wall_ms();
     msg.exit_code = r->exit_code;
     msg.duration_ms = r->started_mono ? clock_mono_ms() - r->started_mono : 0;
+    msg.started_at = r->started_mono ? r->started_at : 0;
     snprintf(msg.status, sizeof msg.status, "%s", r->status);
     char *out = NULL;
     if (r->output)

@@ -120,3 +120,26 @@ def test_restarted_worker_replaces_its_old_entry_at_once(cluster):
                  what="worker-0 back, not draining")
     finally:
         ctx.destroy(linger=0)
+
+
+def test_finished_carries_the_start_time_when_started_went_unrecorded(cluster):
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"})
+    ctx = zmq.Context()
+    try:
+        fw = FakeWorker(ctx, cluster.master_ports[0])
+        fw.hello()
+        r = cluster.api("POST", "/triggers/", json={
+            "name": "on fake", "trigger_config": {}, "execution_config": {"task_type": "fake"}})
+        r = cluster.api("POST", f"/triggers/{r.json()['id']}/execute", json={})
+        job = fw.recv("JOB", 15, beat={"free": 1})
+        began = int(time.time() * 1000) - 1234
+        # No STARTED (lost, or sent while another master held the partition).
+        fw.send("FINISHED", job_id=job["job_id"], attempt=1, at=began + 1234, status="succeeded",
+                exit_code=0, duration_ms=0, started_at=began)
+        fw.recv("ACK", 10, beat={"free": 1})
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
+        assert doc["status"] == "succeeded"
+        assert int(doc["started_at"].timestamp() * 1000) == began, doc
+        fw.close()
+    finally:
+        ctx.destroy(linger=0)
