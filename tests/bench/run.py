@@ -67,7 +67,7 @@ SIZES = {
     "accuracy_seconds": ("BENCH_ACCURACY_SECONDS", 30, 60, "seconds of firing"),
     "throughput_jobs": ("BENCH_THROUGHPUT_JOBS", 500, 50000, "noop jobs due at once"),
     "concurrency_jobs": ("BENCH_CONCURRENCY_JOBS", 400, 10000, "sleep jobs due at once"),
-    "concurrency_sleep": ("BENCH_CONCURRENCY_SLEEP_S", 30, 30, "seconds each sleep job runs"),
+    "concurrency_sleep": ("BENCH_CONCURRENCY_SLEEP_S", 20, 30, "seconds each sleep job runs"),
     "scale_triggers": ("BENCH_SCALE_TRIGGERS", 10000, 1000000, "cron triggers registered"),
     "failover_triggers": ("BENCH_FAILOVER_TRIGGERS", 20, 1000, "triggers firing every second"),
     "failover_seconds": ("BENCH_FAILOVER_SECONDS", 40, 60, "seconds of firing"),
@@ -117,6 +117,16 @@ def rss_kib(pid):
     except OSError:
         pass
     return 0
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of a live process, 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def log(msg):
@@ -239,10 +249,17 @@ class SkedCluster(conftest.Cluster):
         return [p.popen.pid for p in self.masters + self.workers if p.alive()]
 
     def wait_leases(self, timeout=60):
-        """Until every partition is held (and was held a second ago)."""
+        """Until every partition is held and shared out (no master above its
+        share), as seen twice a second apart."""
+        share = math.ceil(PARTITIONS / max(1, len(self.masters)))
         deadline, stable = time.time() + timeout, 0
         while time.time() < deadline:
-            stable = stable + 1 if self.metric_sum("sked_leases_held") >= PARTITIONS else 0
+            held = []
+            for text in self.scrape().values():
+                m = re.search(r"^sked_leases_held (\S+)", text, re.M)
+                held.append(float(m.group(1)) if m else 0)
+            ok = sum(held) >= PARTITIONS and max(held, default=0) <= share
+            stable = stable + 1 if ok else 0
             if stable >= 2:
                 return True
             time.sleep(1)
@@ -354,6 +371,8 @@ class Sked:
         shutil.rmtree(self.dir, ignore_errors=True)
         os.makedirs(self.dir)
         self.c = SkedCluster(bench.store, self.dir, workload)
+        self.bench, self.workload = bench, workload
+        self.store_cpu0 = cpu_s(bench.store.proc.pid)
         self.masters, self.workers = masters, workers
         self.master_env, self.worker_env = master_env or {}, worker_env or {}
 
@@ -364,6 +383,10 @@ class Sked:
             log("sked: not every partition is held after 60 s")
 
     def stop(self):
+        procs = self.c.masters + self.c.workers + ([self.c.gateway] if self.c.gateway else [])
+        self.bench.cpu[(self.workload, "sked")] = {
+            "store": cpu_s(self.bench.store.proc.pid) - self.store_cpu0,
+            "scheduler": sum(cpu_s(p.popen.pid) for p in procs if p.alive())}
         try:
             self.c.stop()
         except AssertionError as e:
@@ -434,6 +457,9 @@ class AgendaRun:
         self.out = os.path.join(self.dir, "runs.jsonl")
         self.procs = []
         self.mongo = bench.mongo
+        self.bench, self.workload = bench, workload
+        self.store_cpu0 = cpu_s(bench.store.proc.pid)
+        self.cpu_done = 0.0  # CPU of Agenda processes that already ended
 
     def start(self, n, concurrency, lock_lifetime=600000, jobs="noop", process_every=AGENDA_PROCESS_EVERY_MS):
         new = [AgendaProc(self.uri, self.out, self.dir, f"agenda-{len(self.procs) + i}", concurrency,
@@ -466,6 +492,9 @@ class AgendaRun:
                  "end": ends.get((e["id"], e["scheduled"], e["pid"])), "by": e["pid"]} for e in starts]
 
     def stop(self):
+        self.bench.cpu[(self.workload, "agenda")] = {
+            "store": cpu_s(self.bench.store.proc.pid) - self.store_cpu0,
+            "scheduler": self.cpu_done + sum(cpu_s(p) for p in self.pids())}
         for p in self.procs:
             p.stop()
         self.mongo.drop_database(self.db_name)
@@ -518,6 +547,7 @@ class Bench:
         self.mongo = pymongo.MongoClient(f"mongodb://127.0.0.1:{self.store.port}/", tz_aware=True)
         self.rows = []        # table rows
         self.details = {}     # per workload, for results.json
+        self.cpu = {}         # (workload, system) -> CPU seconds of the store and the scheduler
 
     def row(self, workload, figure, sked, agenda, better="lower", dup=("", ""), miss=("", "")):
         self.rows.append({"workload": workload, "figure": figure, "sked": sked, "agenda": agenda,
@@ -529,7 +559,7 @@ class Bench:
         res = {}
         # sked
         k = Sked(self, "accuracy")
-        t0 = align(15000 + n * 5)
+        t0 = align(12000 + n * 4)
         docs = sked_interval_triggers(n, t0, 1, s, {"task_type": "noop"})
         ids = {d["_id"]: i for i, d in enumerate(docs)}
         try:
@@ -549,7 +579,7 @@ class Bench:
         res["sked"]["store"] = profile
         # Agenda
         a = AgendaRun(self, "accuracy")
-        t0 = align(10000 + n * 2)
+        t0 = align(6000 + n * 2)
         try:
             insert_many(a.db.agendaJobs, [agenda_job("noop", {"k": i}, t0, "* * * * * *", t0 + s * 1000 - 500)
                                           for i in range(n)])
@@ -573,14 +603,14 @@ class Bench:
         n = size("throughput_jobs")
         res = {}
         k = Sked(self, "throughput")
-        t0 = align(15000 + n * 2)
+        t0 = align(12000 + n * 4)
         docs = sked_interval_triggers(n, t0, 86400, 1, {"task_type": "noop"})
         ids = {d["_id"]: i for i, d in enumerate(docs)}
         try:
             insert_many(k.c.db.triggers, docs)
             k.start()
             sleep_until_ms(t0)
-            wait_progress(lambda: k.c.metric_sum("sked_jobs_finished_total"), n, DRAIN_S + n / 5)
+            wait_progress(lambda: k.c.metric_sum("sked_jobs_finished_total"), n, DRAIN_S + n / 10)
             profile = store_profile(k.c)
             runs = sked_runs(k.c.db, ids)
         finally:
@@ -588,12 +618,12 @@ class Bench:
         res["sked"] = self._throughput_figures(runs, n, t0)
         res["sked"]["store"] = profile
         a = AgendaRun(self, "throughput")
-        t0 = align(10000 + n)
+        t0 = align(6000 + n * 2)
         try:
             insert_many(a.db.agendaJobs, [agenda_job("noop", {"k": i}, t0) for i in range(n)])
             a.start(AGENDA_PROCS, max(100, n))
             sleep_until_ms(t0)
-            wait_progress(lambda: sum(1 for r in a.runs() if r["end"]), n, DRAIN_S + n / 5)
+            wait_progress(lambda: sum(1 for r in a.runs() if r["end"]), n, DRAIN_S + n / 10)
             runs = a.runs()
         finally:
             a.stop()
@@ -625,7 +655,7 @@ class Bench:
         slots = math.ceil(n / 4)
         res = {}
         k = Sked(self, "concurrency", masters=2, workers=4, worker_env={"SKED_WORKER_SLOTS": slots})
-        t0 = align(15000 + n * 2)
+        t0 = align(12000 + n * 4)
         docs = sked_interval_triggers(n, t0, 86400, 1, {"task_type": "sleep", "parameters": {"seconds": d}})
         ids = {dd["_id"]: i for i, dd in enumerate(docs)}
         sampler = None
@@ -635,7 +665,7 @@ class Bench:
             sampler = RssSampler(k.c.rss_pids)
             sleep_until_ms(t0 - 500)
             base = sampler.peak(after=time.time() - 2)
-            wait_progress(lambda: k.c.metric_sum("sked_jobs_finished_total"), n, d + DRAIN_S + n / 10, d + 20)
+            wait_progress(lambda: k.c.metric_sum("sked_jobs_finished_total"), n, d + DRAIN_S + n / 20, d + 20)
             stop_at = now_ms()
             sampler.stop()
             profile = store_profile(k.c)
@@ -647,7 +677,7 @@ class Bench:
         res["sked"] = self._concurrency_figures(runs, n, t0, stop_at, sampler, base)
         res["sked"]["store"] = profile
         a = AgendaRun(self, "concurrency")
-        t0 = align(10000 + n)
+        t0 = align(6000 + n * 2)
         sampler = None
         try:
             insert_many(a.db.agendaJobs, [agenda_job("sleep", {"k": i, "seconds": d}, t0) for i in range(n)])
@@ -655,7 +685,7 @@ class Bench:
             sampler = RssSampler(a.pids)
             sleep_until_ms(t0 - 500)
             base = sampler.peak(after=time.time() - 2)
-            wait_progress(lambda: sum(1 for r in a.runs() if r["end"]), n, d + DRAIN_S + n / 10, d + 20)
+            wait_progress(lambda: sum(1 for r in a.runs() if r["end"]), n, d + DRAIN_S + n / 20, d + 20)
             stop_at = now_ms()
             sampler.stop()
             runs = a.runs()
@@ -756,6 +786,7 @@ class Bench:
             wait_until(lambda: any(r["k"] == "probe" for r in a.runs()), time.time() + 60 + n / 1000, 0.2)
             time.sleep(2)
             res["agenda"]["rss_mib"] = rss_kib(p.popen.pid) / 1024
+            a.cpu_done += cpu_s(p.popen.pid)
             p.stop()
             a.db.agendaJobs.update_one({"data.k": "probe"}, {"$set": {"nextRunAt": dt(now_ms() - 1000),
                                                                         "lockedAt": None}})
@@ -800,7 +831,7 @@ class Bench:
         kill_after = s // 3
         res = {}
         k = Sked(self, "failover", masters=3, workers=2)
-        t0 = align(15000 + n * 5)
+        t0 = align(12000 + n * 4)
         docs = sked_interval_triggers(n, t0, 1, s, {"task_type": "noop", "overlap_policy": "allow"},
                                       misfire="fire_all")
         ids = {d["_id"]: i for i, d in enumerate(docs)}
@@ -830,7 +861,7 @@ class Bench:
         res["sked"] = self._failover_figures(runs, expected, kill_ms, victim.name)
         res["sked"]["store"] = profile
         a = AgendaRun(self, "failover")
-        t0 = align(10000 + n * 2)
+        t0 = align(6000 + n * 2)
         try:
             insert_many(a.db.agendaJobs, [agenda_job("noop", {"k": i}, t0, "* * * * * *", t0 + s * 1000 - 500)
                                           for i in range(n)])
@@ -973,6 +1004,7 @@ def main():
         b.close()
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump({"sizes": {k: size(k) for k in SIZES}, "rows": b.rows, "details": b.details,
+                   "cpu": {f"{w}/{sy}": v for (w, sy), v in b.cpu.items()},
                    "elapsed_s": time.time() - started}, f, indent=1, default=str)
     b.plot(os.path.join(OUT, "fire_lag.png"))
     print(f"sked vs Agenda on FerretDB {os.path.basename(shutil.which('ferretdb') or 'ferretdb')} "
@@ -985,6 +1017,11 @@ def main():
             print(f"sked store round trips, {w}: " + "; ".join(
                 f"{op} {p['count']} x {p['mean_ms']:.1f} ms (p99 <= {p['p99_le_ms'] or '-'} ms)"
                 for op, p in sorted(prof.items())))
+    for w in chosen:
+        sk, ag = b.cpu.get((w, "sked")), b.cpu.get((w, "agenda"))
+        if sk and ag:
+            print(f"CPU seconds, {w}: sked processes {sk['scheduler']:.1f} + FerretDB {sk['store']:.1f}; "
+                  f"Agenda processes {ag['scheduler']:.1f} + FerretDB {ag['store']:.1f}")
     print(f"elapsed: {time.time() - started:.0f} s")
 
 
