@@ -110,7 +110,7 @@ clean:                                                   ## remove build output
 	rm -rf build bin
 
 help:                                                    ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 
