@@ -63,7 +63,7 @@ export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=0:exitcode=66
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export LSAN_OPTIONS  ?= suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 
-.PHONY: all build asan deps run test unit integration bench bench-lag check-invariants clean help
+.PHONY: all build asan deps run test unit integration bench bench-deps bench-peer bench-lag check-invariants clean help
 
 all: build
 
@@ -87,7 +87,18 @@ test: deps                                               ## everything `make tes
 	$(MAKE) unit
 	$(MAKE) integration
 
-bench: bench-cron bench-lag                              ## benchmarks: cron engine, fire lag
+bench: bench-cron bench-peer                             ## benchmarks: cron engine, then sked vs Agenda (docs/BENCHMARKS.md)
+
+# Node.js (Agenda, the peer) and matplotlib are needed by the benchmarks
+# only; `make test` needs neither.
+bench-deps: deps                                         ## Agenda (npm ci in tests/bench/agenda) and matplotlib for the benchmarks
+	@command -v node >/dev/null || { echo "bench-deps: Node.js 20 is needed (apt-get install nodejs npm)" >&2; exit 1; }
+	cd tests/bench/agenda && npm ci --no-audit --no-fund --loglevel=error
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/bench/requirements.txt
+
+BENCH_TIMEOUT ?= 1500
+bench-peer: bench-deps build                             ## five workloads, sked vs Agenda on one FerretDB, one table (BENCH_* sizes)
+	timeout -s INT -k 30 $(BENCH_TIMEOUT) $(VENV)/bin/python tests/bench/run.py
 
 bench-lag: deps build                                    ## fire lag of N interval triggers (BENCH_TRIGGERS, BENCH_SECONDS)
 	$(VENV)/bin/python tests/bench/fire_lag.py
@@ -99,7 +110,7 @@ clean:                                                   ## remove build output
 	rm -rf build bin
 
 help:                                                    ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 -include $(shell find build -name '*.d' 2>/dev/null)
 
