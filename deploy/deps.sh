@@ -28,7 +28,10 @@ fi
 # the module), so build it from the module source with that file written.
 FERRETDB_BIN=${FERRETDB_BIN:-/usr/local/bin/ferretdb}
 [ -w "$(dirname "$FERRETDB_BIN")" ] || FERRETDB_BIN="$HOME/.local/bin/ferretdb"
-if ! "$FERRETDB_BIN" --version 2>/dev/null | grep -q "${FERRETDB_VERSION#v}"; then
+# (the output is captured first: `grep -q` stops reading early, and under
+# pipefail the writer's SIGPIPE would count as "not installed")
+ferret_have=$("$FERRETDB_BIN" --version 2>/dev/null || true)
+if [[ "$ferret_have" != *"${FERRETDB_VERSION#v}"* ]]; then
     command -v go >/dev/null || { echo "deps: Go is needed to build FerretDB" >&2; exit 1; }
     echo "deps: building FerretDB $FERRETDB_VERSION (a few minutes, once)"
     src=$(mktemp -d)
