@@ -83,9 +83,10 @@ unit: asan                                               ## C unit tests (TAP) u
 integration: deps asan                                   ## pytest against FerretDB and the real binaries
 	SKED_BIN_DIR=$(CURDIR)/build/asan/bin $(VENV)/bin/python -m pytest -v tests/integration
 
-test: deps                                               ## everything `make test` checks: unit + integration
+test: deps                                               ## everything `make test` checks: unit + integration + chaos
 	$(MAKE) unit
 	$(MAKE) integration
+	$(MAKE) chaos
 
 bench: bench-cron bench-peer                             ## benchmarks: cron engine, then sked vs Agenda (docs/BENCHMARKS.md)
 
@@ -147,9 +148,10 @@ bench-cron:                                              ## cron_next() computat
 
 # --- multi-host cluster and chaos ---
 # A cluster of network namespaces (deploy/netns-cluster.sh, needs root) and
-# fault scenarios under a steady load (tests/chaos, docs/CHAOS.md). Not part
-# of `make test`. The suite runs `down` itself; the recipe runs it again in
-# case pytest was stopped by the timeout.
+# fault scenarios under a steady load (tests/chaos, docs/CHAOS.md). `make
+# test` runs `chaos` last (skipped without root); `soak` is the long one.
+# The suite runs `down` itself; the recipe runs it again in case pytest was
+# stopped by the timeout.
 CHAOS_TIMEOUT ?= 900
 SOAK_SECONDS  ?= 1800
 CHAOS_DIR     ?= $(CURDIR)/var/chaos

@@ -22,7 +22,7 @@ def test_3_isolate_master_host_past_lease_ttl(chaos):
 
 
 def test_4_store_outage(chaos):
-    scenarios.store_outage(chaos, seconds=10)
+    scenarios.store_outage(chaos, seconds=30)
 
 
 def test_5_rolling_restart(chaos):
