@@ -71,7 +71,8 @@ struct flight {
     int64_t sent_at;    /* monotonic ms */
     int64_t started_at; /* wall ms from STARTED, 0 = not started */
     due_t deadline;     /* in the heap once started, if the job has a limit */
-    int started_unsaved; /* STARTED not yet persisted (store outage) */
+    int started_unsaved; /* STARTED not yet persisted (deferred, or the store away) */
+    int64_t started_due; /* monotonic ms from which a deferred STARTED is written */
     char *tail;         /* live output so far, last OUTPUT_TAIL_MAX bytes */
     size_t tail_len;
     int64_t tail_saved; /* monotonic ms of the last output_tail write */
@@ -82,6 +83,9 @@ struct flight {
  * would cost more than the output is worth while a job runs. */
 #define OUTPUT_TAIL_MAX (64 * 1024)
 #define OUTPUT_SAVE_MS 2000
+
+/* How long a STARTED waits before it is written (see s_on_started). */
+#define STARTED_DEFER_MS 1000
 
 struct dispatch {
     master_t *m;
@@ -794,23 +798,33 @@ static worker_t *s_worker(dispatch_t *d, zframe_t *identity, const proto_msg_t *
     return w;
 }
 
+/* The STARTED write: the new attempt's own fields replace the last
+ * attempt's outcome. */
+static bson_t *s_started_update(int64_t at, const char *worker_id, int attempt)
+{
+    return BCON_NEW("$set", "{", "status", BCON_UTF8("running"), "started_at", BCON_DATE_TIME(at),
+                    "worker_id", BCON_UTF8(worker_id), "attempt", BCON_INT32(attempt), "}",
+                    "$unset", "{", "finished_at", BCON_UTF8(""), "duration_ms", BCON_UTF8(""),
+                    "result", BCON_UTF8(""), "}");
+}
+
 static void s_on_started(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
 {
-    /* The new attempt's own fields replace the last attempt's outcome. */
-    bson_t *update = BCON_NEW("$set", "{", "status", BCON_UTF8("running"), "started_at",
-                              BCON_DATE_TIME(msg->at), "worker_id", BCON_UTF8(msg->node_id),
-                              "attempt", BCON_INT32(msg->attempt), "}", "$unset", "{",
-                              "finished_at", BCON_UTF8(""), "duration_ms", BCON_UTF8(""),
-                              "result", BCON_UTF8(""), "}");
-    int saved = s_update_job(d, msg->job_id, msg->attempt, update) == 0;
     log_info("job started", "job=%s attempt=%d worker=%s", msg->job_id, msg->attempt,
              msg->node_id);
-    if (!f || f->started_at)
+    if (!f || f->started_at) { /* not a flight of ours, or a repeat: written as it comes */
+        s_update_job(d, msg->job_id, msg->attempt,
+                     s_started_update(msg->at, msg->node_id, msg->attempt));
         return;
-    if (!saved) { /* store away: written again from dispatch_tick (G6) */
-        f->started_unsaved = 1;
-        d->unsaved++;
     }
+    /* Group commit: the write waits STARTED_DEFER_MS, and a FINISHED that
+     * comes first carries the start in the one final write, so a short job
+     * costs one status update instead of two. A master that dies meanwhile
+     * loses nothing: the worker reports the job running to the next owner
+     * and FINISHED carries started_at. */
+    f->started_unsaved = 1;
+    f->started_due = clock_mono_ms() + STARTED_DEFER_MS;
+    d->unsaved++;
     if (msg->attempt == 1) { /* fire lag: the job's time to its first start */
         int64_t lag = msg->at - f->job->scheduled_for;
         dispatch_recent_lag(d);
@@ -1514,22 +1528,22 @@ static void s_timers(dispatch_t *d, int64_t now)
     }
 }
 
-/* Persists STARTED updates that failed while the store was away, every
- * second until they are written (bounded by the flights themselves). */
+/* Persists deferred STARTED updates once due, and those that failed while
+ * the store was away (then every second until they are written). A flight
+ * of a partition no longer held is left to its next owner. */
 static void s_save_unsaved(dispatch_t *d, int64_t now)
 {
     if (!d->unsaved || now < d->unsaved_retry)
         return;
-    d->unsaved_retry = now + 1000;
     for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights)) {
-        if (!f->started_unsaved)
+        if (!f->started_unsaved || now < f->started_due)
             continue;
-        bson_t *update = BCON_NEW("$set", "{", "status", BCON_UTF8("running"), "started_at",
-                                  BCON_DATE_TIME(f->started_at), "worker_id",
-                                  BCON_UTF8(f->worker_id), "attempt", BCON_INT32(f->job->attempt),
-                                  "}");
-        if (s_update_job(d, f->id, f->job->attempt, update) < 0)
-            return; /* still away */
+        if (s_owned(d, f->job) &&
+            s_update_job(d, f->id, f->job->attempt,
+                         s_started_update(f->started_at, f->worker_id, f->job->attempt)) < 0) {
+            d->unsaved_retry = now + 1000; /* still away */
+            return;
+        }
         f->started_unsaved = 0;
         d->unsaved--;
     }

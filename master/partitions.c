@@ -117,6 +117,10 @@ static int s_heartbeat(master_t *m)
         live++;
         if (strcmp(bj_get_str(doc, "node_id", ""), m->cfg->node_id) < 0)
             first = 0;
+        /* Its partitions count as owned while its heartbeat is fresh (a
+         * member stays live for a lease TTL, longer than that). */
+        if (bj_get_date(doc, "heartbeat_at", 0) < now - (3 * (int64_t)m->cfg->heartbeat_ms + 1000))
+            continue;
         bson_iter_t it, sub;
         if (bson_iter_init_find(&it, doc, "partitions") && BSON_ITER_HOLDS_ARRAY(&it) &&
             bson_iter_recurse(&it, &sub))
