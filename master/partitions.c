@@ -22,6 +22,12 @@
 
 static int s_tick_count;
 
+/* Partitions listed only by masters whose heartbeat went stale (dead, or
+ * stalled): taken as soon as their leases expire, whatever the share, so a
+ * dead master's partitions move at lease expiry rather than when its
+ * member document expires. Indexed by partition; at most SKED_PARTITIONS. */
+static char s_orphan[4096];
+
 int partitions_init(master_t *m, err_t *err)
 {
     int n = m->cfg->partitions;
@@ -118,22 +124,25 @@ static int s_heartbeat(master_t *m)
         if (strcmp(bj_get_str(doc, "node_id", ""), m->cfg->node_id) < 0)
             first = 0;
         /* Its partitions count as owned while its heartbeat is fresh (a
-         * member stays live for a lease TTL, longer than that). */
-        if (bj_get_date(doc, "heartbeat_at", 0) < now - (3 * (int64_t)m->cfg->heartbeat_ms + 1000))
-            continue;
+         * member stays live for a lease TTL, longer than that); a stale
+         * member's are orphans, worth contending for at once. */
+        int fresh = bj_get_date(doc, "heartbeat_at", 0) >=
+                    now - (3 * (int64_t)m->cfg->heartbeat_ms + 1000);
         bson_iter_t it, sub;
         if (bson_iter_init_find(&it, doc, "partitions") && BSON_ITER_HOLDS_ARRAY(&it) &&
             bson_iter_recurse(&it, &sub))
             while (bson_iter_next(&sub))
                 if (BSON_ITER_HOLDS_INT32(&sub) && bson_iter_int32(&sub) >= 0 &&
                     bson_iter_int32(&sub) < np)
-                    owned[bson_iter_int32(&sub)] = 1;
+                    owned[bson_iter_int32(&sub)] |= fresh ? 1 : 2;
     }
+    for (int p = 0; p < np; p++)
+        s_orphan[p] = owned[p] == 2;
     bson_error_t cerr;
     if (!mongoc_cursor_error(cur, &cerr) && first) {
         int unowned[np], n = 0;
         for (int p = 0; p < np; p++)
-            if (!owned[p] && !m->leases[p].held)
+            if (!(owned[p] & 1) && !m->leases[p].held)
                 unowned[n++] = p;
         alert_unowned(m->alert, unowned, n);
     }
@@ -167,8 +176,13 @@ void partitions_tick(master_t *m)
             log_warn("cannot renew lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                      err.msg);
     }
-    /* Above our share: give the highest partitions back. */
-    for (int p = np - 1, held = s_held(m); p >= 0 && held > target; p--)
+    /* Above our share: give the highest partitions back, but not while a
+     * stale master's partitions are being taken (the share changes when its
+     * member document expires). */
+    int orphans = 0;
+    for (int p = 0; p < np; p++)
+        orphans += s_orphan[p];
+    for (int p = np - 1, held = s_held(m); !orphans && p >= 0 && held > target; p--)
         if (m->leases[p].held) {
             s_drop(m, p);
             lease_release(m->store, &m->leases[p], m->cfg->node_id, &err);
@@ -189,6 +203,19 @@ void partitions_tick(master_t *m)
         } else if (rc < 0) {
             log_warn("cannot contend for lease", "resource=%s reason=\"%s\"",
                      m->leases[p].resource, err.msg);
+            break;
+        }
+    }
+    /* Orphans: their master stopped heartbeating; theirs once their leases
+     * expire (the share is rebalanced when its member document expires). */
+    for (int p = 0; p < np && p < (int)sizeof s_orphan; p++) {
+        if (!s_orphan[p] || m->leases[p].held)
+            continue;
+        int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, ttl, &err);
+        if (rc == 1) {
+            gained[ngained++] = p;
+            held++;
+        } else if (rc < 0) {
             break;
         }
     }
