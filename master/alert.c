@@ -233,8 +233,9 @@ static void s_record(alert_t *a, event_t *e, const char *status)
     stats_notification(e->event, status);
 }
 
-/* Queues an event (taking e) unless the queue is full. */
-static void s_push(alert_t *a, event_t *e)
+/* Queues an event (taking e) unless the queue is full. Returns 1 if
+ * queued, 0 if dropped. */
+static int s_push(alert_t *a, event_t *e)
 {
     if (a->n == ALERT_QUEUE_MAX) {
         log_warn("webhook event dropped: queue full", "event=%s job=%s queued=%d", e->kind,
@@ -247,11 +248,12 @@ static void s_push(alert_t *a, event_t *e)
             stats_alert_dropped();
         }
         s_event_free(a, e);
-        return;
+        return 0;
     }
     e->due = clock_mono_ms();
     a->q[a->n++] = e;
     stats_alerts_queued((size_t)a->n);
+    return 1;
 }
 
 /* Stamps a payload with this master and the time; returns its text. */
@@ -507,8 +509,7 @@ int alert_notify(alert_t *self, const notice_t *n)
             s_event_free(self, e);
             break;
         }
-        s_push(self, e);
-        queued++;
+        queued += s_push(self, e);
     }
     free(body);
     json_decref(cfg);

@@ -614,21 +614,22 @@ static int s_end_attempt(dispatch_t *d, flight_t *f, const outcome_t *o)
                         : failed                               ? "failure"
                         : strcmp(o->status, "succeeded") == 0 ? "success"
                                                                : NULL;
-    int notify = event && alert_hooks_want(job->notify, event);
+    /* Queued before the outcome is saved, which marks the job while a
+     * notice is on its way; deliveries only start in alert_tick, after. */
+    int notify = 0;
+    if (event) {
+        notice_t n = {.event = event, .job_id = job->id, .trigger_id = job->trigger_id,
+                      .task_type = job->task_type, .notify = job->notify, .status = o->status,
+                      .attempt = job->attempt, .scheduled_for = job->scheduled_for,
+                      .worker_id = o->worker_id, .error = o->error, .output = o->output};
+        notify = alert_notify(d->m->alert, &n) > 0;
+    }
     int rc = s_save_outcome(d, job->id, job->attempt, o, retry ? clock_wall_ms() + delay : 0,
                             notify);
     if (!retry) {
         stats_job_finished(job->task_type, o->status);
         if (failed)
             alert_job_failed(d->m->alert, job, o->status, o->error, o->worker_id);
-        if (notify) {
-            notice_t n = {.event = event, .job_id = job->id,
-                          .trigger_id = job->trigger_id, .task_type = job->task_type,
-                          .notify = job->notify, .status = o->status, .attempt = job->attempt,
-                          .scheduled_for = job->scheduled_for, .worker_id = o->worker_id,
-                          .error = o->error, .output = o->output, .skipped = 0};
-            alert_notify(d->m->alert, &n);
-        }
         s_flight_finish(d, f);
         return rc;
     }
@@ -992,14 +993,19 @@ static void s_place_recovered(dispatch_t *d)
     zlistx_destroy(&ids);
 }
 
-/* Queues the notices of a final job to the hooks that have no delivery
- * record for `event` yet; returns how many. */
-static int s_renotify_queue(dispatch_t *d, const bson_t *doc, const char *event,
-                            const char *notify)
+/* A final job still marked notify_pending (its master died before the
+ * delivery was recorded): sends the notice again to the hooks that have no
+ * record for the event yet, or clears the mark if nothing is left to send
+ * (every hook has its record, or the trigger is gone, paused or asks for
+ * other events now). */
+static void s_renotify(dispatch_t *d, const bson_t *doc)
 {
     const char *id = bj_get_str(doc, "_id", "");
-    const char *trig = bj_get_str(doc, "trigger_id", "");
     const char *status = bj_get_str(doc, "status", "");
+    const char *event = strcmp(status, "succeeded") == 0 ? "success"
+                        : strcmp(status, "skipped") == 0 ? "skipped"
+                        : s_retryable(status)            ? "failure"
+                                                         : NULL;
     json_t *all = bj_to_json(doc);
     unsigned done = 0;
     size_t i;
@@ -1008,50 +1014,34 @@ static int s_renotify_queue(dispatch_t *d, const bson_t *doc, const char *event,
     {
         json_int_t hook = json_integer_value(json_object_get(rec, "hook"));
         const char *ev = json_string_value(json_object_get(rec, "event"));
-        if (ev && strcmp(ev, event) == 0 && hook >= 0 && hook < 32)
+        if (event && ev && strcmp(ev, event) == 0 && hook >= 0 && hook < 32)
             done |= 1u << hook;
     }
     json_t *result = json_object_get(all, "result");
+    const char *trig = bj_get_str(doc, "trigger_id", "");
     notice_t n = {.event = event, .job_id = id, .trigger_id = trig,
-                  .task_type = bj_get_str(doc, "task_type", ""), .notify = notify,
-                  .status = status, .attempt = (int)bj_get_int(doc, "attempt", 1),
+                  .task_type = bj_get_str(doc, "task_type", ""),
+                  .notify = sched_trigger_notify(d->m->sched, trig), .status = status,
+                  .attempt = (int)bj_get_int(doc, "attempt", 1),
                   .scheduled_for = bj_get_date(doc, "scheduled_for", 0),
                   .worker_id = bj_get_str(doc, "worker_id", NULL),
                   .error = json_string_value(json_object_get(result, "error")),
                   .output = json_string_value(json_object_get(result, "output")),
                   .skip_reason = bj_get_str(doc, "skip_reason", NULL), .skipped = 1,
                   .done_hooks = done};
-    int queued = alert_notify(d->m->alert, &n);
-    if (queued)
+    int queued = event ? alert_notify(d->m->alert, &n) : 0;
+    json_decref(all);
+    if (queued) {
         log_info("notification sent again after a takeover", "job=%s event=%s hooks=%d", id,
                  event, queued);
-    json_decref(all);
-    return queued;
-}
-
-/* Sends again what a final job's trigger wants to hear about it, to the
- * hooks that have no delivery record for the event yet. */
-static void s_renotify(dispatch_t *d, const bson_t *doc)
-{
-    const char *id = bj_get_str(doc, "_id", "");
-    const char *trig = bj_get_str(doc, "trigger_id", "");
-    const char *status = bj_get_str(doc, "status", "");
-    const char *event = strcmp(status, "succeeded") == 0 ? "success"
-                        : strcmp(status, "skipped") == 0 ? "skipped"
-                        : s_retryable(status)            ? "failure"
-                                                         : NULL;
-    const char *notify = sched_trigger_notify(d->m->sched, trig);
-    if (!event || !alert_hooks_want(notify, event) || s_renotify_queue(d, doc, event, notify) == 0) {
-        /* Nothing (left) to send: every hook has its record, or the trigger
-         * is gone, paused or asks for other events now. */
-        log_info("pending notification cleared", "job=%s", id);
-        bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
-        bson_t *update = BCON_NEW("$unset", "{", "notify_pending", BCON_UTF8(""), "}");
-        mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, update, NULL, NULL,
-                                     NULL);
-        bson_destroy(filter);
-        bson_destroy(update);
+        return;
     }
+    log_info("pending notification cleared", "job=%s", id);
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t *update = BCON_NEW("$unset", "{", "notify_pending", BCON_UTF8(""), "}");
+    mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, update, NULL, NULL, NULL);
+    bson_destroy(filter);
+    bson_destroy(update);
 }
 
 void dispatch_recover(dispatch_t *self, const int *parts, int n)

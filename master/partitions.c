@@ -22,11 +22,6 @@
 
 static int s_tick_count;
 
-/* Partitions listed only by masters whose heartbeat went stale (dead, or
- * stalled): taken as soon as their leases expire, whatever the share, so a
- * dead master's partitions move at lease expiry rather than when its
- * member document expires. Indexed by partition; at most SKED_PARTITIONS. */
-static char s_orphan[4096];
 
 int partitions_init(master_t *m, err_t *err)
 {
@@ -60,8 +55,10 @@ static int s_held(const master_t *m)
     return held;
 }
 
-/* Writes this master's member document and counts live masters (>= 1). */
-static int s_heartbeat(master_t *m)
+/* Writes this master's member document and counts live masters (>= 1).
+ * Marks in orphan[] (SKED_PARTITIONS entries) the partitions listed only by
+ * masters whose heartbeat went stale (dead, or stalled). */
+static int s_heartbeat(master_t *m, char *orphan)
 {
     int64_t now = clock_wall_ms();
     char id[160];
@@ -137,7 +134,7 @@ static int s_heartbeat(master_t *m)
                     owned[bson_iter_int32(&sub)] |= fresh ? 1 : 2;
     }
     for (int p = 0; p < np; p++)
-        s_orphan[p] = owned[p] == 2;
+        orphan[p] = owned[p] == 2;
     bson_error_t cerr;
     if (!mongoc_cursor_error(cur, &cerr) && first) {
         int unowned[np], n = 0;
@@ -151,10 +148,24 @@ static int s_heartbeat(master_t *m)
     return live < 1 ? 1 : live;
 }
 
+/* Contends for partition p (not held). Returns 1 if gained (appended to
+ * gained), 0 if not, < 0 on a store error (logged). */
+static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
+{
+    int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, m->cfg->lease_ttl_ms, err);
+    if (rc == 1)
+        gained[(*ngained)++] = p;
+    else if (rc < 0)
+        log_warn("cannot contend for lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
+                 err->msg);
+    return rc;
+}
+
 void partitions_tick(master_t *m)
 {
     int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms;
-    int live = s_heartbeat(m);
+    char orphan[np];
+    int live = s_heartbeat(m, orphan);
     int target = (np + live - 1) / live;
     err_t err = {0};
     int gained[np], ngained = 0, nlost = 0;
@@ -181,7 +192,7 @@ void partitions_tick(master_t *m)
      * member document expires). */
     int orphans = 0;
     for (int p = 0; p < np; p++)
-        orphans += s_orphan[p];
+        orphans += orphan[p];
     for (int p = np - 1, held = s_held(m); !orphans && p >= 0 && held > target; p--)
         if (m->leases[p].held) {
             s_drop(m, p);
@@ -192,33 +203,16 @@ void partitions_tick(master_t *m)
      * offset of our own so that masters do not all contend for the same. */
     int held = s_held(m);
     int start = (int)(zclock_usecs() % (uint64_t)np);
-    for (int i = 0; i < np && held < target; i++) {
+    for (int i = 0, rc = 0; i < np && held < target && rc >= 0; i++) {
         int p = (start + i) % np;
-        if (m->leases[p].held)
-            continue;
-        int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, ttl, &err);
-        if (rc == 1) {
-            gained[ngained++] = p;
+        if (!m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
-        } else if (rc < 0) {
-            log_warn("cannot contend for lease", "resource=%s reason=\"%s\"",
-                     m->leases[p].resource, err.msg);
-            break;
-        }
     }
-    /* Orphans: their master stopped heartbeating; theirs once their leases
-     * expire (the share is rebalanced when its member document expires). */
-    for (int p = 0; p < np && p < (int)sizeof s_orphan; p++) {
-        if (!s_orphan[p] || m->leases[p].held)
-            continue;
-        int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, ttl, &err);
-        if (rc == 1) {
-            gained[ngained++] = p;
+    /* Orphans, whatever the share: a dead master's partitions move as soon
+     * as their leases expire, not when its member document does. */
+    for (int p = 0, rc = 0; p < np && rc >= 0; p++)
+        if (orphan[p] && !m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
-        } else if (rc < 0) {
-            break;
-        }
-    }
     stats_leases(held, ngained, nlost);
     if (ngained && sched_load(m->sched, gained, ngained, &err) < 0) {
         log_warn("cannot load partitions; releasing them", "reason=\"%s\"", err.msg);

@@ -821,22 +821,23 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     int buffer = 0;
     const char *skip = forced ? NULL : s_overlap(self, t, &buffer);
     if (skip) {
+        /* The notice is queued first: the skip record marks the job while
+         * it is on its way (deliveries start in alert_tick, after). */
+        notice_t n = {.event = "skipped", .job_id = job_id, .trigger_id = trigger_id,
+                      .task_type = job->task_type, .notify = job->notify, .status = "skipped",
+                      .attempt = 1, .scheduled_for = job->scheduled_for, .skip_reason = skip,
+                      .skipped = 1};
+        int notify = alert_notify(m->alert, &n) > 0;
         bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id), "status", BCON_UTF8("queued"));
         bson_t *update = BCON_NEW("$set", "{", "status", BCON_UTF8("skipped"), "skip_reason",
                                   BCON_UTF8(skip), "finished_at", BCON_DATE_TIME(clock_wall_ms()),
-                                  "notify_pending",
-                                  BCON_BOOL(alert_hooks_want(job->notify, "skipped")), "}");
+                                  "notify_pending", BCON_BOOL(notify), "}");
         mongoc_collection_update_one(store_coll(m->store, "jobs"), filter, update, NULL, NULL,
                                      NULL);
         bson_destroy(filter);
         bson_destroy(update);
         log_info("manual run skipped", "job=%s reason=%s", job_id, skip);
         stats_fires_skipped(skip, 1);
-        notice_t n = {.event = "skipped", .job_id = job_id, .trigger_id = trigger_id,
-                      .task_type = job->task_type, .notify = job->notify, .status = "skipped",
-                      .attempt = 1, .scheduled_for = job->scheduled_for, .skip_reason = skip,
-                      .skipped = 1};
-        alert_notify(m->alert, &n);
         job_destroy(&job);
     } else if (buffer && dispatch_buffer(m->disp, &job) == 0) {
         log_info("manual run buffered behind the running job", "job=%s", job_id);
