@@ -207,14 +207,20 @@ def test_hanging_webhook_does_not_delay_scheduling(cluster):
         hang.close()
 
 
+def start_ticking(cluster, hook, **master_env):
+    """One master and worker alerting to hook; a 1-s noop trigger already
+    running on time. Returns the trigger id."""
+    cluster.start(masters=1, workers=1, master_env={"SKED_ALERT_URL": hook.url, **master_env})
+    tid = create(cluster, "tick", {"task_type": "noop"})
+    wait_for(lambda: cluster.db.jobs.count_documents({"trigger_id": tid, "status": "succeeded"}) >= 2,
+             20, what="jobs on time")
+    return tid
+
+
 def test_fire_lag_above_threshold_alerts_once_a_minute(cluster):
     hook = Receiver()
     try:
-        cluster.start(masters=1, workers=1, master_env={
-            "SKED_ALERT_URL": hook.url, "SKED_ALERT_LAG_MS": "800", "SKED_WORKER_TIMEOUT_MS": "6000"})
-        tid = create(cluster, "tick", {"task_type": "noop"})
-        wait_for(lambda: cluster.db.jobs.count_documents({"trigger_id": tid, "status": "succeeded"}) >= 2,
-                 20, what="jobs on time")
+        tid = start_ticking(cluster, hook, SKED_ALERT_LAG_MS="800", SKED_WORKER_TIMEOUT_MS="6000")
         assert not hook.events("fire_lag_high")
         # A stopped worker starts its jobs late: twice, within a minute.
         for _ in range(2):
@@ -238,12 +244,8 @@ def test_fire_lag_above_threshold_alerts_once_a_minute(cluster):
 def test_fire_lag_alert_waits_until_fires_are_late_for_lag_for_ms(cluster):
     hook = Receiver()
     try:
-        cluster.start(masters=1, workers=1, master_env={
-            "SKED_ALERT_URL": hook.url, "SKED_ALERT_LAG_MS": "800",
-            "SKED_ALERT_LAG_FOR_MS": "4000", "SKED_WORKER_TIMEOUT_MS": "15000"})
-        tid = create(cluster, "tick", {"task_type": "noop"})
-        wait_for(lambda: cluster.db.jobs.count_documents({"trigger_id": tid, "status": "succeeded"}) >= 2,
-                 20, what="jobs on time")
+        tid = start_ticking(cluster, hook, SKED_ALERT_LAG_MS="800", SKED_ALERT_LAG_FOR_MS="4000",
+                            SKED_WORKER_TIMEOUT_MS="15000")
         # Late for about 2 s: below SKED_ALERT_LAG_FOR_MS, no alert.
         cluster.workers[0].popen.send_signal(signal.SIGSTOP)
         time.sleep(2)

@@ -26,6 +26,16 @@ def scrape(url):
     return samples, types
 
 
+def worker_scrape(port):
+    """A worker's metrics text and its parsed samples, or None while it
+    does not serve them yet."""
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.ConnectionError:
+        return None
+    return text, [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
 def val(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -176,9 +186,6 @@ def test_gateway_counts_rate_limited_requests(cluster):
 
 
 def test_worker_serves_its_metrics(cluster):
-    import requests
-    from prometheus_client.parser import text_string_to_metric_families
-    from conftest import free_port, wait_for
     port = free_port()
     cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"})
     cluster.start_worker(5, SKED_METRICS_ADDR=f"127.0.0.1:{port}")
@@ -188,15 +195,11 @@ def test_worker_serves_its_metrics(cluster):
     assert r.status_code == 201
 
     def finished():
-        try:
-            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        except requests.ConnectionError:
-            return None
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if (s.name == "sked_worker_jobs_finished_total" and s.labels.get("status") == "failed"
-                        and s.labels.get("task_type") == "fail" and s.value >= 2):
-                    return text
+        got = worker_scrape(port)
+        if got and any(s.name == "sked_worker_jobs_finished_total" and
+                       s.labels.get("status") == "failed" and
+                       s.labels.get("task_type") == "fail" and s.value >= 2 for s in got[1]):
+            return got[0]
         return None
     text = wait_for(finished, 15, what="worker metrics for failed jobs")
     assert "sked_worker_slots" in text and "sked_worker_job_duration_seconds_bucket" in text
@@ -206,9 +209,6 @@ def test_worker_slots_by_task_type(cluster):
     """sked_worker_task_slots: `used` counts running jobs of the type, `free`
     is what the worker could start now (bounded by max_concurrent)."""
     import json
-    import requests
-    from prometheus_client.parser import text_string_to_metric_families
-    from conftest import free_port, wait_for
     port = free_port()
     conf = cluster.logdir + "/worker.json"
     with open(conf, "w") as f:
@@ -224,15 +224,9 @@ def test_worker_slots_by_task_type(cluster):
     assert r.status_code == 201
 
     def slots():
-        try:
-            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        except requests.ConnectionError:
-            return None
-        got = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == "sked_worker_task_slots":
-                    got[(s.labels["task_type"], s.labels["state"])] = s.value
+        scraped = worker_scrape(port)
+        got = {(s.labels["task_type"], s.labels["state"]): s.value for s in scraped[1]
+               if s.name == "sked_worker_task_slots"} if scraped else {}
         return got if got.get(("sleep", "used")) == 2 else None
     got = wait_for(slots, 20, what="two sleep jobs running")
     assert got[("sleep", "free")] == 0      # max_concurrent 2 reached

@@ -44,13 +44,18 @@ class FakeWorker:
         self.sock.close()
 
 
-def run_fake_job(cluster, fw):
+def send_fake_job(cluster, fw):
+    """A manual run of a `fake` trigger; returns the JOB fw received."""
     r = cluster.api("POST", "/triggers/", json={
         "name": "on fake", "trigger_config": {}, "execution_config": {"task_type": "fake"}})
     assert r.status_code == 201, r.text
     r = cluster.api("POST", f"/triggers/{r.json()['id']}/execute", json={})
     assert r.status_code == 202, r.text
-    job = fw.recv("JOB", 15, beat={"free": 1})
+    return fw.recv("JOB", 15, beat={"free": 1})
+
+
+def run_fake_job(cluster, fw):
+    job = send_fake_job(cluster, fw)
     fw.send("STARTED", job_id=job["job_id"], attempt=job["attempt"], at=int(time.time() * 1000))
     wait_for(lambda: cluster.db.jobs.find_one({"_id": job["job_id"], "status": "running"}), 10,
              what="the job running")
@@ -128,10 +133,7 @@ def test_finished_carries_the_start_time_when_started_went_unrecorded(cluster):
     try:
         fw = FakeWorker(ctx, cluster.master_ports[0])
         fw.hello()
-        r = cluster.api("POST", "/triggers/", json={
-            "name": "on fake", "trigger_config": {}, "execution_config": {"task_type": "fake"}})
-        r = cluster.api("POST", f"/triggers/{r.json()['id']}/execute", json={})
-        job = fw.recv("JOB", 15, beat={"free": 1})
+        job = send_fake_job(cluster, fw)
         began = int(time.time() * 1000) - 1234
         # No STARTED (lost, or sent while another master held the partition).
         fw.send("FINISHED", job_id=job["job_id"], attempt=1, at=began + 1234, status="succeeded",
