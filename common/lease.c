@@ -5,6 +5,11 @@
  * _id (the chain only grows), then inserts epoch+1 if the head is expired.
  * A holder renews its own epoch document and checks that no epoch+1 has
  * appeared; if one has, it was fenced off and stops at once.
+ *
+ * Every read and write is by `_id` alone. Epoch k's document is its
+ * owner's (only the insert that won k knows it holds it), so a filter on
+ * `owner` would add nothing but cost: FerretDB decodes every document of
+ * the collection in Go for any filter other than `_id` alone.
  */
 #include "common/lease.h"
 
@@ -102,7 +107,7 @@ static int s_insert(store_t *store, lease_t *lease, const char *owner, int ttl_m
     return 1;
 }
 
-static int s_renew(store_t *store, lease_t *lease, const char *owner, int ttl_ms, err_t *err)
+static int s_renew(store_t *store, lease_t *lease, int ttl_ms, err_t *err)
 {
     int64_t mono = clock_mono_ms(), now = clock_wall_ms();
     if (mono >= lease->valid_until) {
@@ -114,7 +119,7 @@ static int s_renew(store_t *store, lease_t *lease, const char *owner, int ttl_ms
     }
     char id[128];
     s_id(id, sizeof id, lease, lease->epoch);
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id), "owner", BCON_UTF8(owner));
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
     bson_t *update = BCON_NEW("$set", "{", "expires_at", BCON_DATE_TIME(now + ttl_ms),
                               "renewed_at", BCON_DATE_TIME(now), "}");
     bson_t reply;
@@ -144,7 +149,7 @@ static int s_renew(store_t *store, lease_t *lease, const char *owner, int ttl_ms
 int lease_tick(store_t *store, lease_t *lease, const char *owner, int ttl_ms, err_t *err)
 {
     if (lease->held)
-        return s_renew(store, lease, owner, ttl_ms, err);
+        return s_renew(store, lease, ttl_ms, err);
     bson_t head;
     int have_head;
     bson_init(&head);
@@ -158,7 +163,7 @@ int lease_tick(store_t *store, lease_t *lease, const char *owner, int ttl_ms, er
     return rc;
 }
 
-int lease_release(store_t *store, lease_t *lease, const char *owner, err_t *err)
+int lease_release(store_t *store, lease_t *lease, err_t *err)
 {
     if (!lease->held)
         return 0;
@@ -166,7 +171,7 @@ int lease_release(store_t *store, lease_t *lease, const char *owner, err_t *err)
     char id[128];
     s_id(id, sizeof id, lease, lease->epoch);
     int64_t now = clock_wall_ms();
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id), "owner", BCON_UTF8(owner));
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
     bson_t *update = BCON_NEW("$set", "{", "expires_at", BCON_DATE_TIME(now), "released_at",
                               BCON_DATE_TIME(now), "}");
     bson_error_t berr;

@@ -36,8 +36,9 @@ void lease_init(lease_t *lease, const char *resource);
 int lease_tick(store_t *store, lease_t *lease, const char *owner, int ttl_ms, err_t *err);
 
 /* Gives a held lease up at once (expires_at = now), so another process can
- * take it without waiting for the TTL. Returns 0 or a negative code. */
-int lease_release(store_t *store, lease_t *lease, const char *owner, err_t *err);
+ * take it without waiting for the TTL. The caller is its epoch's owner.
+ * Returns 0 or a negative code. */
+int lease_release(store_t *store, lease_t *lease, err_t *err);
 
 /* True while the holder may act on the lease. */
 int lease_valid(const lease_t *lease, int64_t now_mono);

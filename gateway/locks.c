@@ -293,7 +293,7 @@ int locks_release(store_t *store, const char *name, const char *owner, int64_t e
         lease_init(&L, resource);
         L.epoch = head_epoch;
         L.held = 1;
-        rc = lease_release(store, &L, owner, err);
+        rc = lease_release(store, &L, err);
     }
     bson_destroy(&head);
     return rc;

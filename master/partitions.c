@@ -196,7 +196,7 @@ void partitions_tick(master_t *m)
     for (int p = np - 1, held = s_held(m); !orphans && p >= 0 && held > target; p--)
         if (m->leases[p].held) {
             s_drop(m, p);
-            lease_release(m->store, &m->leases[p], m->cfg->node_id, &err);
+            lease_release(m->store, &m->leases[p], &err);
             held--;
         }
     /* Below our share: try free or expired partitions, starting at an
@@ -218,7 +218,7 @@ void partitions_tick(master_t *m)
         log_warn("cannot load partitions; releasing them", "reason=\"%s\"", err.msg);
         for (int i = 0; i < ngained; i++) {
             s_drop(m, gained[i]);
-            lease_release(m->store, &m->leases[gained[i]], m->cfg->node_id, &err);
+            lease_release(m->store, &m->leases[gained[i]], &err);
         }
         stats_leases(s_held(m), 0, 0);
     } else if (ngained) {
@@ -240,7 +240,7 @@ void partitions_release_all(master_t *m)
 {
     err_t err = {0};
     for (int p = 0; p < m->cfg->partitions; p++)
-        if (m->leases[p].held && lease_release(m->store, &m->leases[p], m->cfg->node_id, &err) < 0)
+        if (m->leases[p].held && lease_release(m->store, &m->leases[p], &err) < 0)
             log_warn("cannot release lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                      err.msg);
     char id[160];

@@ -3,14 +3,21 @@ a fresh FerretDB (SQLite) on loopback: what docs/BENCHMARKS.md cites.
 
     .venv/bin/python tests/bench/store_ops.py [SIZE ...]     (default 100 1000 5000)
 
-For each size N, a collection of N job-like documents, then the mean time
-of: insert_one; find_one by _id; update_one by _id alone; update_one by
-_id plus `attempt` and `status` conditions (sked's status update filter,
-master/dispatch.c); and Agenda's lock query (find_one_and_update with its
-name/$or filter and nextRunAt/priority sort, matching nothing).
+For each size N, a collection of N documents shaped like sked's finished
+jobs, then the mean time of: insert_one; find_one by _id; update_one by
+_id alone; update_one by _id plus `attempt` and `status` conditions (what
+sked's status updates used before they became `_id`-only); and Agenda's
+lock query (find_one_and_update with its name/$or filter and
+nextRunAt/priority sort, matching nothing). Finds and updates pick
+documents spread over the whole collection: FerretDB's SQLite table has no
+index its `_id` queries can use, so a document near the start of the table
+is found sooner than one near its end. Last, the query plan SQLite makes
+for FerretDB's `_id` lookup, read from the store's own database file.
 """
 import datetime
+import glob
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -30,6 +37,37 @@ def timed(fn):
     return (time.perf_counter() - t) / REPEAT * 1000
 
 
+def job_doc(_id, now, later):
+    """A finished noop job as sked stores it, plus Agenda's fields."""
+    return {"_id": _id, "trigger_id": "trigger-0001", "owner": "bench", "partition": 7,
+            "kind": "scheduled", "task_type": "noop", "scheduled_for": now, "status": "succeeded",
+            "attempt": 1, "created_at": now, "run_at": now, "epoch": 3, "master": "m1",
+            "misfire": False, "started_at": now, "finished_at": now, "worker_id": "w1",
+            "duration_ms": 3, "result": {"exit_code": 0, "output": "ok"},
+            "attempts": [{"attempt": 1, "status": "succeeded", "worker_id": "w1", "started_at": now,
+                          "finished_at": now, "duration_ms": 3, "exit_code": 0, "error": None}],
+            "name": "noop", "nextRunAt": later, "lockedAt": None, "priority": 0}
+
+
+def query_plan(store_dir, collection):
+    """SQLite's plan for the statements FerretDB runs for an _id lookup."""
+    for path in glob.glob(os.path.join(store_dir, "**", "*.sqlite"), recursive=True):
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?",
+                                        (collection + "_%",)):
+                for (sql,) in con.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                                          (table,)):
+                    print(f"index: {sql}")
+                for q in (f'''SELECT _ferretdb_sjson FROM "{table}" WHERE _ferretdb_sjson->'$._id' = ?''',
+                          f'''UPDATE "{table}" SET _ferretdb_sjson = ? WHERE _ferretdb_sjson->'$._id' = ?'''):
+                    args = ('"j0"',) if q.startswith("SELECT") else ("{}", '"j0"')
+                    plan = "; ".join(r[3] for r in con.execute("EXPLAIN QUERY PLAN " + q, args))
+                    print(f"plan: {q.split(' WHERE')[0]} WHERE <_id> -> {plan}")
+        finally:
+            con.close()
+
+
 def main():
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1000, 5000]
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -44,18 +82,19 @@ def main():
         try:
             for n in sizes:
                 db = client[f"ops{n}"]
-                db.jobs.insert_many([{"_id": f"j{i}", "attempt": 1, "status": "queued", "name": "noop",
-                                      "nextRunAt": later, "lockedAt": None, "priority": 0,
-                                      "pad": "x" * 300} for i in range(n)])
+                db.jobs.insert_many([job_doc(f"j{i}", now, later) for i in range(n)])
+                spread = [f"j{(i * 7919) % n}" for i in range(2 * REPEAT)]
                 ins = timed(lambda i: db.jobs.insert_one({"_id": f"new{i}", "attempt": 1, "status": "queued"}))
-                fnd = timed(lambda i: db.jobs.find_one({"_id": f"j{i}"}))
-                upd = timed(lambda i: db.jobs.update_one({"_id": f"j{i}"}, {"$set": {"status": "running"}}))
+                fnd = timed(lambda i: db.jobs.find_one({"_id": spread[i]}))
+                upd = timed(lambda i: db.jobs.update_one({"_id": spread[i]}, {"$set": {"status": "running"}}))
                 updf = timed(lambda i: db.jobs.update_one(
-                    {"_id": f"j{i + REPEAT}", "attempt": {"$lte": 1},
+                    {"_id": spread[i + REPEAT], "attempt": {"$lte": 1},
                      "status": {"$in": ["queued", "retrying", "running"]}}, {"$set": {"status": "running"}}))
                 lock = timed(lambda i: db.jobs.find_one_and_update(
                     lock_q, {"$set": {"lockedAt": now}}, sort=[("nextRunAt", 1), ("priority", -1)]))
                 print(f"{n:5d} {ins:7.1f} {fnd:8.1f} {upd:7.1f} {updf:22.1f} {lock:18.1f}", flush=True)
+                if n == sizes[-1]:
+                    query_plan(d, "jobs")
                 client.drop_database(f"ops{n}")
         finally:
             client.close()
