@@ -50,6 +50,7 @@ typedef struct {
     char labels[512];
     int slots, credit, inflight;
     int64_t last_seen;
+    int64_t heard_at; /* monotonic ms of its last message (last_seen is moved by stalls) */
     int draining;
 } worker_t;
 
@@ -97,6 +98,8 @@ struct dispatch {
     zhashx_t *buffered;   /* trigger id -> job_t* held by buffer_one, owns */
     zhashx_t *recovering; /* job id -> rec_t*: taken over, not yet placed, owns */
     int64_t recover_until; /* monotonic ms when unclaimed recovered jobs are placed */
+    int64_t recover_started; /* monotonic ms the last takeover scan began */
+    zhashx_t *listed;      /* node ids of workers other live masters list (values unused) */
     int64_t last_expire;   /* monotonic ms of the last worker expiry check */
     int unsaved;           /* flights whose STARTED is not persisted yet */
     int64_t lag_max[2];    /* largest fire lag (ms) in this and the previous minute */
@@ -244,6 +247,7 @@ dispatch_t *dispatch_new(master_t *m)
     d->active = zhashx_new();
     d->buffered = zhashx_new(); /* no destructor: jobs leave it to run */
     d->recovering = zhashx_new();
+    d->listed = zhashx_new();
     zhashx_set_destructor(d->recovering, s_rec_free);
     d->rng = (uint64_t)zclock_usecs() ^ ((uint64_t)(uintptr_t)d << 16);
     char list[sizeof m->cfg->task_limits];
@@ -283,6 +287,7 @@ void dispatch_destroy(dispatch_t **self_p)
         job_destroy(&job);
     zhashx_destroy(&d->buffered);
     zhashx_destroy(&d->recovering);
+    zhashx_destroy(&d->listed);
     free(d);
     *self_p = NULL;
 }
@@ -805,7 +810,7 @@ static worker_t *s_worker(dispatch_t *d, zframe_t *identity, const proto_msg_t *
                  msg->task_types, msg->slots);
     }
     if (w)
-        w->last_seen = clock_mono_ms();
+        w->last_seen = w->heard_at = clock_mono_ms();
     return w;
 }
 
@@ -976,6 +981,39 @@ static void s_adopt(dispatch_t *d, worker_t *w, const char *job_id)
     zhashx_delete(d->recovering, f->id);
 }
 
+void dispatch_listed_worker(dispatch_t *self, const char *node_id)
+{
+    if (node_id)
+        zhashx_update(self->listed, node_id, (void *)node_id);
+}
+
+void dispatch_listed_reset(dispatch_t *self)
+{
+    zhashx_purge(self->listed);
+}
+
+/* True once every worker that another live master lists has sent this
+ * master a message since the takeover scan began, or after three worker
+ * timeouts whatever they did. A job the old owner sent out may have run
+ * and finished already, its STARTED never written (it is deferred) and
+ * its FINISHED still on the way: a master that has just come back (an
+ * isolated host) hears from workers late, and would otherwise queue such
+ * a job again as never started. */
+static int s_workers_heard(dispatch_t *d, int64_t now)
+{
+    if (now >= d->recover_started + 3 * (int64_t)d->m->cfg->worker_timeout_ms)
+        return 1;
+    for (void *v = zhashx_first(d->listed); v; v = zhashx_next(d->listed)) {
+        const char *node = zhashx_cursor(d->listed);
+        int heard = 0;
+        for (worker_t *w = zhashx_first(d->workers); w && !heard; w = zhashx_next(d->workers))
+            heard = strcmp(w->node_id, node) == 0 && w->heard_at >= d->recover_started;
+        if (!heard)
+            return 0;
+    }
+    return 1;
+}
+
 /* After the takeover wait: queued jobs are dispatched, running ones that
  * no worker reported are lost (and retried by policy), retries re-armed. */
 static void s_place_recovered(dispatch_t *d)
@@ -1135,7 +1173,8 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
     bson_destroy(filter);
     if (count) {
         /* Wait for every worker to have heartbeaten once with its running jobs. */
-        self->recover_until = clock_mono_ms() + self->m->cfg->worker_timeout_ms;
+        self->recover_started = clock_mono_ms();
+        self->recover_until = self->recover_started + self->m->cfg->worker_timeout_ms;
         log_info("jobs taken over", "count=%d placing_in_ms=%d", count,
                  self->m->cfg->worker_timeout_ms);
     }
@@ -1530,7 +1569,8 @@ static void s_timers(dispatch_t *d, int64_t now)
 
 /* Persists deferred STARTED updates once due, and those that failed while
  * the store was away (then every second until they are written). A flight
- * of a partition no longer held is left to its next owner. */
+ * of a partition no longer held is left to its next owner. Stops early
+ * when a fire falls due. */
 static void s_save_unsaved(dispatch_t *d, int64_t now)
 {
     if (!d->unsaved || now < d->unsaved_retry)
@@ -1538,6 +1578,8 @@ static void s_save_unsaved(dispatch_t *d, int64_t now)
     for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights)) {
         if (!f->started_unsaved || now < f->started_due)
             continue;
+        if (sched_next_due(d->m->sched) <= clock_wall_ms())
+            return; /* a fire is due: it goes first, the rest next tick */
         if (s_owned(d, f->job) &&
             s_update_job(d, f->id, f->job->attempt,
                          s_started_update(f->started_at, f->worker_id, f->job->attempt), 0) < 0) {
@@ -1555,7 +1597,7 @@ void dispatch_tick(dispatch_t *self)
     s_save_unsaved(self, now);
     s_expire(self, now);
     s_timers(self, now);
-    if (self->recover_until && now >= self->recover_until)
+    if (self->recover_until && now >= self->recover_until && s_workers_heard(self, now))
         s_place_recovered(self);
     s_pump(self);
     long free_slots = 0, used = 0;

@@ -144,6 +144,11 @@ void dispatch_drop_partition(dispatch_t *self, int partition);
  * worker reports running, and after SKED_WORKER_TIMEOUT_MS queues the rest,
  * declares the running ones nobody reports lost, and re-arms retries. */
 void dispatch_recover(dispatch_t *self, const int *parts, int n);
+/* The workers other live masters list in their member documents, as read
+ * at each heartbeat: a takeover places the jobs no worker reports only
+ * once each of them has been heard from (or after three worker timeouts). */
+void dispatch_listed_reset(dispatch_t *self);
+void dispatch_listed_worker(dispatch_t *self, const char *node_id);
 /* Handles a worker message; identity is the ROUTER routing frame. */
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg);
 /* Sends what can be sent and retries that are due; expires silent workers

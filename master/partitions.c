@@ -116,6 +116,7 @@ static int s_heartbeat(master_t *m, char *orphan)
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(store_coll(m->store, "members"), q, NULL,
                                                             NULL);
     const bson_t *doc;
+    dispatch_listed_reset(m->disp);
     while (mongoc_cursor_next(cur, &doc)) {
         live++;
         if (strcmp(bj_get_str(doc, "node_id", ""), m->cfg->node_id) < 0)
@@ -132,6 +133,16 @@ static int s_heartbeat(master_t *m, char *orphan)
                 if (BSON_ITER_HOLDS_INT32(&sub) && bson_iter_int32(&sub) >= 0 &&
                     bson_iter_int32(&sub) < np)
                     owned[bson_iter_int32(&sub)] |= fresh ? 1 : 2;
+        /* The workers it sees, if it is another master and fresh. */
+        if (fresh && strcmp(bj_get_str(doc, "node_id", ""), m->cfg->node_id) != 0 &&
+            bson_iter_init_find(&it, doc, "workers") && BSON_ITER_HOLDS_ARRAY(&it) &&
+            bson_iter_recurse(&it, &sub))
+            while (bson_iter_next(&sub)) {
+                bson_iter_t w;
+                if (BSON_ITER_HOLDS_DOCUMENT(&sub) && bson_iter_recurse(&sub, &w) &&
+                    bson_iter_find(&w, "node_id") && BSON_ITER_HOLDS_UTF8(&w))
+                    dispatch_listed_worker(m->disp, bson_iter_utf8(&w, NULL));
+            }
     }
     for (int p = 0; p < np; p++)
         orphan[p] = owned[p] == 2;
@@ -186,6 +197,9 @@ void partitions_tick(master_t *m)
         else if (rc < 0)
             log_warn("cannot renew lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                      err.msg);
+        /* Renewals come in bursts (leases taken together renew together)
+         * of two store calls each: a fire due meanwhile goes between. */
+        sched_fire_due(m->sched, clock_wall_ms());
     }
     /* Above our share: give the highest partitions back, but not while a
      * stale master's partitions are being taken (the share changes when its

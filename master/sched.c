@@ -9,7 +9,8 @@
  * believe they hold a partition cannot fire the same time twice (G1).
  *
  * Hot path per fire: one job insert and one trigger_state update, both by
- * _id. Loading (on gaining a partition, and periodically to reconcile lost
+ * _id. Fires due together are claimed by one unordered insert_many and
+ * sent to workers before their states are saved. Loading (on gaining a partition, and periodically to reconcile lost
  * notifications) is a batched secondary-field query.
  */
 #include "master/master.h"
@@ -39,6 +40,7 @@ typedef struct {
     int64_t next_ms;                     /* next scheduled fire */
     int next_flags;                      /* CRON_FIRE_* of next_ms */
     unsigned gen;
+    unsigned batch; /* the sched's batch it was last decided in */
     char task_type[64];
     char owner[256];
     char *parameters;
@@ -63,6 +65,7 @@ struct sched {
     zhashx_t *by_id; /* id -> trig_t*, owns */
     heap_t heap;     /* of trig_t, by hn.key */
     unsigned gen;
+    unsigned batch;  /* sched_fire_due's batches, counted */
 };
 
 /* ---- triggers --------------------------------------------------------- */
@@ -530,19 +533,53 @@ static bson_t *s_job_doc(sched_t *s, const trig_t *t, int64_t sf, int misfire, i
     return doc;
 }
 
-/* Claims the fire by inserting its job document. 1 claimed, 0 already
- * claimed by someone (G1), <0 store error. */
-static int s_claim(sched_t *s, const trig_t *t, int64_t sf, int misfire, int dst_flags,
-                   const char *skip_reason, err_t *err)
+/* Inserts docs[0..n) in one unordered insert_many. st[i]: 1 inserted, 0
+ * refused by _id (already claimed: G1), -1 not written (store error).
+ * Returns how many were inserted. */
+static size_t s_insert_jobs(sched_t *s, bson_t **docs, size_t n, int *st, const char *op,
+                            err_t *err)
 {
-    bson_t *doc = s_job_doc(s, t, sf, misfire, dst_flags, skip_reason, 1);
+    bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
+    bson_t reply;
     bson_error_t berr;
     int64_t t0 = zclock_usecs();
-    bool ok = mongoc_collection_insert_one(store_coll(s->m->store, "jobs"), doc, NULL, NULL, &berr);
-    bson_destroy(doc);
-    int rc = ok ? 1 : store_error(&berr, "insert job", err);
-    stats_store_op("insert_job", zclock_usecs() - t0, rc < 0 && rc != ERR_CONFLICT);
-    return rc == ERR_CONFLICT ? 0 : rc;
+    bool ok = mongoc_collection_insert_many(store_coll(s->m->store, "jobs"), (const bson_t **)docs,
+                                            n, opts, &reply, &berr);
+    for (size_t i = 0; i < n; i++)
+        st[i] = 1;
+    bson_iter_t it, arr;
+    int per_doc = 0; /* the reply tells which documents were refused */
+    if (!ok && bson_iter_init_find(&it, &reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
+        bson_iter_recurse(&it, &arr)) {
+        per_doc = 1;
+        while (bson_iter_next(&arr)) {
+            bson_t e;
+            uint32_t len;
+            const uint8_t *data;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
+                continue;
+            bson_iter_document(&arr, &len, &data);
+            if (!bson_init_static(&e, data, len))
+                continue;
+            int64_t i = bj_get_int(&e, "index", -1);
+            if (i >= 0 && (size_t)i < n)
+                st[i] = bj_get_int(&e, "code", 0) == 11000 ? 0 : -1;
+        }
+    }
+    if (!ok && !per_doc) /* no per-document answer: nothing is known written */
+        for (size_t i = 0; i < n; i++)
+            st[i] = -1;
+    size_t inserted = 0, failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        inserted += st[i] == 1;
+        failed += st[i] < 0;
+    }
+    stats_store_op(op, zclock_usecs() - t0, failed > 0);
+    if (failed)
+        store_error(&berr, "insert jobs", err);
+    bson_destroy(&reply);
+    bson_destroy(opts);
+    return inserted;
 }
 
 /* Tells the trigger's webhooks that asked for it about skipped fires. */
@@ -579,24 +616,19 @@ static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t unt
         sf = s_next_after(t, sf);
     }
     if (n) {
-        bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
-        bson_error_t berr;
-        int64_t t0 = zclock_usecs();
-        int failed = !mongoc_collection_insert_many(store_coll(s->m->store, "jobs"),
-                                                    (const bson_t **)docs, n, opts, NULL, &berr) &&
-                     berr.code != 11000 && berr.code != MONGOC_ERROR_DUPLICATE_KEY;
-        stats_store_op("insert_skipped", zclock_usecs() - t0, failed);
-        if (failed)
-            log_warn("cannot record skipped fires", "trigger=%s reason=\"%s\"", t->id,
-                     berr.message);
-        else
-            stats_fires_skipped(reason, n);
-        if (!failed) /* one notice for the lot, on the first one's job */
-            s_notify_skipped(s, t, from, reason, (long)n + more);
-        bson_destroy(opts);
+        int st[MAX_SKIP_RECORDS];
+        err_t err = {0};
+        size_t inserted = s_insert_jobs(s, docs, n, st, "insert_skipped", &err);
+        if (err.msg[0])
+            log_warn("cannot record skipped fires", "trigger=%s reason=\"%s\"", t->id, err.msg);
+        /* Refused ones were claimed already (run, or recorded before). */
+        if (inserted)
+            stats_fires_skipped(reason, inserted);
+        if (st[0] == 1) /* one notice for the lot, on the first one's job (marked) */
+            s_notify_skipped(s, t, from, reason, (long)inserted + more);
         for (size_t i = 0; i < n; i++)
             bson_destroy(docs[i]);
-        log_info("fires skipped", "trigger=%s count=%zu reason=%s", t->id, n, reason);
+        log_info("fires skipped", "trigger=%s count=%zu reason=%s", t->id, inserted, reason);
     }
     if (more)
         log_warn("more fires skipped than recorded one by one", "trigger=%s unrecorded=%ld reason=%s",
@@ -694,9 +726,30 @@ static job_t *s_new_job(const trig_t *t, int64_t sf)
 }
 
 
-static void s_fire(sched_t *s, trig_t *t, int64_t now)
+/* A due fire between its decision and its claim: sched_fire_due decides
+ * a batch of fires, claims them in one insert, then dispatches them. */
+typedef struct {
+    trig_t *t;
+    int64_t missed;     /* t->next_ms when it fell due */
+    int missed_flags;   /* t->next_flags then */
+    int64_t sf;         /* the scheduled time that runs */
+    int64_t next;       /* the fire after it, -1 none */
+    int misfire;
+    int buffer;         /* buffer_one: held behind the running job */
+    const char *skip;   /* recorded skipped (overlap), or NULL */
+    bson_t *doc;        /* its job document */
+} fire_t;
+
+/* At most this many fires are claimed by one insert. */
+#define FIRE_BATCH 256
+
+/* Decides what t's due fire does: the misfire policy, then the overlap
+ * policy; moves t in the heap to its next fire. Returns 1 with *f filled
+ * if a job document is to be claimed, 0 if nothing runs now. */
+static int s_fire_decide(sched_t *s, trig_t *t, int64_t now, fire_t *f)
 {
     int64_t missed = t->next_ms;
+    int missed_flags = t->next_flags;
     int misfire = now - missed > MISFIRE_GRACE_MS;
     int dst_flags = misfire ? 0 : t->next_flags;
     int64_t sf = misfire ? s_misfire(s, t, now) : missed;
@@ -705,39 +758,53 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
             t->next_ms = INT64_MAX;
             s_save_state(s, t, missed);
             s_remove(s, t);
-            return;
+            return 0;
         }
         t->hn.key = t->next_ms;
         s_save_state(s, t, missed);
         heap_update(&s->heap, &t->hn);
-        return;
+        return 0;
     }
-    int buffer = 0;
-    const char *skip = s_overlap(s, t, &buffer);
-    err_t err = {0};
-    int rc = s_claim(s, t, sf, misfire, dst_flags, skip, &err);
-    if (rc < 0) {
+    *f = (fire_t){.t = t, .missed = missed, .missed_flags = missed_flags, .sf = sf,
+                  .misfire = misfire};
+    f->skip = s_overlap(s, t, &f->buffer);
+    f->doc = s_job_doc(s, t, sf, misfire, dst_flags, f->skip, 1);
+    f->next = s_next_after(t, sf);
+    t->hn.key = f->next < 0 ? INT64_MAX : f->next; /* out of the way until claimed */
+    heap_update(&s->heap, &t->hn);
+    return 1;
+}
+
+/* After the claim: dispatches (or records the skip of) a claimed fire and
+ * saves the trigger's state; a fire not written is looked at again soon. */
+static void s_fire_done(sched_t *s, fire_t *f, int claimed, const err_t *err, int64_t now)
+{
+    trig_t *t = f->t;
+    int64_t sf = f->sf;
+    bson_destroy(f->doc);
+    if (claimed < 0) {
         /* Store unreachable: try again shortly; the lease deadline stops
          * us if it stays away (G4, G6). */
-        log_warn("cannot claim fire", "trigger=%s reason=\"%s\"", t->id, err.msg);
-        t->next_ms = missed;
+        log_warn("cannot claim fire", "trigger=%s reason=\"%s\"", t->id, err->msg);
+        t->next_ms = f->missed;
+        t->next_flags = f->missed_flags;
         t->hn.key = now + 250;
         heap_update(&s->heap, &t->hn);
         return;
     }
-    if (rc == 1 && skip) {
+    if (claimed && f->skip) {
         log_info("fire skipped", "trigger=%s scheduled_for=%lld reason=%s", t->id, (long long)sf,
-                 skip);
-        stats_fires_skipped(skip, 1);
+                 f->skip);
+        stats_fires_skipped(f->skip, 1);
         char job_id[PROTO_ID_MAX];
         sched_job_id(job_id, sizeof job_id, t->id, sf);
-        alert_fire_skipped(s->m->alert, job_id, t->id, t->task_type, sf, skip);
-        s_notify_skipped(s, t, sf, skip, 1);
-    } else if (rc == 1) {
+        alert_fire_skipped(s->m->alert, job_id, t->id, t->task_type, sf, f->skip);
+        s_notify_skipped(s, t, sf, f->skip, 1);
+    } else if (claimed) {
         stats_claim_lag(clock_wall_ms() - sf);
         job_t *job = s_new_job(t, sf);
-        log_debug("fire claimed", "trigger=%s job=%s misfire=%d", t->id, job->id, misfire);
-        if (buffer && dispatch_buffer(s->m->disp, &job) == 0)
+        log_debug("fire claimed", "trigger=%s job=%s misfire=%d", t->id, job->id, f->misfire);
+        if (f->buffer && dispatch_buffer(s->m->disp, &job) == 0)
             log_info("fire buffered behind the running job", "trigger=%s scheduled_for=%lld", t->id,
                      (long long)sf);
         else
@@ -746,18 +813,14 @@ static void s_fire(sched_t *s, trig_t *t, int64_t now)
         log_info("fire already claimed elsewhere", "trigger=%s scheduled_for=%lld", t->id,
                  (long long)sf);
     }
-    int64_t next = s_next_after(t, sf);
-    if (next < 0) {
+    if (f->next < 0) {
         t->next_ms = INT64_MAX;
         s_save_state(s, t, sf);
         log_info("trigger reached end_at", "trigger=%s", t->id);
         s_remove(s, t);
         return;
     }
-    t->next_ms = next;
-    t->hn.key = next;
-    s_save_state(s, t, sf);
-    heap_update(&s->heap, &t->hn);
+    t->next_ms = f->next; /* its heap key already is */
 }
 
 void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
@@ -874,12 +937,37 @@ int sched_fill_job(sched_t *self, job_t *job)
 void sched_fire_due(sched_t *self, int64_t now)
 {
     int64_t mono = clock_mono_ms();
-    for (trig_t *t; (t = (trig_t *)heap_top(&self->heap)) && t->hn.key <= now;) {
-        if (!lease_valid(&self->m->leases[t->partition], mono)) {
-            t->hn.key = now + 100; /* not ours right now: partitions_tick decides */
-            heap_update(&self->heap, &t->hn);
-            continue;
+    for (;;) {
+        /* Decide a batch: every due trigger once (a fire_all catch-up
+         * brings the same trigger round again: the next batch takes it). */
+        fire_t fires[FIRE_BATCH];
+        size_t n = 0;
+        self->batch++;
+        for (trig_t *t; n < FIRE_BATCH && (t = (trig_t *)heap_top(&self->heap)) && t->hn.key <= now;) {
+            if (!lease_valid(&self->m->leases[t->partition], mono)) {
+                t->hn.key = now + 100; /* not ours right now: partitions_tick decides */
+                heap_update(&self->heap, &t->hn);
+                continue;
+            }
+            if (t->batch == self->batch)
+                break;
+            t->batch = self->batch;
+            n += (size_t)s_fire_decide(self, t, now, &fires[n]);
         }
-        s_fire(self, t, now);
+        if (n == 0)
+            return;
+        /* Claim them all in one insert, dispatch them, then save their
+         * states: the store's round trips come after the jobs are sent. */
+        bson_t *docs[FIRE_BATCH];
+        int st[FIRE_BATCH];
+        for (size_t i = 0; i < n; i++)
+            docs[i] = fires[i].doc;
+        err_t err = {0};
+        s_insert_jobs(self, docs, n, st, "insert_job", &err);
+        for (size_t i = 0; i < n; i++)
+            s_fire_done(self, &fires[i], st[i], &err, now);
+        for (size_t i = 0; i < n; i++)
+            if (st[i] >= 0 && fires[i].next >= 0)
+                s_save_state(self, fires[i].t, fires[i].sf);
     }
 }

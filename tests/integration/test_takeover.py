@@ -66,3 +66,74 @@ def test_queued_and_orphaned_running_jobs_are_taken_over(cluster):
         what="the orphaned running job to be lost and retried")
     assert orphan["attempt"] == 2
     assert orphan["attempts"][0]["status"] == "lost"
+
+
+def test_takeover_waits_to_hear_from_the_workers_other_masters_see(cluster):
+    """A queued job the old owner may have sent out is not queued again
+    until every worker another live master lists has spoken to the new
+    owner: that worker may have run it, its FINISHED still on the way."""
+    import zmq
+    from test_worker_identity import FakeWorker
+
+    cluster.start(masters=2, workers=1, master_env={"SKED_WORKER_TIMEOUT_MS": "3000"})
+    a, b = cluster.masters
+    port_a, port_b = cluster.master_ports
+    # A manual trigger in one of the partitions A gives back when B returns
+    # (the upper half of the test clusters' 8).
+    for i in range(40):
+        r = cluster.api("POST", "/triggers/", json={
+            "name": f"m{i}", "trigger_config": {}, "execution_config": {"task_type": "noop"}})
+        tid = r.json()["id"]
+        part = cluster.db.triggers.find_one({"_id": tid})["partition"]
+        if part >= 4:
+            break
+    assert part >= 4
+    ctx = zmq.Context()
+    fw = FakeWorker(ctx, port_a, node="far-worker")
+    try:
+        def beat():
+            fw.hello("HEARTBEAT", free=0)
+            return None
+        fw.hello()
+        # B leaves; A takes every partition (and scans them) and lists the
+        # fake worker, which speaks to A only.
+        assert b.stop() == 0
+        cluster.checked_stop.append(b)
+
+        def a_holds_all_and_lists():
+            beat()
+            doc = cluster.db.members.find_one({"_id": "master:master-0"}) or {}
+            return (len(doc.get("partitions", [])) == 8
+                    and any(w.get("node_id") == "far-worker" for w in doc.get("workers", [])))
+        wait_for(a_holds_all_and_lists, 30, interval=0.3, what="A holding all 8 partitions")
+        for _ in range(7):  # A's takeover scan of B's partitions is done
+            beat()
+            time.sleep(0.3)
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        cluster.db.jobs.insert_one({"_id": f"{tid}@7", "trigger_id": tid, "owner": "alice",
+                                    "partition": part, "kind": "manual", "task_type": "noop",
+                                    "attempt": 1, "parameters": {}, "created_at": now,
+                                    "scheduled_for": now, "run_at": now, "status": "queued"})
+        b2 = cluster.start_master(1, port_b, SKED_WORKER_TIMEOUT_MS="3000")
+        wait_for(lambda: beat() or "jobs taken over" in b2.text(), 30, interval=0.3,
+                 what="B taking the partition and its queued job over")
+        taken = time.time()
+        # Past B's worker timeout (3 s), the far worker still unheard by B.
+        while time.time() < taken + 6:
+            beat()
+            time.sleep(0.3)
+        assert cluster.db.jobs.find_one({"_id": f"{tid}@7"})["status"] == "queued", \
+            "B queued the job before hearing from the worker A lists"
+        # The far worker speaks to B too: B places the job, the real worker runs it.
+        fb = FakeWorker(ctx, port_b, node="far-worker")
+        try:
+            fb.hello(free=0)
+            wait_for(lambda: (fb.hello("HEARTBEAT", free=0), beat(),
+                              cluster.db.jobs.find_one({"_id": f"{tid}@7"})["status"] == "succeeded")[2],
+                     10, interval=0.3, what="the job to run once B heard from the far worker")
+            assert time.time() < taken + 9, "placed by the 3-timeout bound, not by hearing the worker"
+        finally:
+            fb.close()
+    finally:
+        fw.close()
+        ctx.term()
