@@ -112,6 +112,8 @@ static const setting_t s_settings[] = {
      "delivery attempts of a trigger's notification webhook before it is recorded failed"},
     {"SKED_NOTIFY_BACKOFF_MS", INT(notify_backoff_ms), "1000", M,
      "wait before the first retry of a notification webhook; doubles, at most 60 s"},
+    {"SKED_JOB_RETENTION_S", INT(job_retention_s), "604800", M,
+     "final jobs finished longer ago than this many seconds are deleted; 0 keeps every job"},
 };
 #define NSETTINGS (sizeof s_settings / sizeof s_settings[0])
 
@@ -263,6 +265,9 @@ int config_load(config_t *cfg, int role, const char *prog, int argc, char **argv
                        "timeout >= 2 heartbeats");
     if (cfg->worker_slots < 1)
         return err_set(err, ERR_INVALID, "invalid SKED_WORKER_SLOTS: at least 1");
+    if (cfg->job_retention_s < 0)
+        return err_set(err, ERR_INVALID, "invalid SKED_JOB_RETENTION_S %d: 0 (keep) or more",
+                       cfg->job_retention_s);
     return 0;
 }
 

@@ -58,6 +58,7 @@ typedef struct {
     int alert_lag_ms;
     int alert_lag_for_ms;
     int alert_unowned_ms;
+    int job_retention_s;
     /* master: per-trigger notification webhooks */
     int notify_tries;
     int notify_backoff_ms;

@@ -58,7 +58,7 @@ static int s_run(master_t *m)
     const config_t *cfg = m->cfg;
     int tick_ms = cfg->heartbeat_ms < cfg->lease_ttl_ms / 3 ? cfg->heartbeat_ms
                                                             : cfg->lease_ttl_ms / 3;
-    int64_t next_tick = 0;
+    int64_t next_tick = 0, next_prune = 0;
     int scanned = 0;
     zmq_pollitem_t items[1 + MAX_ALERT_FDS] = {{zsock_resolve(m->router), 0, ZMQ_POLLIN, 0}};
     while (!s_stop) {
@@ -71,6 +71,8 @@ static int s_run(master_t *m)
                 store_ensure_indexes(m->store);
             if (scanned)
                 partitions_tick(m);
+            if (scanned)
+                prune_tick(m, &next_prune);
             dispatch_tick(m->disp);
             next_tick = clock_mono_ms() + tick_ms;
         }

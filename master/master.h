@@ -8,6 +8,7 @@
  *   stats.c       Prometheus metrics (names, labels, updates)
  *   alert.c       cluster alerts and triggers' notifications POSTed to
  *                 webhooks (curl multi), deliveries recorded on jobs
+ *   prune.c       job retention (SKED_JOB_RETENTION_S)
  *   main.c        configuration, the ZeroMQ loop, signals, metrics server
  *
  * Everything runs on one thread; store calls are synchronous.
@@ -113,6 +114,9 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
  * from its trigger if the trigger is scheduled here; 0 or -1 if unknown. */
 int sched_fill_job(sched_t *self, job_t *job);
 size_t sched_size(const sched_t *self);
+/* The last fire of a trigger scheduled here that is persisted in its state
+ * (saved or loaded by this master; 0 none yet), or -1 if not scheduled here. */
+int64_t sched_saved_last_fire(sched_t *self, const char *trigger_id);
 /* The notifications (job_t.notify text) of a trigger scheduled here, or NULL. */
 const char *sched_trigger_notify(sched_t *self, const char *trigger_id);
 
@@ -196,6 +200,11 @@ void stats_alert_given_up(void);
 void stats_alerts_queued(size_t n);
 /* A trigger notification's delivery ended: delivered, failed, dropped. */
 void stats_notification(const char *event, const char *result);
+void stats_jobs_pruned(int64_t n);
+
+/* prune.c: deletes final jobs past SKED_JOB_RETENTION_S in the partitions
+ * held here, one batch per pass; *next_mono is when the next pass is due. */
+void prune_tick(master_t *m, int64_t *next_mono);
 
 /* alert.c: cluster alerts (with SKED_ALERT_URL set) and triggers'
  * notification webhooks. NULL with err on bad settings. Every other

@@ -38,6 +38,7 @@ typedef struct {
     cron_dst_policy_t pol;
     int64_t start_ms, end_ms;            /* 0 = none */
     int64_t next_ms;                     /* next scheduled fire */
+    int64_t saved_last;                  /* last_fire_at persisted in its state, 0 none */
     int next_flags;                      /* CRON_FIRE_* of next_ms */
     unsigned gen;
     unsigned batch; /* the sched's batch it was last decided in */
@@ -310,6 +311,9 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         }
     }
     int64_t stored_next = state ? bj_get_date(state, "next_fire_at", 0) : 0;
+    int64_t stored_last = state ? bj_get_date(state, "last_fire_at", 0) : 0;
+    if (stored_last > t->saved_last)
+        t->saved_last = stored_last;
     int64_t def_updated = bj_get_date(def, "updated_at", 0);
     int64_t next = -1;
     if (s_read_schedule(t, def) == 0) {
@@ -636,7 +640,7 @@ static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t unt
     return sf;
 }
 
-static void s_save_state(sched_t *s, const trig_t *t, int64_t last_sf)
+static void s_save_state(sched_t *s, trig_t *t, int64_t last_sf)
 {
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(t->id));
     bson_t *update = BCON_NEW("$set", "{", "partition", BCON_INT32(t->partition), "next_fire_at",
@@ -648,6 +652,8 @@ static void s_save_state(sched_t *s, const trig_t *t, int64_t last_sf)
     bool ok = mongoc_collection_update_one(store_coll(s->m->store, "trigger_state"), filter,
                                            update, opts, NULL, &berr);
     stats_store_op("save_state", zclock_usecs() - t0, !ok);
+    if (ok && last_sf > t->saved_last && last_sf != INT64_MAX)
+        t->saved_last = last_sf;
     if (!ok)
         log_warn("cannot save trigger state", "trigger=%s reason=\"%s\"", t->id, berr.message);
     bson_destroy(filter);
@@ -912,6 +918,12 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         cron_destroy(&tmp.cron);
         free(tmp.notify);
     }
+}
+
+int64_t sched_saved_last_fire(sched_t *self, const char *trigger_id)
+{
+    trig_t *t = zhashx_lookup(self->by_id, trigger_id);
+    return t ? t->saved_last : -1;
 }
 
 const char *sched_trigger_notify(sched_t *self, const char *trigger_id)

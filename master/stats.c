@@ -29,6 +29,7 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
+    metric_t *pruned;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
 
@@ -89,6 +90,8 @@ void stats_init(void)
                                       "Trigger notification deliveries ended, by event (failure, "
                                       "success, skipped) and result (delivered, failed, dropped).",
                                       "event,result");
+    s.pruned = metrics_counter("sked_jobs_pruned_total",
+                               "Final jobs deleted past SKED_JOB_RETENTION_S.", "");
     metric_set(s.slots, (const char *[]){"free"}, 0);
     metric_set(s.slots, (const char *[]){"used"}, 0);
 }
@@ -122,6 +125,11 @@ void stats_job_retried(const char *task_type)
 void stats_job_lost(const char *task_type)
 {
     metric_inc(s.lost, (const char *[]){task_type}, 1);
+}
+
+void stats_jobs_pruned(int64_t n)
+{
+    metric_inc(s.pruned, NULL, (double)n);
 }
 
 void stats_fires_skipped(const char *reason, size_t n)

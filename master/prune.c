@@ -1,0 +1,136 @@
+/*
+ * prune.c - job retention: final jobs older than SKED_JOB_RETENTION_S are
+ * deleted by the master holding their partition.
+ *
+ * Operators expect history to be bounded (Kubernetes CronJob keeps a few
+ * jobs per CronJob, Temporal a namespace's retention period); on the test
+ * store it also bounds the cost of every status update, which FerretDB
+ * pays in proportion to the jobs collection (docs/BENCHMARKS.md).
+ *
+ * A pass runs every retention/2, between 1 s and 60 s: one query for up to
+ * PRUNE_BATCH candidates (final, finished before the cutoff, no notice
+ * pending, in a partition held here), then one delete by their `_id`s with
+ * the same conditions. It stays off the fire path: a pass waits while a
+ * fire is due.
+ *
+ * G1 does not depend on the retention. A scheduled job is deleted only
+ * once its trigger's persisted state has moved past it (scheduled_for
+ * before the last fire this master saved or loaded), or when the trigger
+ * is not scheduled here (paused, deleted, ended, manual): no master can
+ * claim that (trigger, time) again, so its `_id` is not needed to refuse
+ * it.
+ */
+#include "master/master.h"
+
+#include "common/clock.h"
+#include "common/log.h"
+
+#include <string.h>
+
+#define PRUNE_BATCH 500
+
+static const char *const s_final[] = {"succeeded", "failed",  "timed_out",
+                                      "lost",      "cancelled", "skipped"};
+
+/* Appends the conditions every pruned job meets. */
+static void s_conditions(bson_t *filter, int64_t cutoff)
+{
+    bson_t st, in;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "status", &st);
+    BSON_APPEND_ARRAY_BEGIN(&st, "$in", &in);
+    for (size_t i = 0; i < sizeof s_final / sizeof s_final[0]; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "%zu", i);
+        BSON_APPEND_UTF8(&in, k, s_final[i]);
+    }
+    bson_append_array_end(&st, &in);
+    bson_append_document_end(filter, &st);
+    BCON_APPEND(filter, "finished_at", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "notify_pending",
+                "{", "$ne", BCON_BOOL(true), "}");
+}
+
+/* True if no master can claim this job's (trigger, time) again. */
+static int s_unclaimable(master_t *m, const bson_t *doc)
+{
+    if (strcmp(bj_get_str(doc, "kind", ""), "scheduled") != 0)
+        return 1; /* manual runs: their ids are not derived from a time */
+    int64_t saved = sched_saved_last_fire(m->sched, bj_get_str(doc, "trigger_id", ""));
+    return saved < 0 || bj_get_date(doc, "scheduled_for", INT64_MAX) < saved;
+}
+
+void prune_tick(master_t *m, int64_t *next_mono)
+{
+    const config_t *cfg = m->cfg;
+    int64_t now = clock_mono_ms();
+    if (cfg->job_retention_s <= 0 || now < *next_mono)
+        return;
+    int64_t period = (int64_t)cfg->job_retention_s * 500;
+    *next_mono = now + (period < 1000 ? 1000 : period > 60000 ? 60000 : period);
+    if (sched_next_due(m->sched) <= clock_wall_ms())
+        return; /* a fire first; the pass comes round again */
+    int parts[cfg->partitions], n = 0;
+    for (int p = 0; p < cfg->partitions; p++)
+        if (partitions_owned(m, p))
+            parts[n++] = p;
+    if (n == 0)
+        return;
+    int64_t cutoff = clock_wall_ms() - (int64_t)cfg->job_retention_s * 1000;
+    bson_t *filter = bson_new(), pin, parr;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "partition", &pin);
+    BSON_APPEND_ARRAY_BEGIN(&pin, "$in", &parr);
+    for (int i = 0; i < n; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%d", i);
+        BSON_APPEND_INT32(&parr, k, parts[i]);
+    }
+    bson_append_array_end(&pin, &parr);
+    bson_append_document_end(filter, &pin);
+    s_conditions(filter, cutoff);
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(PRUNE_BATCH), "projection", "{", "_id",
+                            BCON_INT32(1), "kind", BCON_INT32(1), "trigger_id", BCON_INT32(1),
+                            "scheduled_for", BCON_INT32(1), "}");
+    int64_t t0 = zclock_usecs();
+    mongoc_cursor_t *cur =
+        mongoc_collection_find_with_opts(store_coll(m->store, "jobs"), filter, opts, NULL);
+    bson_t *del = bson_new(), idf, ids;
+    BSON_APPEND_DOCUMENT_BEGIN(del, "_id", &idf);
+    BSON_APPEND_ARRAY_BEGIN(&idf, "$in", &ids);
+    const bson_t *doc;
+    int k = 0, kept = 0;
+    while (mongoc_cursor_next(cur, &doc)) {
+        const char *id = bj_get_str(doc, "_id", NULL);
+        if (!id)
+            continue;
+        if (!s_unclaimable(m, doc)) {
+            kept++;
+            continue;
+        }
+        char key[16];
+        snprintf(key, sizeof key, "%d", k++);
+        BSON_APPEND_UTF8(&ids, key, id);
+    }
+    bson_append_array_end(&idf, &ids);
+    bson_append_document_end(del, &idf);
+    bson_error_t berr;
+    int failed = mongoc_cursor_error(cur, &berr);
+    mongoc_cursor_destroy(cur);
+    int64_t deleted = 0;
+    if (!failed && k > 0) {
+        s_conditions(del, cutoff);
+        bson_t reply;
+        failed = !mongoc_collection_delete_many(store_coll(m->store, "jobs"), del, NULL, &reply,
+                                                &berr);
+        deleted = failed ? 0 : bj_get_int(&reply, "deletedCount", 0);
+        bson_destroy(&reply);
+    }
+    stats_store_op("prune_jobs", zclock_usecs() - t0, failed);
+    if (failed)
+        log_warn("cannot prune old jobs", "reason=\"%s\"", berr.message);
+    else if (deleted || kept)
+        log_info("old jobs pruned", "deleted=%lld kept_for_g1=%d retention_s=%d",
+                 (long long)deleted, kept, cfg->job_retention_s);
+    stats_jobs_pruned(deleted);
+    bson_destroy(del);
+    bson_destroy(opts);
+    bson_destroy(filter);
+}
