@@ -317,3 +317,17 @@ const char *bj_get_str(const bson_t *doc, const char *dotted, const char *def)
         return def;
     return bson_iter_utf8(&it, NULL);
 }
+
+void bj_append_in_int32(bson_t *filter, const char *key, const int *vals, int n)
+{
+    bson_t in, arr;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, key, &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (int i = 0; i < n; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%d", i);
+        BSON_APPEND_INT32(&arr, k, vals[i]);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(filter, &in);
+}

@@ -47,6 +47,9 @@ json_t *bj_to_json(const bson_t *doc);
 /* Appends a JSON value under key; integers become int64, reals double. */
 void bj_append(bson_t *dst, const char *key, const json_t *value);
 
+/* Appends `key: {$in: [vals...]}` (int32 values) to filter. */
+void bj_append_in_int32(bson_t *filter, const char *key, const int *vals, int n);
+
 /* Reads an int64-ish / date / string field of doc; default if absent. */
 int64_t bj_get_int(const bson_t *doc, const char *dotted, int64_t def);
 int64_t bj_get_date(const bson_t *doc, const char *dotted, int64_t def);

@@ -1096,16 +1096,8 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
 {
     if (n == 0)
         return;
-    bson_t *filter = bson_new(), in, arr, st, sarr;
-    BSON_APPEND_DOCUMENT_BEGIN(filter, "partition", &in);
-    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
-    for (int i = 0; i < n; i++) {
-        char k[16];
-        snprintf(k, sizeof k, "%d", i);
-        BSON_APPEND_INT32(&arr, k, parts[i]);
-    }
-    bson_append_array_end(&in, &arr);
-    bson_append_document_end(filter, &in);
+    bson_t *filter = bson_new(), st, sarr;
+    bj_append_in_int32(filter, "partition", parts, n);
     /* Non-final jobs, and final ones whose notifications were not all
      * delivered (their master died first). */
     bson_t or, alt;

@@ -75,16 +75,8 @@ void prune_tick(master_t *m, int64_t *next_mono)
     if (n == 0)
         return;
     int64_t cutoff = clock_wall_ms() - (int64_t)cfg->job_retention_s * 1000;
-    bson_t *filter = bson_new(), pin, parr;
-    BSON_APPEND_DOCUMENT_BEGIN(filter, "partition", &pin);
-    BSON_APPEND_ARRAY_BEGIN(&pin, "$in", &parr);
-    for (int i = 0; i < n; i++) {
-        char k[16];
-        snprintf(k, sizeof k, "%d", i);
-        BSON_APPEND_INT32(&parr, k, parts[i]);
-    }
-    bson_append_array_end(&pin, &parr);
-    bson_append_document_end(filter, &pin);
+    bson_t *filter = bson_new();
+    bj_append_in_int32(filter, "partition", parts, n);
     s_conditions(filter, cutoff);
     bson_t *opts = BCON_NEW("limit", BCON_INT64(PRUNE_BATCH), "projection", "{", "_id",
                             BCON_INT32(1), "kind", BCON_INT32(1), "trigger_id", BCON_INT32(1),

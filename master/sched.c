@@ -404,16 +404,8 @@ static void s_bson_free(void **item)
 
 static bson_t *s_partition_filter(const int *parts, int n, int active_only)
 {
-    bson_t *filter = bson_new(), in, arr;
-    BSON_APPEND_DOCUMENT_BEGIN(filter, "partition", &in);
-    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
-    for (int i = 0; i < n; i++) {
-        char k[16];
-        snprintf(k, sizeof k, "%d", i);
-        BSON_APPEND_INT32(&arr, k, parts[i]);
-    }
-    bson_append_array_end(&in, &arr);
-    bson_append_document_end(filter, &in);
+    bson_t *filter = bson_new();
+    bj_append_in_int32(filter, "partition", parts, n);
     if (active_only)
         BSON_APPEND_UTF8(filter, "status", "active");
     return filter;
