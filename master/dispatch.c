@@ -1562,7 +1562,7 @@ static void s_timers(dispatch_t *d, int64_t now)
 /* Persists deferred STARTED updates once due, and those that failed while
  * the store was away (then every second until they are written). A flight
  * of a partition no longer held is left to its next owner. Stops early
- * when a fire falls due. */
+ * when a fire falls due (and is not late already). */
 static void s_save_unsaved(dispatch_t *d, int64_t now)
 {
     if (!d->unsaved || now < d->unsaved_retry)
@@ -1570,7 +1570,7 @@ static void s_save_unsaved(dispatch_t *d, int64_t now)
     for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights)) {
         if (!f->started_unsaved || now < f->started_due)
             continue;
-        if (sched_next_due(d->m->sched) <= clock_wall_ms())
+        if (sched_on_time_due(d->m->sched))
             return; /* a fire is due: it goes first, the rest next tick */
         if (s_owned(d, f->job) &&
             s_update_job(d, f->id, f->job->attempt,

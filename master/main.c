@@ -94,12 +94,13 @@ static int s_run(master_t *m)
             break;
         /* Drain what arrived, bounded. A message may cost a store write
          * (tens of ms on a loaded FerretDB), so a fire that falls due
-         * meanwhile goes first rather than after the whole batch. */
+         * meanwhile goes first rather than after the whole batch (unless
+         * fires are late already: then messages are not starved). */
         for (int i = 0; i < 1000 && (zsock_events(m->router) & ZMQ_POLLIN); i++) {
             zmsg_t *z = zmsg_recv(m->router);
             if (!z)
                 break;
-            sched_fire_due(m->sched, clock_wall_ms());
+            sched_fire_on_time(m->sched);
             s_handle(m, z);
             zmsg_destroy(&z);
         }

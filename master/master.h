@@ -107,6 +107,14 @@ void sched_reload(sched_t *self, const char *trigger_id);
 int64_t sched_next_due(const sched_t *self);
 /* Fires everything due at or before now (wall ms). */
 void sched_fire_due(sched_t *self, int64_t now);
+/* True if a fire is due and less than SCHED_ON_TIME_MS late. */
+int sched_on_time_due(const sched_t *self);
+/* Fires what is due if sched_on_time_due: lets an on-time fire go between
+ * two pieces of other work (worker messages, lease renewals). A fire
+ * already later than that waits for the loop's turn: under overload,
+ * fires do not starve worker messages. */
+void sched_fire_on_time(sched_t *self);
+#define SCHED_ON_TIME_MS 250
 /* A manual run the gateway inserted (NOTIFY op "run"): dispatched under
  * the trigger's policies, or regardless of them when forced. */
 void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id);

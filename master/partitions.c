@@ -199,7 +199,7 @@ void partitions_tick(master_t *m)
                      err.msg);
         /* Renewals come in bursts (leases taken together renew together)
          * of two store calls each: a fire due meanwhile goes between. */
-        sched_fire_due(m->sched, clock_wall_ms());
+        sched_fire_on_time(m->sched);
     }
     /* Above our share: give the highest partitions back, but not while a
      * stale master's partitions are being taken (the share changes when its

@@ -975,3 +975,15 @@ void sched_fire_due(sched_t *self, int64_t now)
                 s_save_state(self, fires[i].t, fires[i].sf);
     }
 }
+
+int sched_on_time_due(const sched_t *self)
+{
+    int64_t due = sched_next_due(self), now = clock_wall_ms();
+    return due <= now && now - due < SCHED_ON_TIME_MS;
+}
+
+void sched_fire_on_time(sched_t *self)
+{
+    if (sched_on_time_due(self))
+        sched_fire_due(self, clock_wall_ms());
+}
