@@ -10,9 +10,10 @@
  * A pass runs every tenth of the retention, between 1 s and 1 h (on
  * FerretDB even a pass that finds nothing scans every job: about 1 s a
  * pass in the 1,000-trigger benchmark), and a second after a pass that
- * found a full batch. A pass is one query for up to PRUNE_BATCH candidates
- * (final, finished before the cutoff, no notice pending, in a partition
- * held here), then one delete by their `_id`s with the same conditions.
+ * found a full batch. A pass is one query for the candidates (final,
+ * finished before the cutoff, no notice pending, in a partition held
+ * here), read until PRUNE_BATCH of them may go, then one delete by their
+ * `_id`s with the same conditions.
  * It stays off the fire path: a pass waits while an on-time fire is due.
  *
  * G1 does not depend on the retention. A scheduled job is deleted only
@@ -80,7 +81,9 @@ void prune_tick(master_t *m, int64_t *next_mono)
     bson_t *filter = bson_new();
     bj_append_in_int32(filter, "partition", parts, n);
     s_conditions(filter, cutoff);
-    bson_t *opts = BCON_NEW("limit", BCON_INT64(PRUNE_BATCH), "projection", "{", "_id",
+    /* No limit: the jobs kept for G1 (each trigger's latest) may be more
+     * than a batch, and must not hide the deletable ones behind them. */
+    bson_t *opts = BCON_NEW("projection", "{", "_id",
                             BCON_INT32(1), "kind", BCON_INT32(1), "trigger_id", BCON_INT32(1),
                             "scheduled_for", BCON_INT32(1), "}");
     int64_t t0 = zclock_usecs();
@@ -91,7 +94,7 @@ void prune_tick(master_t *m, int64_t *next_mono)
     BSON_APPEND_ARRAY_BEGIN(&idf, "$in", &ids);
     const bson_t *doc;
     int k = 0, kept = 0;
-    while (mongoc_cursor_next(cur, &doc)) {
+    while (k < PRUNE_BATCH && mongoc_cursor_next(cur, &doc)) {
         const char *id = bj_get_str(doc, "_id", NULL);
         if (!id)
             continue;
@@ -118,7 +121,7 @@ void prune_tick(master_t *m, int64_t *next_mono)
         bson_destroy(&reply);
     }
     stats_store_op("prune_jobs", zclock_usecs() - t0, failed);
-    if (!failed && k + kept >= PRUNE_BATCH)
+    if (!failed && k >= PRUNE_BATCH)
         *next_mono = now + 1000; /* more to delete: the next batch soon */
     if (failed)
         log_warn("cannot prune old jobs", "reason=\"%s\"", berr.message);

@@ -71,3 +71,27 @@ def test_retention_zero_keeps_every_job(cluster):
     tid = r.json()["id"]
     time.sleep(6)
     assert cluster.db.jobs.count_documents({"trigger_id": tid}) >= 5
+
+
+def test_jobs_kept_for_g1_do_not_hide_the_rest(cluster):
+    """More candidates kept for G1 than one batch (500) come first in the
+    store's order; the deletable jobs behind them still go."""
+    cluster.start(masters=1, workers=1, master_env={"SKED_JOB_RETENTION_S": "2"})
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "every second", "trigger_config": {"interval": 1, "unit": "seconds"},
+        "execution_config": {"task_type": "noop"}})
+    tid = r.json()["id"]
+    part = cluster.db.triggers.find_one({"_id": tid})["partition"]
+    now = dt.datetime.now(dt.timezone.utc)
+    old, later = now - dt.timedelta(hours=1), now + dt.timedelta(days=1)
+    # Final, old, but at times the trigger's state has not passed: kept.
+    cluster.db.jobs.insert_many([
+        {"_id": f"{tid}@{int(later.timestamp() * 1000) + i * 1000}", "trigger_id": tid,
+         "owner": "alice", "partition": part, "kind": "scheduled", "task_type": "noop",
+         "status": "succeeded", "attempt": 1, "scheduled_for": later + dt.timedelta(seconds=i),
+         "created_at": old, "finished_at": old} for i in range(600)])
+    time.sleep(10)
+    real = cluster.db.jobs.count_documents({"trigger_id": tid, "scheduled_for": {"$lt": later}})
+    kept = cluster.db.jobs.count_documents({"trigger_id": tid, "scheduled_for": {"$gte": later}})
+    assert kept == 600
+    assert 1 <= real <= 5, f"{real} jobs of a 1/s trigger kept with a 2 s retention"
