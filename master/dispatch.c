@@ -366,6 +366,30 @@ static int s_retryable(const char *status)
 
 /* ---- store -------------------------------------------------------------- */
 
+static const char *const s_live[] = {"queued", "running", "retrying"};
+
+int job_status_live(const char *status)
+{
+    for (size_t i = 0; i < sizeof s_live / sizeof s_live[0]; i++)
+        if (strcmp(status, s_live[i]) == 0)
+            return 1;
+    return 0;
+}
+
+void job_live_append(bson_t *filter, const char *key, const char *op)
+{
+    bson_t cond, arr;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, key, &cond);
+    BSON_APPEND_ARRAY_BEGIN(&cond, op, &arr);
+    for (size_t i = 0; i < sizeof s_live / sizeof s_live[0]; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "%zu", i);
+        BSON_APPEND_UTF8(&arr, k, s_live[i]);
+    }
+    bson_append_array_end(&cond, &arr);
+    bson_append_document_end(filter, &cond);
+}
+
 /* Applies `update` to a job; takes ownership of update.
  *
  * A job this master tracks in memory (a flight, a queued or waiting job)
@@ -379,11 +403,11 @@ static int s_retryable(const char *status)
  * `attempt`. */
 static int s_update_job(dispatch_t *d, const char *job_id, int attempt, bson_t *update, int guarded)
 {
-    bson_t *filter = guarded ? BCON_NEW("_id", BCON_UTF8(job_id), "attempt", "{", "$lte",
-                                        BCON_INT32(attempt), "}", "status", "{", "$in", "[",
-                                        BCON_UTF8("queued"), BCON_UTF8("retrying"),
-                                        BCON_UTF8("running"), "]", "}")
-                             : BCON_NEW("_id", BCON_UTF8(job_id));
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id));
+    if (guarded) {
+        BCON_APPEND(filter, "attempt", "{", "$lte", BCON_INT32(attempt), "}");
+        job_live_append(filter, "status", "$in");
+    }
     bson_error_t berr;
     int rc = 0;
     int64_t t0 = zclock_usecs();
@@ -514,9 +538,7 @@ static int s_slot_stale(dispatch_t *d, const char *job_id)
         return 0;
     if (rc == 0)
         return 1;
-    const char *st = bj_get_str(&job, "status", "");
-    int stale = strcmp(st, "queued") != 0 && strcmp(st, "running") != 0 &&
-                strcmp(st, "retrying") != 0;
+    int stale = !job_status_live(bj_get_str(&job, "status", ""));
     bson_destroy(&job);
     return stale;
 }
@@ -984,7 +1006,7 @@ static void s_adopt(dispatch_t *d, worker_t *w, const char *job_id)
 void dispatch_listed_worker(dispatch_t *self, const char *node_id)
 {
     if (node_id)
-        zhashx_update(self->listed, node_id, (void *)node_id);
+        zhashx_update(self->listed, node_id, (void *)"listed"); /* a set: the key is copied */
 }
 
 void dispatch_listed_reset(dispatch_t *self)
@@ -1096,20 +1118,14 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
 {
     if (n == 0)
         return;
-    bson_t *filter = bson_new(), st, sarr;
+    bson_t *filter = bson_new();
     bj_append_in_int32(filter, "partition", parts, n);
     /* Non-final jobs, and final ones whose notifications were not all
      * delivered (their master died first). */
     bson_t or, alt;
     BSON_APPEND_ARRAY_BEGIN(filter, "$or", &or);
     BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
-    BSON_APPEND_DOCUMENT_BEGIN(&alt, "status", &st);
-    BSON_APPEND_ARRAY_BEGIN(&st, "$in", &sarr);
-    BSON_APPEND_UTF8(&sarr, "0", "queued");
-    BSON_APPEND_UTF8(&sarr, "1", "running");
-    BSON_APPEND_UTF8(&sarr, "2", "retrying");
-    bson_append_array_end(&st, &sarr);
-    bson_append_document_end(&alt, &st);
+    job_live_append(&alt, "status", "$in");
     bson_append_document_end(&or, &alt);
     BCON_APPEND(&or, "1", "{", "notify_pending", BCON_BOOL(true), "}");
     bson_append_array_end(filter, &or);
@@ -1123,8 +1139,7 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
             zhashx_lookup(self->recovering, id))
             continue;
         const char *status = bj_get_str(doc, "status", "queued");
-        if (strcmp(status, "queued") != 0 && strcmp(status, "running") != 0 &&
-            strcmp(status, "retrying") != 0) {
+        if (!job_status_live(status)) {
             s_renotify(self, doc);
             continue;
         }

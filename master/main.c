@@ -69,10 +69,10 @@ static int s_run(master_t *m)
                 log_warn("store not reachable yet", "reason=\"%s\"", err.msg);
             else if (!scanned && (scanned = 1))
                 store_ensure_indexes(m->store);
-            if (scanned)
+            if (scanned) {
                 partitions_tick(m);
-            if (scanned)
                 prune_tick(m, &next_prune);
+            }
             dispatch_tick(m->disp);
             next_tick = clock_mono_ms() + tick_ms;
         }

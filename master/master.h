@@ -129,6 +129,11 @@ int64_t sched_saved_last_fire(sched_t *self, const char *trigger_id);
 const char *sched_trigger_notify(sched_t *self, const char *trigger_id);
 
 /* dispatch.c */
+/* True for a job status that is not final: queued, running, retrying. */
+int job_status_live(const char *status);
+/* Appends `key: {op: ["queued", "running", "retrying"]}` (op "$in" or
+ * "$nin") to filter. */
+void job_live_append(bson_t *filter, const char *key, const char *op);
 dispatch_t *dispatch_new(master_t *m);
 void dispatch_destroy(dispatch_t **self_p);
 /* Takes ownership of *job (sets it to NULL) and sends it when a worker with

@@ -32,22 +32,11 @@
 
 #define PRUNE_BATCH 500
 
-static const char *const s_final[] = {"succeeded", "failed",  "timed_out",
-                                      "lost",      "cancelled", "skipped"};
-
-/* Appends the conditions every pruned job meets. */
+/* Appends the conditions every pruned job meets: final, finished before
+ * the cutoff, no notice pending. */
 static void s_conditions(bson_t *filter, int64_t cutoff)
 {
-    bson_t st, in;
-    BSON_APPEND_DOCUMENT_BEGIN(filter, "status", &st);
-    BSON_APPEND_ARRAY_BEGIN(&st, "$in", &in);
-    for (size_t i = 0; i < sizeof s_final / sizeof s_final[0]; i++) {
-        char k[8];
-        snprintf(k, sizeof k, "%zu", i);
-        BSON_APPEND_UTF8(&in, k, s_final[i]);
-    }
-    bson_append_array_end(&st, &in);
-    bson_append_document_end(filter, &st);
+    job_live_append(filter, "status", "$nin");
     BCON_APPEND(filter, "finished_at", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "notify_pending",
                 "{", "$ne", BCON_BOOL(true), "}");
 }

@@ -10,8 +10,9 @@
  *
  * Hot path per fire: one job insert and one trigger_state update, both by
  * _id. Fires due together are claimed by one unordered insert_many and
- * sent to workers before their states are saved. Loading (on gaining a partition, and periodically to reconcile lost
- * notifications) is a batched secondary-field query.
+ * sent to workers before their states are saved. Loading (on gaining a
+ * partition, and periodically to reconcile lost notifications) is a
+ * batched secondary-field query.
  */
 #include "master/master.h"
 
