@@ -44,6 +44,11 @@ def wait_port(port, timeout=20.0):
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+def zulu(t):
+    """An aware datetime as the API writes it: ISO-8601 with a Z."""
+    return t.isoformat().replace("+00:00", "Z")
+
+
 def wait_for(pred, timeout, interval=0.1, what="condition"):
     deadline = time.time() + timeout
     last = None

@@ -5,15 +5,11 @@ and the master makes far fewer claim round trips than fires."""
 import datetime as dt
 import time
 
-from conftest import free_port, wait_for
+from conftest import free_port, wait_for, zulu
 from test_metrics import scrape, val
 
 N = 12          # triggers, all on the same 2-second grid
 PERIOD_S = 2
-
-
-def iso(t):
-    return t.isoformat().replace("+00:00", "Z")
 
 
 def test_fires_due_together_are_claimed_in_one_insert(cluster):
@@ -26,7 +22,7 @@ def test_fires_due_together_are_claimed_in_one_insert(cluster):
     for i in range(N):
         r = cluster.api("POST", "/triggers/", json={
             "name": f"batch-{i}",
-            "trigger_config": {"interval": PERIOD_S, "unit": "seconds", "start_at": iso(start)},
+            "trigger_config": {"interval": PERIOD_S, "unit": "seconds", "start_at": zulu(start)},
             "execution_config": {"task_type": "noop"}})
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])

@@ -3,7 +3,7 @@ and the job documents tell the truth (G1 among them)."""
 import datetime as dt
 import time
 
-from conftest import wait_for
+from conftest import wait_for, zulu
 
 INTERVAL_BODY = {
     "name": "every-second",
@@ -74,7 +74,7 @@ def test_a_fire_claimed_elsewhere_is_not_run_again(cluster):
     body = {
         "name": "claimed",
         "trigger_config": {"interval": 1, "unit": "seconds",
-                           "start_at": start.isoformat().replace("+00:00", "Z")},
+                           "start_at": zulu(start)},
         "execution_config": {"task_type": "noop"},
     }
     r = cluster.api("POST", "/triggers/", json=body)
@@ -156,7 +156,7 @@ def test_past_start_at_does_not_fire_for_times_before_creation(cluster):
     start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=10)
     r = cluster.api("POST", "/triggers/", json={
         "name": "past-start", "trigger_config": {
-            "interval": 1, "unit": "hours", "start_at": start.isoformat().replace("+00:00", "Z")},
+            "interval": 1, "unit": "hours", "start_at": zulu(start)},
         "execution_config": {"task_type": "noop"}})
     assert r.status_code == 201, r.text
     tid = r.json()["id"]
@@ -185,7 +185,7 @@ def test_end_at_stops_the_schedule(cluster):
     end = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=4)
     r = cluster.api("POST", "/triggers/", json={
         "name": "ends", "trigger_config": {"interval": 1, "unit": "seconds",
-                                           "end_at": end.isoformat().replace("+00:00", "Z")},
+                                           "end_at": zulu(end)},
         "execution_config": {"task_type": "noop"}})
     assert r.status_code == 201, r.text
     tid = r.json()["id"]

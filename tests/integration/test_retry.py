@@ -8,7 +8,7 @@ import time
 
 import zmq
 
-from conftest import wait_for
+from conftest import wait_for, zulu
 
 FINAL = ("succeeded", "failed", "timed_out", "lost", "cancelled")
 
@@ -19,7 +19,7 @@ def one_shot(cluster, name, execution_config, delay=2):
     r = cluster.api("POST", "/triggers/", json={
         "name": name,
         "trigger_config": {"interval": 1, "unit": "hours",
-                           "start_at": start.isoformat().replace("+00:00", "Z")},
+                           "start_at": zulu(start)},
         "execution_config": execution_config})
     assert r.status_code == 201, r.text
     return r.json()["id"]

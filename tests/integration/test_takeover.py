@@ -5,7 +5,10 @@ import datetime as dt
 import signal
 import time
 
-from conftest import wait_for
+import zmq
+
+from conftest import wait_for, zulu
+from test_worker_identity import FakeWorker
 
 
 def kill9(cluster, proc):
@@ -21,7 +24,7 @@ def test_running_job_survives_its_masters_death(cluster):
     start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
     r = cluster.api("POST", "/triggers/", json={
         "name": "long", "trigger_config": {"interval": 1, "unit": "hours",
-                                           "start_at": start.isoformat().replace("+00:00", "Z")},
+                                           "start_at": zulu(start)},
         "execution_config": {"task_type": "sleep", "parameters": {"seconds": 30},
                              "retry_policy": {"max_retries": 2, "initial_delay": 0}}})
     tid = r.json()["id"]
@@ -72,9 +75,6 @@ def test_takeover_waits_to_hear_from_the_workers_other_masters_see(cluster):
     """A queued job the old owner may have sent out is not queued again
     until every worker another live master lists has spoken to the new
     owner: that worker may have run it, its FINISHED still on the way."""
-    import zmq
-    from test_worker_identity import FakeWorker
-
     cluster.start(masters=2, workers=1, master_env={"SKED_WORKER_TIMEOUT_MS": "3000"})
     a, b = cluster.masters
     port_a, port_b = cluster.master_ports
@@ -88,15 +88,27 @@ def test_takeover_waits_to_hear_from_the_workers_other_masters_see(cluster):
         if part >= 4:
             break
     assert part >= 4
+    job_id = f"{tid}@7"
     ctx = zmq.Context()
-    fw = FakeWorker(ctx, port_a, node="far-worker")
+    # The far worker's connections: to A only at first, to B at the end.
+    far = [FakeWorker(ctx, port_a, node="far-worker")]
+
+    def beat():
+        for w in far:
+            w.hello("HEARTBEAT", free=0)
+
+    def beat_for(seconds):
+        end = time.time() + seconds
+        while time.time() < end:
+            beat()
+            time.sleep(0.3)
+
+    def status():
+        return cluster.db.jobs.find_one({"_id": job_id})["status"]
     try:
-        def beat():
-            fw.hello("HEARTBEAT", free=0)
-            return None
-        fw.hello()
+        far[0].hello()
         # B leaves; A takes every partition (and scans them) and lists the
-        # fake worker, which speaks to A only.
+        # far worker.
         assert b.stop() == 0
         cluster.checked_stop.append(b)
 
@@ -106,11 +118,9 @@ def test_takeover_waits_to_hear_from_the_workers_other_masters_see(cluster):
             return (len(doc.get("partitions", [])) == 8
                     and any(w.get("node_id") == "far-worker" for w in doc.get("workers", [])))
         wait_for(a_holds_all_and_lists, 30, interval=0.3, what="A holding all 8 partitions")
-        for _ in range(7):  # A's takeover scan of B's partitions is done
-            beat()
-            time.sleep(0.3)
+        beat_for(2.1)  # A's takeover scan of B's partitions is done
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        cluster.db.jobs.insert_one({"_id": f"{tid}@7", "trigger_id": tid, "owner": "alice",
+        cluster.db.jobs.insert_one({"_id": job_id, "trigger_id": tid, "owner": "alice",
                                     "partition": part, "kind": "manual", "task_type": "noop",
                                     "attempt": 1, "parameters": {}, "created_at": now,
                                     "scheduled_for": now, "run_at": now, "status": "queued"})
@@ -118,22 +128,15 @@ def test_takeover_waits_to_hear_from_the_workers_other_masters_see(cluster):
         wait_for(lambda: beat() or "jobs taken over" in b2.text(), 30, interval=0.3,
                  what="B taking the partition and its queued job over")
         taken = time.time()
-        # Past B's worker timeout (3 s), the far worker still unheard by B.
-        while time.time() < taken + 6:
-            beat()
-            time.sleep(0.3)
-        assert cluster.db.jobs.find_one({"_id": f"{tid}@7"})["status"] == "queued", \
-            "B queued the job before hearing from the worker A lists"
+        beat_for(6)  # past B's worker timeout (3 s), the far worker still unheard by B
+        assert status() == "queued", "B queued the job before hearing from the worker A lists"
         # The far worker speaks to B too: B places the job, the real worker runs it.
-        fb = FakeWorker(ctx, port_b, node="far-worker")
-        try:
-            fb.hello(free=0)
-            wait_for(lambda: (fb.hello("HEARTBEAT", free=0), beat(),
-                              cluster.db.jobs.find_one({"_id": f"{tid}@7"})["status"] == "succeeded")[2],
-                     10, interval=0.3, what="the job to run once B heard from the far worker")
-            assert time.time() < taken + 9, "placed by the 3-timeout bound, not by hearing the worker"
-        finally:
-            fb.close()
+        far.append(FakeWorker(ctx, port_b, node="far-worker"))
+        far[1].hello(free=0)
+        wait_for(lambda: beat() or status() == "succeeded", 10, interval=0.3,
+                 what="the job to run once B heard from the far worker")
+        assert time.time() < taken + 9, "placed by the 3-timeout bound, not by hearing the worker"
     finally:
-        fw.close()
+        for w in far:
+            w.close()
         ctx.term()
