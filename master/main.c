@@ -95,8 +95,11 @@ static int s_run(master_t *m)
         /* Drain what arrived, bounded. A message may cost a store write
          * (tens of ms on a loaded FerretDB), so a fire that falls due
          * meanwhile goes first rather than after the whole batch (unless
-         * fires are late already: then messages are not starved). */
+         * fires are late already: then messages are not starved), and the
+         * housekeeping tick (lease renewals) is not held up by a backlog. */
         for (int i = 0; i < 1000 && (zsock_events(m->router) & ZMQ_POLLIN); i++) {
+            if (clock_mono_ms() >= next_tick)
+                break; /* leases are renewed first: the rest waits a turn */
             zmsg_t *z = zmsg_recv(m->router);
             if (!z)
                 break;

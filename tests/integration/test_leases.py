@@ -1,5 +1,6 @@
 """Partition leases under contention and failover: one owner per epoch,
 epochs never overlap, a killed master's partitions are taken over."""
+import datetime
 import signal
 import time
 from collections import defaultdict
@@ -77,3 +78,30 @@ def test_killed_master_partitions_are_taken_over(cluster):
     # as skipped (fire_once): no duplicate, no hole in any trigger's grid.
     report = cluster.invariants(stuck_after=30)
     assert not report["duplicates"] and not report["gaps"] and not report["stuck"], report
+
+
+def test_a_backlog_of_slow_status_writes_does_not_hold_up_lease_renewal(cluster):
+    """A FINISHED for a job the master does not track is a guarded write:
+    the store filters it in one pass over every job. A burst of them takes
+    far longer than a lease's TTL (3 s here); the master renews its leases
+    between them instead of after the lot."""
+    from test_retry import FakeWorker
+    cluster.start(masters=1, workers=1)
+    wait_for(lambda: cluster.health().get("masters", [{}])[0].get("partitions") == 8, 30,
+             what="the master holding all 8 partitions")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cluster.db.jobs.insert_many([
+        {"_id": f"filler{i}@1000", "trigger_id": f"filler{i}", "kind": "scheduled", "status": "succeeded",
+         "attempt": 1, "scheduled_for": now, "created_at": now, "finished_at": now,
+         "result": {"exit_code": 0, "output": "x" * 200}} for i in range(6000)])
+    w = FakeWorker(cluster.master_ports[0], "slow-status", "noop")
+    w.send("HELLO", slots=1, free_slots=1, task_types="noop")
+    at = int(time.time() * 1000)
+    for i in range(100):
+        w.send("FINISHED", job_id=f"ghost{i}@1000", attempt=1, at=at, status="succeeded")
+    w.pump(12)
+    log = cluster.masters[0].text()
+    assert "lease lapsed before renewal" not in log, "a lease lapsed behind the status backlog"
+    assert all(len(docs) == 1 for docs in lease_chains(cluster).values()), "a partition changed hands"
+    w.sock.close()
+    w.ctx.term()
