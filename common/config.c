@@ -112,6 +112,9 @@ static const setting_t s_settings[] = {
      "delivery attempts of a trigger's notification webhook before it is recorded failed"},
     {"SKED_NOTIFY_BACKOFF_MS", INT(notify_backoff_ms), "1000", M,
      "wait before the first retry of a notification webhook; doubles, at most 60 s"},
+    {"SKED_FIRE_AHEAD_MS", INT(fire_ahead_ms), "500", M,
+     "a fire is claimed and sent to its worker this long before its time, and started on "
+     "time there; 0 claims at the time"},
     {"SKED_JOB_RETENTION_S", INT(job_retention_s), "604800", M,
      "final jobs finished longer ago than this many seconds are deleted; 0 keeps every job"},
 };
@@ -265,6 +268,9 @@ int config_load(config_t *cfg, int role, const char *prog, int argc, char **argv
                        "timeout >= 2 heartbeats");
     if (cfg->worker_slots < 1)
         return err_set(err, ERR_INVALID, "invalid SKED_WORKER_SLOTS: at least 1");
+    if (cfg->fire_ahead_ms < 0 || cfg->fire_ahead_ms > 60000)
+        return err_set(err, ERR_INVALID, "invalid SKED_FIRE_AHEAD_MS %d: 0 to 60000",
+                       cfg->fire_ahead_ms);
     if (cfg->job_retention_s < 0)
         return err_set(err, ERR_INVALID, "invalid SKED_JOB_RETENTION_S %d: 0 (keep) or more",
                        cfg->job_retention_s);

@@ -59,6 +59,7 @@ typedef struct {
     int alert_lag_for_ms;
     int alert_unowned_ms;
     int job_retention_s;
+    int fire_ahead_ms;
     /* master: per-trigger notification webhooks */
     int notify_tries;
     int notify_backoff_ms;

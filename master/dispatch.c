@@ -747,6 +747,8 @@ static int s_send(dispatch_t *d, worker_t *w, const job_t *job)
     proto_msg_t msg = {.type = PROTO_JOB, .seq = ++d->seq, .attempt = job->attempt,
                        .scheduled_for = job->scheduled_for,
                        .max_execution_time = job->max_execution_time};
+    if (job->scheduled_for > clock_wall_ms()) /* claimed ahead: started on time */
+        msg.start_at = job->scheduled_for;
     snprintf(msg.node_id, sizeof msg.node_id, "%s", d->m->cfg->node_id);
     snprintf(msg.job_id, sizeof msg.job_id, "%s", job->id);
     snprintf(msg.trigger_id, sizeof msg.trigger_id, "%s", job->trigger_id);

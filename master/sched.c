@@ -10,7 +10,15 @@
  *
  * Hot path per fire: one job insert and one trigger_state update, both by
  * _id. Fires due together are claimed by one unordered insert_many and
- * sent to workers before their states are saved. Loading (on gaining a
+ * sent to workers before their states are saved.
+ *
+ * Claim ahead, start on time: a trigger is looked at SKED_FIRE_AHEAD_MS
+ * before its fire (its heap key is that look time, t->next_ms the fire's
+ * time). Its job is claimed and sent then, with `start_at`, and the worker
+ * holds it until its time, so the store's round trips and a busy master
+ * are not in the fire's lag. A fire whose trigger still has a job active
+ * and whose overlap policy is not `allow` is decided at its time instead,
+ * as the policy asks. Loading (on gaining a
  * partition, and periodically to reconcile lost notifications) is a
  * batched secondary-field query.
  */
@@ -68,7 +76,14 @@ struct sched {
     heap_t heap;     /* of trig_t, by hn.key */
     unsigned gen;
     unsigned batch;  /* sched_fire_due's batches, counted */
+    int64_t ahead;   /* SKED_FIRE_AHEAD_MS */
 };
+
+/* When to look at a trigger whose next fire is at fire_ms. */
+static int64_t s_look_at(const sched_t *s, int64_t fire_ms)
+{
+    return fire_ms == INT64_MAX ? INT64_MAX : fire_ms - s->ahead;
+}
 
 /* ---- triggers --------------------------------------------------------- */
 
@@ -94,6 +109,7 @@ sched_t *sched_new(master_t *m)
 {
     sched_t *s = calloc(1, sizeof *s);
     s->m = m;
+    s->ahead = m->cfg->fire_ahead_ms;
     s->by_id = zhashx_new();
     zhashx_set_destructor(s->by_id, s_trig_free);
     return s;
@@ -347,7 +363,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         return NULL;
     }
     t->next_ms = next;
-    t->hn.key = next;
+    t->hn.key = s_look_at(s, next);
     if (fresh) {
         zhashx_insert(s->by_id, t->id, t);
         heap_push(&s->heap, &t->hn);
@@ -530,17 +546,17 @@ static bson_t *s_job_doc(sched_t *s, const trig_t *t, int64_t sf, int misfire, i
     return doc;
 }
 
-/* Inserts docs[0..n) in one unordered insert_many. st[i]: 1 inserted, 0
- * refused by _id (already claimed: G1), -1 not written (store error).
- * Returns how many were inserted. */
-static size_t s_insert_jobs(sched_t *s, bson_t **docs, size_t n, int *st, const char *op,
-                            err_t *err)
+/* Inserts docs[0..n) into coll in one unordered insert_many. st[i]: 1
+ * inserted, 0 refused by _id (a job: already claimed, G1), -1 not written
+ * (store error). Returns how many were inserted. */
+static size_t s_insert_many(sched_t *s, const char *coll, bson_t **docs, size_t n, int *st,
+                            const char *op, err_t *err)
 {
     bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
     bson_t reply;
     bson_error_t berr;
     int64_t t0 = zclock_usecs();
-    bool ok = mongoc_collection_insert_many(store_coll(s->m->store, "jobs"), (const bson_t **)docs,
+    bool ok = mongoc_collection_insert_many(store_coll(s->m->store, coll), (const bson_t **)docs,
                                             n, opts, &reply, &berr);
     for (size_t i = 0; i < n; i++)
         st[i] = 1;
@@ -573,7 +589,7 @@ static size_t s_insert_jobs(sched_t *s, bson_t **docs, size_t n, int *st, const 
     }
     stats_store_op(op, zclock_usecs() - t0, failed > 0);
     if (failed)
-        store_error(&berr, "insert jobs", err);
+        store_error(&berr, coll, err);
     bson_destroy(&reply);
     bson_destroy(opts);
     return inserted;
@@ -615,7 +631,7 @@ static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t unt
     if (n) {
         int st[MAX_SKIP_RECORDS];
         err_t err = {0};
-        size_t inserted = s_insert_jobs(s, docs, n, st, "insert_skipped", &err);
+        size_t inserted = s_insert_many(s, "jobs", docs, n, st, "insert_skipped", &err);
         if (err.msg[0])
             log_warn("cannot record skipped fires", "trigger=%s reason=\"%s\"", t->id, err.msg);
         /* Refused ones were claimed already (run, or recorded before). */
@@ -631,6 +647,14 @@ static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t unt
         log_warn("more fires skipped than recorded one by one", "trigger=%s unrecorded=%ld reason=%s",
                  t->id, more, reason);
     return sf;
+}
+
+/* A trigger's first state document, for an insert. */
+static bson_t *s_state_doc(const trig_t *t, int64_t last_sf)
+{
+    return BCON_NEW("_id", BCON_UTF8(t->id), "partition", BCON_INT32(t->partition),
+                    "next_fire_at", BCON_DATE_TIME(t->next_ms), "last_fire_at",
+                    BCON_DATE_TIME(last_sf), "updated_at", BCON_DATE_TIME(clock_wall_ms()));
 }
 
 static void s_save_state(sched_t *s, trig_t *t, int64_t last_sf)
@@ -652,6 +676,44 @@ static void s_save_state(sched_t *s, trig_t *t, int64_t last_sf)
     bson_destroy(filter);
     bson_destroy(update);
     bson_destroy(opts);
+}
+
+/* Saves the same fire times in the existing states of group[0..k) with
+ * one update_many. Returns 0 if every one was written, else -1 (the
+ * caller saves them one by one). */
+static int s_save_group(sched_t *s, trig_t **group, size_t k, int64_t last_sf)
+{
+    bson_t *filter = bson_new(), in, arr, reply;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < k; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "%zu", i);
+        BSON_APPEND_UTF8(&arr, key, group[i]->id);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(filter, &in);
+    bson_t *update = BCON_NEW("$set", "{", "next_fire_at", BCON_DATE_TIME(group[0]->next_ms),
+                              "last_fire_at", BCON_DATE_TIME(last_sf), "updated_at",
+                              BCON_DATE_TIME(clock_wall_ms()), "}");
+    bson_error_t berr;
+    int64_t t0 = zclock_usecs();
+    bool ok = mongoc_collection_update_many(store_coll(s->m->store, "trigger_state"), filter,
+                                            update, NULL, &reply, &berr);
+    int64_t matched = ok ? bj_get_int(&reply, "matchedCount", -1) : -1;
+    stats_store_op("save_states", zclock_usecs() - t0, !ok);
+    if (!ok)
+        log_warn("cannot save trigger states", "triggers=%zu reason=\"%s\"", k, berr.message);
+    else if (matched != (int64_t)k) /* some state is gone: each one on its own */
+        ok = false;
+    if (ok)
+        for (size_t i = 0; i < k; i++)
+            if (last_sf > group[i]->saved_last)
+                group[i]->saved_last = last_sf;
+    bson_destroy(&reply);
+    bson_destroy(filter);
+    bson_destroy(update);
+    return ok ? 0 : -1;
 }
 
 /* Applies the misfire policy to a late fire at t->next_ms. Returns the
@@ -741,6 +803,10 @@ typedef struct {
 
 /* At most this many fires are claimed by one insert. */
 #define FIRE_BATCH 256
+/* Fewer triggers than this with the same fire times are saved one by one:
+ * the store filters a list of `_id`s about six times slower per document
+ * than it finds one `_id` (docs/BENCHMARKS.md). */
+#define SAVE_GROUP_MIN 8
 
 /* Decides what t's due fire does: the misfire policy, then the overlap
  * policy; moves t in the heap to its next fire. Returns 1 with *f filled
@@ -749,6 +815,11 @@ static int s_fire_decide(sched_t *s, trig_t *t, int64_t now, fire_t *f)
 {
     int64_t missed = t->next_ms;
     int missed_flags = t->next_flags;
+    if (now < missed && t->overlap != OVERLAP_ALLOW && dispatch_active(s->m->disp, t->id)) {
+        t->hn.key = missed; /* its overlap policy decides at its time */
+        heap_update(&s->heap, &t->hn);
+        return 0;
+    }
     int misfire = now - missed > MISFIRE_GRACE_MS;
     int dst_flags = misfire ? 0 : t->next_flags;
     int64_t sf = misfire ? s_misfire(s, t, now) : missed;
@@ -759,7 +830,7 @@ static int s_fire_decide(sched_t *s, trig_t *t, int64_t now, fire_t *f)
             s_remove(s, t);
             return 0;
         }
-        t->hn.key = t->next_ms;
+        t->hn.key = s_look_at(s, t->next_ms);
         s_save_state(s, t, missed);
         heap_update(&s->heap, &t->hn);
         return 0;
@@ -769,7 +840,7 @@ static int s_fire_decide(sched_t *s, trig_t *t, int64_t now, fire_t *f)
     f->skip = s_overlap(s, t, &f->buffer);
     f->doc = s_job_doc(s, t, sf, misfire, dst_flags, f->skip, 1);
     f->next = s_next_after(t, sf);
-    t->hn.key = f->next < 0 ? INT64_MAX : f->next; /* out of the way until claimed */
+    t->hn.key = f->next < 0 ? INT64_MAX : s_look_at(s, f->next); /* out of the way until claimed */
     heap_update(&s->heap, &t->hn);
     return 1;
 }
@@ -800,7 +871,8 @@ static void s_fire_done(sched_t *s, fire_t *f, int claimed, const err_t *err, in
         alert_fire_skipped(s->m->alert, job_id, t->id, t->task_type, sf, f->skip);
         s_notify_skipped(s, t, sf, f->skip, 1);
     } else if (claimed) {
-        stats_claim_lag(clock_wall_ms() - sf);
+        int64_t lag = clock_wall_ms() - sf;
+        stats_claim_lag(lag > 0 ? lag : 0); /* claimed ahead: none */
         job_t *job = s_new_job(t, sf);
         log_debug("fire claimed", "trigger=%s job=%s misfire=%d", t->id, job->id, f->misfire);
         if (f->buffer && dispatch_buffer(s->m->disp, &job) == 0)
@@ -939,6 +1011,57 @@ int sched_fill_job(sched_t *self, job_t *job)
     return 0;
 }
 
+/* Saves the states of a claimed batch's triggers (those that go on).
+ * Triggers without a stored state yet get theirs in one unordered
+ * insert_many (an insert finds its place by the `_id` index; an upsert
+ * scans). Triggers with a stored state and the same (last, next) fire
+ * times, as triggers on one grid have, share one update_many by `_id` $in:
+ * the store filters a list in one pass over trigger_state where each
+ * update by `_id` is a pass of its own. Smaller groups, and what an
+ * insert or a group update did not write, are saved one by one. */
+static void s_save_states(sched_t *s, fire_t *fires, const int *st, size_t n)
+{
+    char done[FIRE_BATCH] = {0};
+    trig_t *group[FIRE_BATCH];
+    bson_t *docs[FIRE_BATCH];
+    int64_t last[FIRE_BATCH];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (st[i] >= 0 && fires[i].next >= 0 && fires[i].t->saved_last == 0) {
+            group[k] = fires[i].t;
+            last[k] = fires[i].sf;
+            docs[k++] = s_state_doc(fires[i].t, fires[i].sf);
+            done[i] = 1;
+        }
+    if (k) {
+        int ins[FIRE_BATCH];
+        err_t err = {0};
+        s_insert_many(s, "trigger_state", docs, k, ins, "insert_states", &err);
+        for (size_t g = 0; g < k; g++) {
+            if (ins[g] == 1)
+                group[g]->saved_last = last[g];
+            else /* there was a state after all, or the store failed */
+                s_save_state(s, group[g], last[g]);
+            bson_destroy(docs[g]);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (done[i] || st[i] < 0 || fires[i].next < 0)
+            continue;
+        size_t m = 0; /* fires[i] and those after it with its times */
+        for (size_t j = i; j < n; j++)
+            if (!done[j] && st[j] >= 0 && fires[j].next >= 0 && fires[j].sf == fires[i].sf &&
+                fires[j].t->next_ms == fires[i].t->next_ms) {
+                group[m++] = fires[j].t;
+                done[j] = 1;
+            }
+        if (m >= SAVE_GROUP_MIN && s_save_group(s, group, m, fires[i].sf) == 0)
+            continue;
+        for (size_t g = 0; g < m; g++)
+            s_save_state(s, group[g], fires[i].sf);
+    }
+}
+
 void sched_fire_due(sched_t *self, int64_t now)
 {
     int64_t mono = clock_mono_ms();
@@ -968,12 +1091,10 @@ void sched_fire_due(sched_t *self, int64_t now)
         for (size_t i = 0; i < n; i++)
             docs[i] = fires[i].doc;
         err_t err = {0};
-        s_insert_jobs(self, docs, n, st, "insert_job", &err);
+        s_insert_many(self, "jobs", docs, n, st, "insert_job", &err);
         for (size_t i = 0; i < n; i++)
             s_fire_done(self, &fires[i], st[i], &err, now);
-        for (size_t i = 0; i < n; i++)
-            if (st[i] >= 0 && fires[i].next >= 0)
-                s_save_state(self, fires[i].t, fires[i].sf);
+        s_save_states(self, fires, st, n);
     }
 }
 

@@ -51,6 +51,7 @@ static const field_t s_fields[] = {
     F("scheduled_for", K_I64, scheduled_for, 0, B(PROTO_JOB), JOBISH),
     F("at", K_I64, at, 0, B(PROTO_STARTED) | B(PROTO_FINISHED), 0),
     F("max_execution_time", K_INT, max_execution_time, 0, 0, B(PROTO_JOB)),
+    F("start_at", K_I64, start_at, 0, 0, B(PROTO_JOB)),
     F("parameters", K_OBJ_TEXT, parameters, PROTO_MAX_BODY, B(PROTO_JOB), 0),
     F("status", K_STR, status, 16, B(PROTO_FINISHED), 0),
     F("exit_code", K_INT, exit_code, 0, 0, B(PROTO_FINISHED)),

@@ -59,6 +59,7 @@ typedef struct {
     int64_t scheduled_for;         /* ms since epoch */
     int64_t at;                    /* ms since epoch: started_at / finished_at */
     int max_execution_time;        /* seconds, 0 = none */
+    int64_t start_at;              /* JOB: not started before it, ms since epoch; 0 = at once */
     char *parameters;              /* JOB: JSON object text */
     char status[16];               /* FINISHED: succeeded, failed, timed_out, cancelled */
     int exit_code;

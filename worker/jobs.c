@@ -7,7 +7,10 @@
  * starts and fails at once. Free slots are the worker's credit; the task
  * types that still have room are what HELLO/HEARTBEAT advertise, so
  * masters do not send what cannot start (jobs sent on stale credit wait
- * in the queue).
+ * in the queue). A JOB with `start_at` (a fire its master claimed ahead of
+ * its time) waits in the queue, holding its slot, until that time on this
+ * worker's clock, at most HOLD_MAX_MS after it arrived: it starts on time
+ * however busy its master is when the time comes.
  *
  * A started job's deadline is the smaller of its max_execution_time and
  * its type's timeout. At the deadline, on CANCEL, or when the drain
@@ -28,6 +31,7 @@
 
 #define OUTPUT_EVERY_MS 250
 #define ERROR_MAX 8000 /* the protocol allows 8192 */
+#define HOLD_MAX_MS 60000 /* a start_at further ahead (a wrong clock) is cut to this */
 
 typedef struct {
     run_t **v;
@@ -189,7 +193,7 @@ static void s_start_queued(jobs_t *self)
     for (size_t i = 0; i < self->queued.n && !self->shutting_down &&
                        (int)self->running.n < self->slots;) {
         run_t *r = self->queued.v[i];
-        if (!s_has_room(self, r->tt)) {
+        if (!s_has_room(self, r->tt) || (r->start_at && clock_wall_ms() < r->start_at)) {
             i++;
             continue;
         }
@@ -227,6 +231,9 @@ void jobs_accept(jobs_t *self, int master, proto_msg_t *job)
     r->master = master;
     r->max_execution_time = job->max_execution_time;
     r->scheduled_for = job->scheduled_for;
+    int64_t now = clock_wall_ms();
+    if (job->start_at > now)
+        r->start_at = job->start_at - now > HOLD_MAX_MS ? now + HOLD_MAX_MS : job->start_at;
     r->parameters = job->parameters;
     job->parameters = NULL;
     r->tt = wconfig_find(self->cfg, r->task_type);
@@ -349,6 +356,10 @@ int64_t jobs_advance(jobs_t *self)
     }
     s_flush(self);
     s_start_queued(self);
+    int64_t wall = clock_wall_ms();
+    for (size_t i = 0; i < self->queued.n; i++) /* held until their start_at */
+        if (self->queued.v[i]->start_at > wall)
+            next = s_min(next, now + (self->queued.v[i]->start_at - wall));
     next = s_min(next, webhook_next_timer(self->web));
     return next;
 }

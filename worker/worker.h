@@ -116,6 +116,7 @@ typedef struct {
     int master; /* index of the connection it came from */
     int max_execution_time;
     int64_t scheduled_for;
+    int64_t start_at; /* wall ms: held until then (a fire claimed ahead); 0 = at once */
     char *parameters; /* JSON text, owned */
     tasktype_t *tt;   /* borrowed; NULL if not served here */
     int64_t started_at; /* wall ms */

@@ -1,7 +1,8 @@
 """Fires due at the same time are claimed by one unordered insert: each
 fire the store admits runs once, a fire whose job document already exists
 (claimed by someone else) is left alone while the rest of its batch runs,
-and the master makes far fewer claim round trips than fires."""
+and the master makes far fewer claim round trips than fires. The states
+of triggers that fired together are saved together."""
 import datetime as dt
 import time
 
@@ -60,3 +61,17 @@ def test_fires_due_together_are_claimed_in_one_insert(cluster):
     claims = val(samples, "sked_store_operation_duration_seconds_count", op="insert_job")
     # One insert per grid point, a few more if a batch straddled a wake-up.
     assert 1 <= claims <= fires / 3, f"{claims} claim inserts for {fires} fires"
+    # After its first save, a trigger's state is saved with the others of
+    # its grid point in one update_many; every state names its last fire.
+    saves = val(samples, "sked_store_operation_duration_seconds_count", op="save_states")
+    assert saves >= 1, "no grouped state save"
+
+    def states_current():
+        last = {}
+        for j in cluster.db.jobs.find({"trigger_id": {"$in": ids}, "kind": "scheduled"}):
+            last[j["trigger_id"]] = max(last.get(j["trigger_id"], j["scheduled_for"]), j["scheduled_for"])
+        states = {s["_id"]: s for s in cluster.db.trigger_state.find({"_id": {"$in": ids}})}
+        stale = [t for t in ids if t not in states or states[t].get("last_fire_at") != last[t]
+                 or states[t]["next_fire_at"] != last[t] + dt.timedelta(seconds=PERIOD_S)]
+        return not stale or None
+    wait_for(states_current, 10, interval=0.2, what="every trigger's state at its last fire")
