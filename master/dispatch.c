@@ -77,6 +77,7 @@ struct flight {
     char *tail;         /* live output so far, last OUTPUT_TAIL_MAX bytes */
     size_t tail_len;
     int64_t tail_saved; /* monotonic ms of the last output_tail write */
+    int withdrawn;      /* claimed ahead, its trigger changed: CANCEL sent (dispatch_withdraw) */
 };
 
 /* Live output kept per running attempt and written to the job document
@@ -896,6 +897,23 @@ static void s_ack(dispatch_t *d, zframe_t *identity, const proto_msg_t *msg)
         zmsg_destroy(&z);
 }
 
+/* Deletes the job document of a withdrawn fire, by its _id alone: the
+ * partition holder is its one writer. */
+static void s_delete_withdrawn(dispatch_t *d, const job_t *job)
+{
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(job->id));
+    bson_error_t berr;
+    int64_t t0 = zclock_usecs();
+    bool ok = mongoc_collection_delete_one(store_coll(d->m->store, "jobs"), filter, NULL, NULL,
+                                           &berr);
+    stats_store_op("withdraw_job", zclock_usecs() - t0, !ok);
+    if (ok)
+        log_info("fire withdrawn: its trigger changed before its time", "job=%s", job->id);
+    else /* it stays queued: the takeover scan or a retry runs it */
+        log_warn("cannot delete a withdrawn fire", "job=%s reason=\"%s\"", job->id, berr.message);
+    bson_destroy(filter);
+}
+
 static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
 {
     outcome_t o = {.status = msg->status, .worker_id = msg->node_id,
@@ -910,6 +928,11 @@ static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
                                               : 0;
     log_info("job finished", "job=%s attempt=%d status=%s worker=%s", msg->job_id, msg->attempt,
              msg->status, msg->node_id);
+    if (f && f->withdrawn && !msg->started_at && strcmp(msg->status, "cancelled") == 0) {
+        s_delete_withdrawn(d, f->job); /* the worker never started it */
+        s_flight_finish(d, f);
+        return 0;
+    }
     if (f) {
         stats_job_duration(f->job->task_type, msg->duration_ms);
         return s_end_attempt(d, f, &o);
@@ -1272,6 +1295,30 @@ void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const cha
     for (flight_t *f = zhashx_first(self->flights); f; f = zhashx_next(self->flights))
         if (strcmp(f->job->trigger_id, trigger_id) == 0)
             s_cancel_flight(self, f, reason);
+}
+
+void dispatch_withdraw(dispatch_t *self, const char *trigger_id, int64_t after,
+                       int (*keep)(void *arg, int64_t scheduled_for), void *arg)
+{
+    zlistx_t *taken = s_take_pending(self, trigger_id, -1);
+    for (job_t *job = zlistx_first(taken); job; job = zlistx_next(taken)) {
+        if (job->attempt == 1 && job->scheduled_for > after &&
+            !(keep && keep(arg, job->scheduled_for))) {
+            s_delete_withdrawn(self, job);
+            job_t *gone = job;
+            s_job_final(self, &gone);
+        } else {
+            s_pending_add(self, job);
+        }
+    }
+    zlistx_destroy(&taken); /* every job went on or back */
+    for (flight_t *f = zhashx_first(self->flights); f; f = zhashx_next(self->flights))
+        if (!f->withdrawn && !f->started_at && f->job->attempt == 1 &&
+            f->job->scheduled_for > after && strcmp(f->job->trigger_id, trigger_id) == 0 &&
+            !(keep && keep(arg, f->job->scheduled_for))) {
+            f->withdrawn = 1;
+            s_cancel_flight(self, f, "withdrawn");
+        }
 }
 
 void dispatch_cancel_job(dispatch_t *self, const char *job_id)

@@ -151,6 +151,12 @@ int dispatch_active_job(dispatch_t *self, const char *job_id);
 int dispatch_has_buffered(dispatch_t *self, const char *trigger_id);
 /* replace: cancels the trigger's active jobs (CANCEL to running ones). */
 void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const char *reason);
+/* Withdraws the trigger's fires claimed ahead whose time is after `after`
+ * (ms) and that keep() (if given) does not keep: a job not yet sent is
+ * deleted at once; a worker holding one gets CANCEL, and the job is
+ * deleted when the worker answers it never started it. */
+void dispatch_withdraw(dispatch_t *self, const char *trigger_id, int64_t after,
+                       int (*keep)(void *arg, int64_t scheduled_for), void *arg);
 /* Cancels one job: CANCEL to its worker if it runs, else recorded
  * cancelled (only by the holder of its partition). */
 void dispatch_cancel_job(dispatch_t *self, const char *job_id);

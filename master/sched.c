@@ -158,6 +158,29 @@ static int64_t s_next_after(trig_t *t, int64_t after)
     return next;
 }
 
+/* A fire claimed ahead this soon stays when its trigger changes: its
+ * worker may be starting it. */
+#define WITHDRAW_MARGIN_MS 100
+
+/* keep() of dispatch_withdraw: a fire time still on t's schedule. */
+static int s_on_schedule(void *arg, int64_t sf)
+{
+    trig_t *t = arg;
+    int flags = t->next_flags; /* s_next_after sets them: they are next_ms's */
+    int on = s_next_after(t, sf - 1) == sf;
+    t->next_flags = flags;
+    return on;
+}
+
+/* A trigger changed (t: its new schedule) or left the schedule (t NULL):
+ * the fires claimed ahead that it no longer makes are withdrawn. */
+static void s_withdraw(sched_t *s, const char *trigger_id, trig_t *t)
+{
+    if (s->ahead > 0)
+        dispatch_withdraw(s->m->disp, trigger_id, clock_wall_ms() + WITHDRAW_MARGIN_MS,
+                          t ? s_on_schedule : NULL, t);
+}
+
 /* The latest scheduled fire at or before now, starting from a missed one
  * (misfire policy fire_once runs that one for all that were missed). */
 static int64_t s_latest_missed(trig_t *t, int64_t missed, int64_t now)
@@ -356,14 +379,18 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
             next = s_next_after(t, t->first_ms - 1 > from ? t->first_ms - 1 : from);
     }
     if (next < 0) {
-        if (!fresh)
+        if (!fresh) {
+            s_withdraw(s, t->id, NULL);
             s_remove(s, t);
+        }
         else
             s_trig_free((void **)&t);
         return NULL;
     }
     t->next_ms = next;
     t->hn.key = s_look_at(s, next);
+    if (!fresh)
+        s_withdraw(s, t->id, t); /* its definition changed */
     if (fresh) {
         zhashx_insert(s->by_id, t->id, t);
         heap_push(&s->heap, &t->hn);
@@ -448,8 +475,10 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
             for (int i = 0; i < n; i++)
                 if (t->partition == parts[i] && t->gen != self->gen)
                     zlistx_add_end(gone, t);
-        for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone))
+        for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone)) {
+            s_withdraw(self, t->id, NULL);
             s_remove(self, t);
+        }
         zlistx_destroy(&gone);
     }
     bson_destroy(sf);
@@ -480,6 +509,7 @@ void sched_reload(sched_t *self, const char *trigger_id)
         return; /* the periodic reconcile will catch up */
     trig_t *t = zhashx_lookup(self->by_id, trigger_id);
     if (have_def == 0 || strcmp(bj_get_str(&def, "status", ""), "active") != 0) {
+        s_withdraw(self, trigger_id, NULL);
         if (t)
             s_remove(self, t);
         if (have_def == 0) { /* deleted: its schedule state goes too */

@@ -4,6 +4,7 @@ time, not before. A trigger that still has a job running, with an overlap
 policy other than `allow`, is decided at its fire time: what runs then is
 what the policy looks at. `0` claims at the fire time."""
 import datetime as dt
+import time
 
 from conftest import wait_for, zulu
 
@@ -67,3 +68,52 @@ def test_overlap_is_decided_at_the_fire_time_not_when_looked_at_ahead(cluster):
     assert not skipped, skipped
     for j in jobs[1:]:  # the first had nothing running before it: claimed ahead
         assert _ms(j["started_at"]) >= _ms(j["scheduled_for"]), j
+
+
+def _every_second(cluster, name):
+    r = cluster.api("POST", "/triggers/", json={
+        "name": name, "trigger_config": {"interval": 1, "unit": "seconds"},
+        "execution_config": {"task_type": "noop", "overlap_policy": "allow"}})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_pause_withdraws_the_fires_claimed_ahead(cluster):
+    # Three seconds ahead: at any moment about three fires are claimed and
+    # held by the worker (`allow`: a fire is claimed ahead though the one
+    # before it has not run yet). A pause withdraws them: their job documents go
+    # and the worker never starts them.
+    cluster.start(masters=1, workers=1, master_env={"SKED_FIRE_AHEAD_MS": "3000"})
+    tid = _every_second(cluster, "withdrawn")
+    wait_for(lambda: cluster.db.jobs.count_documents({"trigger_id": tid, "status": "succeeded"}) >= 2,
+             15, what="2 fires run")
+    r = cluster.api("POST", f"/triggers/{tid}/pause")
+    assert r.status_code == 200, r.text
+    paused = _ms(dt.datetime.fromisoformat(r.json()["updated_at"].replace("Z", "+00:00")))
+
+    def after_pause():
+        return [j for j in cluster.db.jobs.find({"trigger_id": tid})
+                if _ms(j["scheduled_for"]) > paused + 200]
+    wait_for(lambda: not after_pause(), 5, interval=0.2, what="the fires claimed ahead withdrawn")
+    time.sleep(3.5)  # past every time that had been claimed
+    assert after_pause() == [], "a withdrawn fire came back"
+    assert "reason=withdrawn found=1" in cluster.workers[0].text(), "no held fire was withdrawn"
+    ran = [j for j in cluster.db.jobs.find({"trigger_id": tid}) if j.get("started_at")
+           and _ms(j["started_at"]) > paused + 200]
+    assert ran == [], ran
+
+
+def test_a_change_that_keeps_the_grid_keeps_the_fires_claimed_ahead(cluster):
+    # Renaming changes the definition (a new version) but not its times:
+    # the fires already claimed stay, and the grid has no gap.
+    cluster.start(masters=1, workers=1, master_env={"SKED_FIRE_AHEAD_MS": "3000"})
+    tid = _every_second(cluster, "renamed")
+    wait_for(lambda: cluster.db.jobs.count_documents({"trigger_id": tid, "status": "succeeded"}) >= 2,
+             15, what="2 fires run")
+    r = cluster.api("PATCH", f"/triggers/{tid}", json={"name": "renamed-again"})
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    time.sleep(5)
+    times = sorted(_ms(j["scheduled_for"]) for j in cluster.db.jobs.find({"trigger_id": tid}))
+    assert all(b - a == 1000 for a, b in zip(times, times[1:])), times
+    done = [j for j in cluster.db.jobs.find({"trigger_id": tid}) if j["status"] == "succeeded"]
+    assert len(done) >= 6, len(done)

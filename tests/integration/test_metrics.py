@@ -111,7 +111,11 @@ def test_master_metrics_follow_the_jobs(cluster):
     assert free + used > 0 and used >= 0
     assert val(m, "sked_store_operation_duration_seconds_count", op="insert_job") >= claimed + skipped
     assert val(m, "sked_store_operation_duration_seconds_count", op="update_job") >= 2 * succeeded
-    assert val(m, "sked_store_operation_duration_seconds_count", op="save_state") >= claimed
+    # Each claim saves its trigger's state: the first of each of the 3
+    # triggers by insert (one insert_many for those due together), the
+    # others one by one (fewer than 8 share a fire time).
+    assert val(m, "sked_store_operation_duration_seconds_count", op="insert_states") >= 1
+    assert val(m, "sked_store_operation_duration_seconds_count", op="save_state") >= claimed - 3
     assert val(m, "sked_store_errors_total", op="insert_job") == 0
     assert val(m, "sked_malformed_messages_dropped_total") >= 1
     # Bounded labels: task types and statuses, never ids.
