@@ -305,6 +305,14 @@ void dispatch_submit(dispatch_t *self, job_t **job)
     *job = NULL;
 }
 
+size_t dispatch_unstarted(dispatch_t *self)
+{
+    size_t n = 0;
+    for (flight_t *f = zhashx_first(self->flights); f; f = zhashx_next(self->flights))
+        n += !f->started_at && !f->withdrawn;
+    return n;
+}
+
 int dispatch_active_job(dispatch_t *self, const char *job_id)
 {
     return zhashx_lookup(self->flights, job_id) || zhashx_lookup(self->recovering, job_id);

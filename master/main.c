@@ -114,6 +114,27 @@ static int s_run(master_t *m)
     return 0;
 }
 
+/* On the way out: fires claimed ahead wait on their workers for their
+ * time. Their starts and ends are taken (at most SKED_FIRE_AHEAD_MS + 1 s)
+ * before the leases go, so the next owner finds them recorded, not
+ * `queued` and in the way of its overlap policy. No fire is claimed now. */
+static void s_settle(master_t *m)
+{
+    int64_t until = clock_mono_ms() + m->cfg->fire_ahead_ms + 1000;
+    zmq_pollitem_t item = {zsock_resolve(m->router), 0, ZMQ_POLLIN, 0};
+    while (dispatch_unstarted(m->disp) > 0 && clock_mono_ms() < until) {
+        if (zmq_poll(&item, 1, 50) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 1000 && (zsock_events(m->router) & ZMQ_POLLIN); i++) {
+            zmsg_t *z = zmsg_recv(m->router);
+            if (!z)
+                break;
+            s_handle(m, z);
+            zmsg_destroy(&z);
+        }
+    }
+}
+
 /* Frees what main made, whatever got made. */
 static void s_cleanup(master_t *m)
 {
@@ -182,7 +203,9 @@ int main(int argc, char **argv)
              cfg.master_bind, cfg.partitions, cfg.lease_ttl_ms,
              cfg.metrics_addr[0] ? cfg.metrics_addr : "off", cfg.alert_url[0] ? "on" : "off");
     s_run(&m);
-    log_info("master stopping", "pending=%zu", dispatch_pending(m.disp));
+    log_info("master stopping", "pending=%zu unstarted=%zu", dispatch_pending(m.disp),
+             dispatch_unstarted(m.disp));
+    s_settle(&m);
     partitions_release_all(&m);
     s_cleanup(&m);
     return 0;

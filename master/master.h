@@ -150,6 +150,9 @@ int dispatch_active_job(dispatch_t *self, const char *job_id);
 /* True if buffer_one already holds a fire for the trigger. */
 int dispatch_has_buffered(dispatch_t *self, const char *trigger_id);
 /* replace: cancels the trigger's active jobs (CANCEL to running ones). */
+/* Jobs sent to workers that have not reported them started yet (fires
+ * claimed ahead, held until their time, among them). */
+size_t dispatch_unstarted(dispatch_t *self);
 void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const char *reason);
 /* Withdraws the trigger's fires claimed ahead whose time is after `after`
  * (ms) and that keep() (if given) does not keep: a job not yet sent is

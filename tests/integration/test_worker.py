@@ -471,6 +471,38 @@ def test_finished_is_resent_until_acked(cluster):
         ctx.term()
 
 
+def test_a_job_with_start_at_is_held_until_then(cluster):
+    """A JOB claimed ahead carries start_at: the worker holds it (listed
+    as its own in heartbeats, holding a slot) and starts it at that time;
+    a CANCEL meanwhile ends it unstarted: FINISHED `cancelled` without
+    started_at. A start_at already past starts the job at once."""
+    ctx = zmq.Context()
+    master = FakeMaster(ctx)
+    try:
+        cluster.start_worker(0, SKED_MASTERS=master.endpoint, SKED_TASK_TYPES="noop",
+                             SKED_WORKER_SLOTS="4")
+        master.wait("HELLO")
+        now = int(time.time() * 1000)
+        master.job("held", "noop", start_at=now + 1500)
+        master.job("withdrawn", "noop", start_at=now + 1500)
+        master.job("late", "noop", start_at=now - 1000)
+        assert master.wait("STARTED", job_id="late")["at"] < now + 1000
+        def listed():
+            return next((b for _, b in master.all("HEARTBEAT")
+                         if {"held", "withdrawn"} <= set(b.get("running", []))), None)
+        hb = wait_for(listed, timeout=5, interval=0.1, what="a heartbeat listing the held jobs")
+        assert hb["free_slots"] <= 2, hb
+        master.send("CANCEL", job_id="withdrawn", attempt=1, reason="withdrawn")
+        fin = master.wait("FINISHED", job_id="withdrawn")
+        assert fin["status"] == "cancelled" and not fin.get("started_at"), fin
+        started = master.wait("STARTED", job_id="held", timeout=5)
+        assert now + 1500 <= started["at"] < now + 3000, (now, started)
+        assert not master.all("STARTED", job_id="withdrawn")
+    finally:
+        master.sock.close()
+        ctx.term()
+
+
 def test_drain_timeout_ends_running_processes(cluster, tmp_path):
     ctx = zmq.Context()
     master = FakeMaster(ctx)

@@ -34,6 +34,7 @@ TEST(config_defaults)
     CHECK_INT(cfg.partitions, 64);
     CHECK_INT(cfg.lease_ttl_ms, 10000);
     CHECK_STR(cfg.master_bind, "tcp://127.0.0.1:7601");
+    CHECK_INT(cfg.fire_ahead_ms, 500);
     CHECK(strncmp(cfg.node_id, "master-", 7) == 0);
 }
 
@@ -73,4 +74,8 @@ TEST(config_rejects_bad_input)
     setenv("SKED_LEASE_TTL_MS", "10", 1);
     CHECK(s_load(&cfg, CONFIG_ROLE_MASTER, NULL, &err) < 0);
     unsetenv("SKED_LEASE_TTL_MS");
+    setenv("SKED_FIRE_AHEAD_MS", "60001", 1);
+    CHECK(s_load(&cfg, CONFIG_ROLE_MASTER, NULL, &err) < 0);
+    CHECK(strstr(err.msg, "SKED_FIRE_AHEAD_MS") != NULL);
+    unsetenv("SKED_FIRE_AHEAD_MS");
 }

@@ -31,7 +31,7 @@ static int s_decode_raw(const char *ver, const char *type, const char *body, pro
 TEST(proto_job_roundtrip)
 {
     proto_msg_t m = {.type = PROTO_JOB, .attempt = 2, .scheduled_for = 1795701600000LL,
-                     .max_execution_time = 30, .seq = 7};
+                     .max_execution_time = 30, .seq = 7, .start_at = 1795701600000LL};
     snprintf(m.node_id, sizeof m.node_id, "master-a");
     snprintf(m.job_id, sizeof m.job_id, "t1@1795701600000");
     snprintf(m.trigger_id, sizeof m.trigger_id, "t1");
@@ -49,6 +49,7 @@ TEST(proto_job_roundtrip)
     CHECK_INT(d.attempt, 2);
     CHECK_INT(d.scheduled_for, 1795701600000LL);
     CHECK_INT(d.max_execution_time, 30);
+    CHECK_INT(d.start_at, 1795701600000LL);
     CHECK_INT(d.seq, 7);
     CHECK_STR(d.parameters, "{\"seconds\":1}");
     zmsg_destroy(&z);
