@@ -307,9 +307,14 @@ void dispatch_submit(dispatch_t *self, job_t **job)
 
 size_t dispatch_unstarted(dispatch_t *self)
 {
+    return dispatch_unstarted_in(self, -1);
+}
+
+size_t dispatch_unstarted_in(dispatch_t *self, int partition)
+{
     size_t n = 0;
     for (flight_t *f = zhashx_first(self->flights); f; f = zhashx_next(self->flights))
-        n += !f->started_at && !f->withdrawn;
+        n += !f->started_at && !f->withdrawn && (partition < 0 || f->job->partition == partition);
     return n;
 }
 

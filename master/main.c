@@ -143,6 +143,7 @@ static void s_cleanup(master_t *m)
     zsock_destroy(&m->router);
     store_destroy(&m->store);
     free(m->leases);
+    free(m->handing);
     alert_destroy(&m->alert);
     metrics_stop();
     metrics_reset_all();

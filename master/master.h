@@ -32,6 +32,7 @@ typedef struct {
     store_t *store;
     zsock_t *router;
     lease_t *leases; /* cfg->partitions of them, index = partition */
+    int64_t *handing; /* per partition: monotonic ms since it is being given back, 0 = not */
     sched_t *sched;
     dispatch_t *disp;
     alert_t *alert; /* NULL: alerts off */
@@ -153,6 +154,10 @@ int dispatch_has_buffered(dispatch_t *self, const char *trigger_id);
 /* Jobs sent to workers that have not reported them started yet (fires
  * claimed ahead, held until their time, among them). */
 size_t dispatch_unstarted(dispatch_t *self);
+/* The same, in one partition. */
+size_t dispatch_unstarted_in(dispatch_t *self, int partition);
+/* 1 if p is being given back: no fire is claimed in it any more. */
+int partitions_handing(const master_t *m, int p);
 void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const char *reason);
 /* Withdraws the trigger's fires claimed ahead whose time is after `after`
  * (ms) and that keep() (if given) does not keep: a job not yet sent is

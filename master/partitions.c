@@ -27,6 +27,7 @@ int partitions_init(master_t *m, err_t *err)
 {
     int n = m->cfg->partitions;
     m->leases = calloc((size_t)n, sizeof *m->leases);
+    m->handing = calloc((size_t)n, sizeof *m->handing);
     for (int p = 0; p < n; p++) {
         char res[32];
         snprintf(res, sizeof res, "partition/%d", p);
@@ -40,6 +41,11 @@ static void s_drop(master_t *m, int p)
 {
     sched_drop(m->sched, p);
     dispatch_drop_partition(m->disp, p);
+}
+
+int partitions_handing(const master_t *m, int p)
+{
+    return m->handing[p] != 0;
 }
 
 int partitions_owned(const master_t *m, int p)
@@ -203,16 +209,35 @@ void partitions_tick(master_t *m)
     }
     /* Above our share: give the highest partitions back, but not while a
      * stale master's partitions are being taken (the share changes when its
-     * member document expires). */
+     * member document expires). A partition given back claims nothing more
+     * and goes once the fires it claimed ahead have started on their
+     * workers (at most SKED_FIRE_AHEAD_MS + 1 s): its next owner finds
+     * them recorded, not `queued` (which it would run again if their
+     * worker were slow to reach it). */
     int orphans = 0;
     for (int p = 0; p < np; p++)
         orphans += orphan[p];
+    char give[np];
+    memset(give, 0, sizeof give);
     for (int p = np - 1, held = s_held(m); !orphans && p >= 0 && held > target; p--)
         if (m->leases[p].held) {
-            s_drop(m, p);
-            lease_release(m->store, &m->leases[p], &err);
+            give[p] = 1;
             held--;
         }
+    for (int p = 0; p < np; p++) {
+        if (!give[p] || !m->leases[p].held) {
+            m->handing[p] = 0;
+            continue;
+        }
+        if (!m->handing[p])
+            m->handing[p] = mono > 0 ? mono : 1;
+        if (dispatch_unstarted_in(m->disp, p) > 0 &&
+            mono - m->handing[p] <= m->cfg->fire_ahead_ms + 1000)
+            continue; /* next tick */
+        m->handing[p] = 0;
+        s_drop(m, p);
+        lease_release(m->store, &m->leases[p], &err);
+    }
     /* Below our share: try free or expired partitions, starting at an
      * offset of our own so that masters do not all contend for the same. */
     int held = s_held(m);

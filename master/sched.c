@@ -1102,7 +1102,8 @@ void sched_fire_due(sched_t *self, int64_t now)
         size_t n = 0;
         self->batch++;
         for (trig_t *t; n < FIRE_BATCH && (t = (trig_t *)heap_top(&self->heap)) && t->hn.key <= now;) {
-            if (!lease_valid(&self->m->leases[t->partition], mono)) {
+            if (!lease_valid(&self->m->leases[t->partition], mono) ||
+                partitions_handing(self->m, t->partition)) {
                 t->hn.key = now + 100; /* not ours right now: partitions_tick decides */
                 heap_update(&self->heap, &t->hn);
                 continue;

@@ -902,10 +902,13 @@ class Bench:
                 if r["k"] not in last or t > last[r["k"]][0]:
                     last[r["k"]] = (t, r["by"])
         mine = {kk for kk, (_, by) in last.items() if by == victim}
+        # Fired again: by a survivor. A fire the victim claimed ahead
+        # (SKED_FIRE_AHEAD_MS) starts on its worker after the kill, but
+        # its partition has not been taken over by then.
         again = {}
         for r in runs:
             t = r["start"] if r["start"] is not None else r["end"]
-            if r["k"] in mine and t is not None and t >= kill_ms:
+            if r["k"] in mine and r["by"] != victim and t is not None and t >= kill_ms:
                 again[r["k"]] = min(again.get(r["k"], t), t)
         f["victim_triggers"] = len(mine)
         f["again_first_s"] = (min(again.values()) - kill_ms) / 1000 if again else None

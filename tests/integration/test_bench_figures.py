@@ -60,3 +60,21 @@ def test_max_in_flight_counts_overlaps_and_open_jobs():
             rec(4, 0)]                                               # never started
     assert run.max_in_flight(runs, stop_at=100) == 3
     assert run.max_in_flight([], stop_at=100) == 0
+
+
+def test_failover_counts_only_fires_a_survivor_made():
+    """A trigger fires again when a surviving scheduler runs it; a fire the
+    killed one had claimed ahead and that starts after the kill does not
+    count."""
+    def by(k, scheduled, start, who):
+        return dict(rec(k, scheduled, start, start + 1), by=who)
+    kill = 10_000
+    runs = [by(0, 9000, 9001, "m1"), by(1, 9000, 9001, "m1"), by(2, 9000, 9001, "m2"),
+            by(0, 10_300, 10_300, "m1"),   # claimed ahead by the victim, started after the kill
+            by(0, 13_000, 13_050, "m2"),   # taken over: fired again 3.05 s after the kill
+            by(1, 14_000, 14_020, "m3"),   # 4.02 s
+            by(2, 11_000, 11_001, "m2")]   # not the victim's trigger
+    expected = {(k, t) for k in range(3) for t in (9000, 13_000)}
+    f = run.Bench._failover_figures(runs, expected, kill, "m1")
+    assert f["victim_triggers"] == 2
+    assert (f["again_first_s"], f["again_all_s"]) == (3.05, 4.02)
