@@ -86,6 +86,12 @@ struct flight {
 #define OUTPUT_TAIL_MAX (64 * 1024)
 #define OUTPUT_SAVE_MS 2000
 
+/* FINISHED messages persisted lately, remembered so that a worker's
+ * resends of one (it resends until the ACK reaches it, and a backlog of
+ * slow status writes delays ACKs) are acknowledged without another store
+ * write. The oldest is forgotten first. */
+#define RECENT_FINAL_MAX 16384
+
 /* How long a STARTED waits before it is written (see s_on_started). */
 #define STARTED_DEFER_MS 1000
 
@@ -98,6 +104,9 @@ struct dispatch {
     zhashx_t *active;     /* trigger id -> count of its non-final jobs here (as intptr_t) */
     zhashx_t *buffered;   /* trigger id -> job_t* held by buffer_one, owns */
     zhashx_t *recovering; /* job id -> rec_t*: taken over, not yet placed, owns */
+    zhashx_t *recent;     /* "job id#attempt" of FINISHED persisted lately -> (void *)1 */
+    char **recent_ring;   /* RECENT_FINAL_MAX keys of recent, oldest at recent_next */
+    size_t recent_next;
     int64_t recover_until; /* monotonic ms when unclaimed recovered jobs are placed */
     int64_t recover_started; /* monotonic ms the last takeover scan began */
     zhashx_t *listed;      /* node ids of workers other live masters list (values unused) */
@@ -248,6 +257,8 @@ dispatch_t *dispatch_new(master_t *m)
     d->active = zhashx_new();
     d->buffered = zhashx_new(); /* no destructor: jobs leave it to run */
     d->recovering = zhashx_new();
+    d->recent = zhashx_new();
+    d->recent_ring = calloc(RECENT_FINAL_MAX, sizeof *d->recent_ring);
     d->listed = zhashx_new();
     zhashx_set_destructor(d->recovering, s_rec_free);
     d->rng = (uint64_t)zclock_usecs() ^ ((uint64_t)(uintptr_t)d << 16);
@@ -288,6 +299,10 @@ void dispatch_destroy(dispatch_t **self_p)
         job_destroy(&job);
     zhashx_destroy(&d->buffered);
     zhashx_destroy(&d->recovering);
+    zhashx_destroy(&d->recent);
+    for (size_t i = 0; i < RECENT_FINAL_MAX; i++)
+        free(d->recent_ring[i]);
+    free(d->recent_ring);
     zhashx_destroy(&d->listed);
     free(d);
     *self_p = NULL;
@@ -954,11 +969,40 @@ static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
     return s_save_outcome(d, msg->job_id, msg->attempt, &o, 0, 0, 1);
 }
 
+static void s_recent_key(char *buf, size_t size, const proto_msg_t *msg)
+{
+    snprintf(buf, size, "%s#%d", msg->job_id, msg->attempt);
+}
+
+static void s_recent_add(dispatch_t *d, const proto_msg_t *msg)
+{
+    char key[PROTO_ID_MAX + 16];
+    s_recent_key(key, sizeof key, msg);
+    if (zhashx_lookup(d->recent, key))
+        return;
+    char **slot = &d->recent_ring[d->recent_next];
+    if (*slot) {
+        zhashx_delete(d->recent, *slot);
+        free(*slot);
+    }
+    *slot = strdup(key);
+    zhashx_insert(d->recent, key, (void *)1);
+    d->recent_next = (d->recent_next + 1) % RECENT_FINAL_MAX;
+}
+
 static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *msg)
 {
     flight_t *f = zhashx_lookup(d->flights, msg->job_id);
     if (f && f->job->attempt != msg->attempt)
         f = NULL; /* a stale attempt's message */
+    if (!f && msg->type == PROTO_FINISHED) {
+        char key[PROTO_ID_MAX + 16];
+        s_recent_key(key, sizeof key, msg);
+        if (zhashx_lookup(d->recent, key)) { /* a resend of one persisted here */
+            s_ack(d, identity, msg);
+            return;
+        }
+    }
     /* The job's partition is in its id ("<trigger>@<ms>"); only its holder writes. */
     char trig[64];
     snprintf(trig, sizeof trig, "%.*s", (int)strcspn(msg->job_id, "@"), msg->job_id);
@@ -995,8 +1039,10 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
     worker_t *w = zframe_size(identity) ? s_worker_by_identity(d, identity) : NULL;
     if (w && f && strcmp(f->worker_key, w->key) == 0 && w->credit < w->slots)
         w->credit++;
-    if (s_on_finished(d, f, msg) == 0)
+    if (s_on_finished(d, f, msg) == 0) {
+        s_recent_add(d, msg);
         s_ack(d, identity, msg);
+    }
 }
 
 /* ---- takeover ------------------------------------------------------------ */

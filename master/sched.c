@@ -914,11 +914,8 @@ static void s_fire_done(sched_t *s, fire_t *f, int claimed, const err_t *err, in
         log_info("fire already claimed elsewhere", "trigger=%s scheduled_for=%lld", t->id,
                  (long long)sf);
     }
-    if (f->next < 0) {
+    if (f->next < 0) { /* saved with the batch's states, then removed */
         t->next_ms = INT64_MAX;
-        s_save_state(s, t, sf);
-        log_info("trigger reached end_at", "trigger=%s", t->id);
-        s_remove(s, t);
         return;
     }
     t->next_ms = f->next; /* its heap key already is */
@@ -1041,7 +1038,8 @@ int sched_fill_job(sched_t *self, job_t *job)
     return 0;
 }
 
-/* Saves the states of a claimed batch's triggers (those that go on).
+/* Saves the states of a claimed batch's triggers (those at their end_at
+ * with next_fire_at at the end of time).
  * Triggers without a stored state yet get theirs in one unordered
  * insert_many (an insert finds its place by the `_id` index; an upsert
  * scans). Triggers with a stored state and the same (last, next) fire
@@ -1057,7 +1055,7 @@ static void s_save_states(sched_t *s, fire_t *fires, const int *st, size_t n)
     int64_t last[FIRE_BATCH];
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (st[i] >= 0 && fires[i].next >= 0 && fires[i].t->saved_last == 0) {
+        if (st[i] >= 0 && fires[i].t->saved_last == 0) {
             group[k] = fires[i].t;
             last[k] = fires[i].sf;
             docs[k++] = s_state_doc(fires[i].t, fires[i].sf);
@@ -1076,11 +1074,11 @@ static void s_save_states(sched_t *s, fire_t *fires, const int *st, size_t n)
         }
     }
     for (size_t i = 0; i < n; i++) {
-        if (done[i] || st[i] < 0 || fires[i].next < 0)
+        if (done[i] || st[i] < 0)
             continue;
         size_t m = 0; /* fires[i] and those after it with its times */
         for (size_t j = i; j < n; j++)
-            if (!done[j] && st[j] >= 0 && fires[j].next >= 0 && fires[j].sf == fires[i].sf &&
+            if (!done[j] && st[j] >= 0 && fires[j].sf == fires[i].sf &&
                 fires[j].t->next_ms == fires[i].t->next_ms) {
                 group[m++] = fires[j].t;
                 done[j] = 1;
@@ -1126,6 +1124,11 @@ void sched_fire_due(sched_t *self, int64_t now)
         for (size_t i = 0; i < n; i++)
             s_fire_done(self, &fires[i], st[i], &err, now);
         s_save_states(self, fires, st, n);
+        for (size_t i = 0; i < n; i++)
+            if (st[i] >= 0 && fires[i].next < 0) {
+                log_info("trigger reached end_at", "trigger=%s", fires[i].t->id);
+                s_remove(self, fires[i].t);
+            }
     }
 }
 

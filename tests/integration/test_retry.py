@@ -8,7 +8,7 @@ import time
 
 import zmq
 
-from conftest import wait_for, zulu
+from conftest import free_port, wait_for, zulu
 
 FINAL = ("succeeded", "failed", "timed_out", "lost", "cancelled")
 
@@ -147,6 +147,7 @@ class FakeWorker:
         self.next_hb = 0.0
         self.jobs = []
         self.cancels = []
+        self.acks = []
 
     def send(self, type_, **body):
         body["node_id"] = self.node_id
@@ -167,6 +168,8 @@ class FakeWorker:
                     self.jobs.append(json.loads(frames[2]))
                 elif frames[1] == b"CANCEL":
                     self.cancels.append(json.loads(frames[2]))
+                elif frames[1] == b"ACK":
+                    self.acks.append(json.loads(frames[2]))
 
     def wait_job(self, timeout):
         def got():
@@ -235,3 +238,42 @@ def test_master_times_out_a_hung_attempt_and_ignores_its_late_messages(cluster):
         assert not fake.jobs, fake.jobs
     finally:
         fake.close()
+
+
+def test_a_resent_finished_is_acknowledged_without_another_write(cluster):
+    """A worker resends FINISHED until its ACK arrives (a backlog of status
+    writes delays ACKs). A resend of one the master has persisted gets its
+    ACK at once and costs no store write."""
+    from test_metrics import scrape, val
+    maddr = f"127.0.0.1:{free_port()}"
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
+                  master_env={"SKED_METRICS_ADDR": maddr})
+    fake = FakeWorker(cluster.master_ports[0], "fake-worker", "sleep")
+
+    def updates():
+        m, _ = scrape(f"http://{maddr}/metrics")
+        return val(m, "sked_store_operation_duration_seconds_count", op="update_job")
+
+    def acks(n):
+        def got():
+            fake.pump(0.1)
+            return len(fake.acks) >= n
+        wait_for(got, timeout=10, interval=0, what=f"{n} ACKs")
+    try:
+        fake.pump(0.5)
+        one_shot(cluster, "resent", {"task_type": "sleep", "parameters": {"seconds": 1}})
+        j = fake.wait_job(timeout=20)
+        now = int(time.time() * 1000)
+        fin = dict(job_id=j["job_id"], attempt=1, at=now, status="succeeded", started_at=now - 5,
+                   duration_ms=5)
+        fake.send("FINISHED", **fin)
+        acks(1)
+        before = updates()
+        for _ in range(3):
+            fake.send("FINISHED", **fin)
+        acks(4)
+        assert updates() == before, "a resent FINISHED was written again"
+        assert cluster.db.jobs.find_one({"_id": j["job_id"]})["status"] == "succeeded"
+    finally:
+        fake.sock.close()
+        fake.ctx.term()
