@@ -318,6 +318,20 @@ const char *bj_get_str(const bson_t *doc, const char *dotted, const char *def)
     return bson_iter_utf8(&it, NULL);
 }
 
+void bj_append_in_utf8(bson_t *filter, const char *key, const char *const *vals, size_t n)
+{
+    bson_t in, arr;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, key, &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < n; i++) {
+        char k[24];
+        snprintf(k, sizeof k, "%zu", i);
+        BSON_APPEND_UTF8(&arr, k, vals[i]);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(filter, &in);
+}
+
 void bj_append_in_int32(bson_t *filter, const char *key, const int *vals, int n)
 {
     bson_t in, arr;

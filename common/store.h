@@ -49,6 +49,8 @@ void bj_append(bson_t *dst, const char *key, const json_t *value);
 
 /* Appends `key: {$in: [vals...]}` (int32 values) to filter. */
 void bj_append_in_int32(bson_t *filter, const char *key, const int *vals, int n);
+/* The same for strings. */
+void bj_append_in_utf8(bson_t *filter, const char *key, const char *const *vals, size_t n);
 
 /* Reads an int64-ish / date / string field of doc; default if absent. */
 int64_t bj_get_int(const bson_t *doc, const char *dotted, int64_t def);

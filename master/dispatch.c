@@ -320,11 +320,6 @@ void dispatch_submit(dispatch_t *self, job_t **job)
     *job = NULL;
 }
 
-size_t dispatch_unstarted(dispatch_t *self)
-{
-    return dispatch_unstarted_in(self, -1);
-}
-
 size_t dispatch_unstarted_in(dispatch_t *self, int partition)
 {
     size_t n = 0;

@@ -53,6 +53,23 @@ static void s_handle(master_t *m, zmsg_t *z)
     zframe_destroy(&identity);
 }
 
+/* Handles the worker messages that have arrived, at most 1000, until the
+ * monotonic time `until`; with `fire`, an on-time fire goes between two. */
+static void s_drain(master_t *m, int64_t until, int fire)
+{
+    for (int i = 0; i < 1000 && (zsock_events(m->router) & ZMQ_POLLIN); i++) {
+        if (clock_mono_ms() >= until)
+            break; /* leases are renewed first: the rest waits a turn */
+        zmsg_t *z = zmsg_recv(m->router);
+        if (!z)
+            break;
+        if (fire)
+            sched_fire_on_time(m->sched);
+        s_handle(m, z);
+        zmsg_destroy(&z);
+    }
+}
+
 static int s_run(master_t *m)
 {
     const config_t *cfg = m->cfg;
@@ -97,16 +114,7 @@ static int s_run(master_t *m)
          * meanwhile goes first rather than after the whole batch (unless
          * fires are late already: then messages are not starved), and the
          * housekeeping tick (lease renewals) is not held up by a backlog. */
-        for (int i = 0; i < 1000 && (zsock_events(m->router) & ZMQ_POLLIN); i++) {
-            if (clock_mono_ms() >= next_tick)
-                break; /* leases are renewed first: the rest waits a turn */
-            zmsg_t *z = zmsg_recv(m->router);
-            if (!z)
-                break;
-            sched_fire_on_time(m->sched);
-            s_handle(m, z);
-            zmsg_destroy(&z);
-        }
+        s_drain(m, next_tick, 1);
         sched_fire_due(m->sched, clock_wall_ms());
         dispatch_tick(m->disp);
         alert_tick(m->alert);
@@ -122,16 +130,10 @@ static void s_settle(master_t *m)
 {
     int64_t until = clock_mono_ms() + m->cfg->fire_ahead_ms + 1000;
     zmq_pollitem_t item = {zsock_resolve(m->router), 0, ZMQ_POLLIN, 0};
-    while (dispatch_unstarted(m->disp) > 0 && clock_mono_ms() < until) {
+    while (dispatch_unstarted_in(m->disp, -1) > 0 && clock_mono_ms() < until) {
         if (zmq_poll(&item, 1, 50) < 0 && errno != EINTR)
             break;
-        for (int i = 0; i < 1000 && (zsock_events(m->router) & ZMQ_POLLIN); i++) {
-            zmsg_t *z = zmsg_recv(m->router);
-            if (!z)
-                break;
-            s_handle(m, z);
-            zmsg_destroy(&z);
-        }
+        s_drain(m, INT64_MAX, 0);
     }
 }
 
@@ -205,7 +207,7 @@ int main(int argc, char **argv)
              cfg.metrics_addr[0] ? cfg.metrics_addr : "off", cfg.alert_url[0] ? "on" : "off");
     s_run(&m);
     log_info("master stopping", "pending=%zu unstarted=%zu", dispatch_pending(m.disp),
-             dispatch_unstarted(m.disp));
+             dispatch_unstarted_in(m.disp, -1));
     s_settle(&m);
     partitions_release_all(&m);
     s_cleanup(&m);

@@ -152,9 +152,8 @@ int dispatch_active_job(dispatch_t *self, const char *job_id);
 int dispatch_has_buffered(dispatch_t *self, const char *trigger_id);
 /* replace: cancels the trigger's active jobs (CANCEL to running ones). */
 /* Jobs sent to workers that have not reported them started yet (fires
- * claimed ahead, held until their time, among them). */
-size_t dispatch_unstarted(dispatch_t *self);
-/* The same, in one partition. */
+ * claimed ahead, held until their time, among them), in one partition or
+ * (partition -1) in all. */
 size_t dispatch_unstarted_in(dispatch_t *self, int partition);
 /* 1 if p is being given back: no fire is claimed in it any more. */
 int partitions_handing(const master_t *m, int p);

@@ -713,16 +713,11 @@ static void s_save_state(sched_t *s, trig_t *t, int64_t last_sf)
  * caller saves them one by one). */
 static int s_save_group(sched_t *s, trig_t **group, size_t k, int64_t last_sf)
 {
-    bson_t *filter = bson_new(), in, arr, reply;
-    BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &in);
-    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
-    for (size_t i = 0; i < k; i++) {
-        char key[24];
-        snprintf(key, sizeof key, "%zu", i);
-        BSON_APPEND_UTF8(&arr, key, group[i]->id);
-    }
-    bson_append_array_end(&in, &arr);
-    bson_append_document_end(filter, &in);
+    const char *ids[k];
+    for (size_t i = 0; i < k; i++)
+        ids[i] = group[i]->id;
+    bson_t *filter = bson_new(), reply;
+    bj_append_in_utf8(filter, "_id", ids, k);
     bson_t *update = BCON_NEW("$set", "{", "next_fire_at", BCON_DATE_TIME(group[0]->next_ms),
                               "last_fire_at", BCON_DATE_TIME(last_sf), "updated_at",
                               BCON_DATE_TIME(clock_wall_ms()), "}");
