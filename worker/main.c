@@ -198,7 +198,18 @@ static void s_on_message(worker_t *w, int master)
         log_warn("malformed message dropped", "reason=\"%s\" dropped_total=%llu", err.msg,
                  (unsigned long long)proto_dropped);
     } else if (msg.type == PROTO_JOB) {
-        jobs_accept(w->jobs, master, &msg);
+        /* An attempt that ran here and whose FINISHED no master has
+         * acknowledged yet: a master that took the partition over before
+         * hearing from this worker sends it again as never started. It is
+         * not run twice; its FINISHED answers the JOB. */
+        proto_msg_t *done = outbox_find(w->outbox, msg.job_id, msg.attempt);
+        if (done) {
+            log_info("JOB for an attempt that already ran here; its FINISHED sent again",
+                     "job=%s attempt=%d", msg.job_id, msg.attempt);
+            s_send(w, master, done);
+        } else {
+            jobs_accept(w->jobs, master, &msg);
+        }
     } else if (msg.type == PROTO_CANCEL) {
         int found = jobs_cancel(w->jobs, msg.job_id, msg.attempt, msg.reason);
         log_info("cancel received", "job=%s attempt=%d reason=%s found=%d", msg.job_id,

@@ -119,15 +119,26 @@ void outbox_add(outbox_t *self, const proto_msg_t *finished, int master, int64_t
     }
 }
 
-int outbox_ack(outbox_t *self, const char *job_id, int attempt)
+static entry_t *s_find(outbox_t *self, const char *job_id, int attempt)
 {
     char key[PROTO_ID_MAX + 16];
     s_key(key, sizeof key, job_id, attempt);
-    entry_t *e = zhashx_lookup(self->index, key);
+    return zhashx_lookup(self->index, key);
+}
+
+int outbox_ack(outbox_t *self, const char *job_id, int attempt)
+{
+    entry_t *e = s_find(self, job_id, attempt);
     if (!e)
         return 0;
     s_remove(self, e);
     return 1;
+}
+
+proto_msg_t *outbox_find(outbox_t *self, const char *job_id, int attempt)
+{
+    entry_t *e = s_find(self, job_id, attempt);
+    return e ? &e->msg : NULL;
 }
 
 /* Time between resend k and k+1. */

@@ -296,6 +296,10 @@ void outbox_add(outbox_t *self, const proto_msg_t *finished, int master, int64_t
 /* Forgets the FINISHED of (job_id, attempt); returns 1 if it was kept. */
 int outbox_ack(outbox_t *self, const char *job_id, int attempt);
 
+/* The kept FINISHED of (job_id, attempt), or NULL: a JOB for an attempt
+ * that already ran here is answered with it instead of a second run. */
+proto_msg_t *outbox_find(outbox_t *self, const char *job_id, int attempt);
+
 /* Resends what is due (call at each heartbeat) and drops what is too old. */
 void outbox_resend(outbox_t *self, int64_t now_mono, outbox_send_fn *send, void *ctx);
 

@@ -5,7 +5,7 @@ import datetime as dt
 import os
 import time
 
-from conftest import (LEASE_TTL_MS, assert_clean, fencing_violations, scenario_stats, settle,
+from conftest import (LEASE_TTL_MS, assert_clean, caught_up, fencing_violations, scenario_stats, settle,
                       utcnow, wait_for)
 
 TTL = LEASE_TTL_MS / 1000.0
@@ -46,6 +46,7 @@ def finish(c, name, t0, t_fault, max_recovery, extra_settle=0):
     """Lets the cluster settle, then measures [t0, now - 4 s) and checks."""
     settle(c, 5 + extra_settle)
     t1 = utcnow() - dt.timedelta(seconds=4)
+    caught_up(c, t1)
     row = scenario_stats(c, name, t0, t_fault, t1)
     assert_clean(row, max_recovery)
     fv = fencing_violations(c, t0)

@@ -365,8 +365,8 @@ class FakeMaster:
         body.setdefault("node_id", "fake-master")
         self.sock.send_multipart([self.identity, b"SKED1", type_.encode(), json.dumps(body).encode()])
 
-    def job(self, job_id, task_type, **extra):
-        self.send("JOB", job_id=job_id, trigger_id="t1", task_type=task_type, attempt=1,
+    def job(self, job_id, task_type, attempt=1, **extra):
+        self.send("JOB", job_id=job_id, trigger_id="t1", task_type=task_type, attempt=attempt,
                   scheduled_for=int(time.time() * 1000), parameters={}, **extra)
 
 
@@ -465,6 +465,36 @@ def test_finished_is_resent_until_acked(cluster):
         b.pump(0.1)
         assert not a.all("FINISHED") and not b.all("FINISHED"), (a.got, b.got)
         assert a.all("HEARTBEAT")
+    finally:
+        a.sock.close()
+        b.sock.close()
+        ctx.term()
+
+
+def test_a_job_sent_again_after_it_ran_is_answered_not_run(cluster):
+    """A master that takes a partition over before hearing from a worker
+    may send an attempt again that already ran there (its STARTED was never
+    written, its FINISHED not acknowledged yet): the worker answers with
+    that FINISHED and does not run the attempt a second time. Another
+    attempt of the same job does run."""
+    ctx = zmq.Context()
+    a, b = FakeMaster(ctx), FakeMaster(ctx)
+    try:
+        cluster.start_worker(0, SKED_MASTERS=f"{a.endpoint},{b.endpoint}", SKED_TASK_TYPES="noop")
+        a.wait("HELLO")
+        b.wait("HELLO")
+        a.job("j1", "noop")
+        first = a.wait("FINISHED", job_id="j1")
+        b.job("j1", "noop")  # the new owner, not acknowledged yet by anyone
+        again = b.wait("FINISHED", job_id="j1", timeout=5)
+        assert again["status"] == "succeeded" and again["at"] == first["at"], (first, again)
+        a.pump(0.3)
+        b.pump(0.3)
+        started = a.all("STARTED", job_id="j1") + b.all("STARTED", job_id="j1")
+        assert len(started) == 1, started
+        b.send("ACK", job_id="j1", attempt=1)
+        b.job("j1", "noop", attempt=2)
+        assert b.wait("STARTED", job_id="j1", attempt=2, timeout=5)
     finally:
         a.sock.close()
         b.sock.close()

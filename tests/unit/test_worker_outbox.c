@@ -58,9 +58,13 @@ TEST(worker_outbox_resends_then_broadcasts)
     outbox_resend(o, 14000, s_rec, &r);
     CHECK_INT(r.sends, 6);
     CHECK_STR(r.last_job, "j1");
-    CHECK_INT(outbox_ack(o, "j1", 2), 0); /* another attempt */
+    CHECK(outbox_find(o, "j1", 2) == NULL); /* another attempt */
+    CHECK(outbox_find(o, "j1", 1) != NULL);
+    CHECK_STR(outbox_find(o, "j1", 1)->job_id, "j1");
+    CHECK_INT(outbox_ack(o, "j1", 2), 0);
     CHECK_INT(outbox_ack(o, "j1", 1), 1);
     CHECK_INT(outbox_ack(o, "j1", 1), 0);
+    CHECK(outbox_find(o, "j1", 1) == NULL);
     CHECK_INT(outbox_size(o), 0);
     outbox_resend(o, 60000, s_rec, &r);
     CHECK_INT(r.sends, 6);
