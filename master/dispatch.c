@@ -49,6 +49,7 @@ typedef struct {
     char serves[512];     /* every type it runs (empty from older workers) */
     char labels[512];
     int slots, credit, inflight;
+    uint64_t credit_rx; /* arrival number of the message that set credit */
     int64_t last_seen;
     int64_t heard_at; /* monotonic ms of its last message (last_seen is moved by stalls) */
     int draining;
@@ -1030,9 +1031,12 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
         return;
     }
     /* The slot is free again: give the credit back now rather than at the
-     * next heartbeat, so a waiting job starts at once. */
+     * next heartbeat, so a waiting job starts at once; unless a heartbeat
+     * that came after this FINISHED (it waited its turn) counted the slot
+     * free already. */
     worker_t *w = zframe_size(identity) ? s_worker_by_identity(d, identity) : NULL;
-    if (w && f && strcmp(f->worker_key, w->key) == 0 && w->credit < w->slots)
+    if (w && f && strcmp(f->worker_key, w->key) == 0 && w->credit < w->slots &&
+        d->m->rx_now > w->credit_rx)
         w->credit++;
     if (s_on_finished(d, f, msg) == 0) {
         s_recent_add(d, msg);
@@ -1514,6 +1518,7 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         snprintf(w->serves, sizeof w->serves, "%s", msg->serves[0] ? msg->serves : msg->task_types);
         w->slots = msg->slots;
         w->credit = msg->free_slots;
+        w->credit_rx = self->m->rx_now;
         w->draining = 0;
         s_same_node(self, w, msg);
         for (int i = 0; i < msg->nrunning; i++)

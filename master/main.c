@@ -29,8 +29,28 @@ static void s_on_signal(int sig)
     s_stop = 1;
 }
 
-static void s_handle(master_t *m, zmsg_t *z)
+/* Worker messages that may cost a store write wait their turn (s_drain);
+ * at most this many, then reading stops and ZeroMQ queues the rest. */
+#define WAITING_MAX 20000
+
+typedef struct {
+    zmsg_t *z;
+    uint64_t rx; /* its number in arrival order */
+} waiting_t;
+
+static void s_waiting_free(void **item)
 {
+    waiting_t *w = *item;
+    if (w) {
+        zmsg_destroy(&w->z);
+        free(w);
+        *item = NULL;
+    }
+}
+
+static void s_handle(master_t *m, zmsg_t *z, uint64_t rx)
+{
+    m->rx_now = rx;
     zframe_t *identity = zmsg_pop(z);
     proto_msg_t msg;
     err_t err = {0};
@@ -53,21 +73,61 @@ static void s_handle(master_t *m, zmsg_t *z)
     zframe_destroy(&identity);
 }
 
-/* Handles the worker messages that have arrived, at most 1000, until the
- * monotonic time `until`; with `fire`, an on-time fire goes between two. */
+/* True if the message (identity, version, type, body) waits its turn:
+ * STARTED, OUTPUT and FINISHED, whose store writes take tens of ms each on
+ * a loaded store, and a HELLO behind them (a restarted worker's HELLO ends
+ * the old process's flights, so it must not overtake their reports). */
+static int s_waits(master_t *m, zmsg_t *z)
+{
+    zmsg_first(z);
+    zmsg_next(z);
+    zframe_t *type = zmsg_next(z);
+    if (!type)
+        return 0;
+    return zframe_streq(type, "STARTED") || zframe_streq(type, "OUTPUT") ||
+           zframe_streq(type, "FINISHED") ||
+           (zframe_streq(type, "HELLO") && zlistx_size(m->waiting) > 0);
+}
+
+/* Reads what has arrived and handles it, at most 1000 steps, until the
+ * monotonic time `until`; with `fire`, an on-time fire goes between two.
+ * Status messages wait in m->waiting, in arrival order, and are handled
+ * one at a time whenever nothing new is to be read. So a HEARTBEAT's
+ * credit reaches dispatch at once, even behind a burst of FINISHED
+ * messages being recorded: the slots those jobs freed get new jobs while
+ * their ends are written. */
 static void s_drain(master_t *m, int64_t until, int fire)
 {
-    for (int i = 0; i < 1000 && (zsock_events(m->router) & ZMQ_POLLIN); i++) {
+    for (int i = 0; i < 1000; i++) {
         if (clock_mono_ms() >= until)
             break; /* leases are renewed first: the rest waits a turn */
-        zmsg_t *z = zmsg_recv(m->router);
-        if (!z)
+        zmsg_t *z = NULL;
+        uint64_t rx = 0;
+        if (zlistx_size(m->waiting) < WAITING_MAX && (zsock_events(m->router) & ZMQ_POLLIN)) {
+            if (!(z = zmsg_recv(m->router)))
+                break;
+            rx = ++m->rx;
+            if (s_waits(m, z)) {
+                waiting_t *w = malloc(sizeof *w);
+                *w = (waiting_t){z, rx};
+                zlistx_add_end(m->waiting, w);
+                continue;
+            }
+        } else if (zlistx_size(m->waiting)) {
+            waiting_t *w = zlistx_first(m->waiting);
+            z = w->z;
+            rx = w->rx;
+            w->z = NULL;
+            zlistx_delete(m->waiting, zlistx_cursor(m->waiting));
+        } else {
             break;
+        }
         if (fire)
             sched_fire_on_time(m->sched);
-        s_handle(m, z);
+        s_handle(m, z, rx);
         zmsg_destroy(&z);
     }
+    stats_status_waiting(zlistx_size(m->waiting));
 }
 
 static int s_run(master_t *m)
@@ -104,7 +164,7 @@ static int s_run(master_t *m)
         int64_t alerts = alert_next_ms(m->alert); /* curl's timeouts, alert retries */
         if (alerts < wait)
             wait = alerts;
-        if (wait < 0)
+        if (wait < 0 || zlistx_size(m->waiting))
             wait = 0;
         int nitems = 1 + alert_pollitems(m->alert, items + 1, MAX_ALERT_FDS);
         if (zmq_poll(items, nitems, (long)wait) < 0 && errno != EINTR)
@@ -143,6 +203,7 @@ static void s_cleanup(master_t *m)
     sched_destroy(&m->sched);
     dispatch_destroy(&m->disp);
     zsock_destroy(&m->router);
+    zlistx_destroy(&m->waiting);
     store_destroy(&m->store);
     free(m->leases);
     free(m->handing);
@@ -199,6 +260,8 @@ int main(int argc, char **argv)
         s_cleanup(&m);
         return 1;
     }
+    m.waiting = zlistx_new();
+    zlistx_set_destructor(m.waiting, s_waiting_free);
     m.sched = sched_new(&m);
     m.disp = dispatch_new(&m);
     partitions_init(&m, &err); /* a store not yet up is retried in the loop */

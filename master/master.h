@@ -36,6 +36,9 @@ typedef struct {
     sched_t *sched;
     dispatch_t *disp;
     alert_t *alert; /* NULL: alerts off */
+    zlistx_t *waiting; /* worker status messages (zmsg_t*) not handled yet, arrival order (main.c) */
+    uint64_t rx;       /* messages received so far; the one being handled is number rx_now */
+    uint64_t rx_now;
 } master_t;
 
 /* execution_config.retry_policy of a trigger, defaults filled in. */
@@ -227,6 +230,8 @@ void stats_alerts_queued(size_t n);
 /* A trigger notification's delivery ended: delivered, failed, dropped. */
 void stats_notification(const char *event, const char *result);
 void stats_jobs_pruned(int64_t n);
+/* Worker status messages received and not yet handled (main.c). */
+void stats_status_waiting(size_t n);
 
 /* prune.c: deletes final jobs past SKED_JOB_RETENTION_S in the partitions
  * held here, one batch per pass; *next_mono is when the next pass is due. */

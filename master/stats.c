@@ -29,7 +29,7 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
-    metric_t *pruned;
+    metric_t *pruned, *waiting;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
 
@@ -58,6 +58,10 @@ void stats_init(void)
                              "task_type");
     s.buffered = metrics_gauge("sked_status_updates_buffered",
                                "Job status updates waiting for the store to come back.", "");
+    s.waiting = metrics_gauge("sked_status_messages_waiting",
+                              "Worker STARTED, OUTPUT and FINISHED messages received and not yet "
+                              "handled (each may cost a store write).",
+                              "");
     s.queue = metrics_gauge("sked_queue_depth",
                             "Jobs due and waiting for a worker in this master's pending queue.", "");
     s.leases = metrics_gauge("sked_leases_held", "Partition leases this master holds.", "");
@@ -190,4 +194,9 @@ void stats_notification(const char *event, const char *result)
 void stats_alerts_queued(size_t n)
 {
     metric_set(s.alerts_queued, NULL, (double)n);
+}
+
+void stats_status_waiting(size_t n)
+{
+    metric_set(s.waiting, NULL, (double)n);
 }

@@ -200,7 +200,8 @@ class SkedCluster(conftest.Cluster):
         self.settings = {
             "SKED_PARTITIONS": PARTITIONS, "SKED_LEASE_TTL_MS": LEASE_TTL_MS,
             "SKED_HEARTBEAT_MS": 1000, "SKED_WORKER_TIMEOUT_MS": 5000,
-            "SKED_LOG_LEVEL": "warn", "SKED_RATE_LIMIT": 0, "SKED_DRAIN_TIMEOUT_MS": 1000,
+            "SKED_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"), "SKED_RATE_LIMIT": 0,
+            "SKED_DRAIN_TIMEOUT_MS": 1000,
             **settings}
         self.metrics = {}
 

@@ -185,6 +185,12 @@ def test_notification_pending_when_its_master_dies_is_sent_by_the_next_owner(clu
     try:
         cluster.start(masters=2, workers=1, master_env={
             "SKED_NOTIFY_TRIES": "50", "SKED_NOTIFY_BACKOFF_MS": "300"})
+        # Partitions settled first: a job failed by the first master whose
+        # partition then moved to the second would be retried by the first
+        # from its own queue, not sent again by a takeover.
+        wait_for(lambda: len(cluster.health()["masters"]) == 2
+                 and all(m["partitions"] == 4 for m in cluster.health()["masters"]), 30,
+                 what="both masters holding 4")
         t = create(cluster, "flaky", {"task_type": "fail"}, [{"url": hook.url}], interval=3600)
         r = cluster.api("POST", f"/triggers/{t['id']}/execute", json={})
         assert r.status_code == 202, r.text
