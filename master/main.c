@@ -193,7 +193,7 @@ static void s_settle(master_t *m)
     while (dispatch_unstarted_in(m->disp, -1) > 0 && clock_mono_ms() < until) {
         if (zmq_poll(&item, 1, 50) < 0 && errno != EINTR)
             break;
-        s_drain(m, INT64_MAX, 0);
+        s_drain(m, until, 0);
     }
 }
 
