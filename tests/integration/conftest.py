@@ -5,6 +5,7 @@ Each test gets its own database in the shared FerretDB, and its own
 processes on free ports. When a cluster stops, every process must exit 0
 after SIGTERM and its log must hold no sanitizer report.
 """
+import datetime
 import os
 import shutil
 import sys
@@ -47,6 +48,17 @@ def wait_port(port, timeout=20.0):
 def zulu(t):
     """An aware datetime as the API writes it: ISO-8601 with a Z."""
     return t.isoformat().replace("+00:00", "Z")
+
+
+def insert_job_history(db, n):
+    """n final jobs of other triggers. On FerretDB/SQLite a job status
+    update costs time in proportion to the jobs collection, so this makes
+    each one slow (tens of ms at 6,000)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    db.jobs.insert_many([
+        {"_id": f"filler{i}@1000", "trigger_id": f"filler{i}", "kind": "scheduled", "status": "succeeded",
+         "attempt": 1, "scheduled_for": now, "created_at": now, "finished_at": now,
+         "result": {"exit_code": 0, "output": "x" * 200}} for i in range(n)])
 
 
 def wait_for(pred, timeout, interval=0.1, what="condition"):

@@ -1,11 +1,10 @@
 """Partition leases under contention and failover: one owner per epoch,
 epochs never overlap, a killed master's partitions are taken over."""
-import datetime
 import signal
 import time
 from collections import defaultdict
 
-from conftest import wait_for
+from conftest import insert_job_history, wait_for
 
 
 def lease_chains(cluster):
@@ -89,11 +88,7 @@ def test_a_backlog_of_slow_status_writes_does_not_hold_up_lease_renewal(cluster)
     cluster.start(masters=1, workers=1)
     wait_for(lambda: cluster.health().get("masters", [{}])[0].get("partitions") == 8, 30,
              what="the master holding all 8 partitions")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cluster.db.jobs.insert_many([
-        {"_id": f"filler{i}@1000", "trigger_id": f"filler{i}", "kind": "scheduled", "status": "succeeded",
-         "attempt": 1, "scheduled_for": now, "created_at": now, "finished_at": now,
-         "result": {"exit_code": 0, "output": "x" * 200}} for i in range(6000)])
+    insert_job_history(cluster.db, 6000)
     w = FakeWorker(cluster.master_ports[0], "slow-status", "noop")
     w.send("HELLO", slots=1, free_slots=1, task_types="noop")
     at = int(time.time() * 1000)

@@ -8,7 +8,7 @@ import time
 
 import zmq
 
-from conftest import free_port, wait_for, zulu
+from conftest import free_port, insert_job_history, wait_for, zulu
 
 FINAL = ("succeeded", "failed", "timed_out", "lost", "cancelled")
 
@@ -291,11 +291,8 @@ def test_freed_slots_get_new_jobs_while_a_burst_of_ends_is_written(cluster):
     n, slots = 64, 8
     cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
                   master_env={"SKED_FIRE_AHEAD_MS": "0"})
+    insert_job_history(cluster.db, 6000)
     now = dt.datetime.now(dt.timezone.utc)
-    cluster.db.jobs.insert_many([
-        {"_id": f"filler{i}@1000", "trigger_id": f"filler{i}", "kind": "scheduled", "status": "succeeded",
-         "attempt": 1, "scheduled_for": now, "created_at": now, "finished_at": now,
-         "result": {"exit_code": 0, "output": "x" * 200}} for i in range(6000)])
     fake = FakeWorker(cluster.master_ports[0], "burst-worker", "sleep")
     try:
         fake.send("HELLO", slots=slots, free_slots=slots, task_types="sleep")

@@ -5,6 +5,7 @@ cancel, FINISHED resent until ACKed, drain, and config errors.
 End-to-end tests go through the API (the job's `result` in history);
 protocol tests talk to the worker from a fake master (a ROUTER socket in
 the test), since the masters do not send CANCEL or ACK yet."""
+import contextlib
 import datetime as dt
 import json
 import os
@@ -433,13 +434,24 @@ def test_credit_per_task_type_labels_output_and_cancel(cluster, tmp_path):
         ctx.term()
 
 
-def test_finished_is_resent_until_acked(cluster):
+@contextlib.contextmanager
+def worker_with_two_masters(cluster):
+    """A real worker (noop) connected to two fake masters, both greeted."""
     ctx = zmq.Context()
     a, b = FakeMaster(ctx), FakeMaster(ctx)
     try:
         cluster.start_worker(0, SKED_MASTERS=f"{a.endpoint},{b.endpoint}", SKED_TASK_TYPES="noop")
         a.wait("HELLO")
         b.wait("HELLO")
+        yield a, b
+    finally:
+        a.sock.close()
+        b.sock.close()
+        ctx.term()
+
+
+def test_finished_is_resent_until_acked(cluster):
+    with worker_with_two_masters(cluster) as (a, b):
         a.job("j1", "noop")
         # Without an ACK: resent to the master it came from at the next
         # two heartbeats (300 ms apart), then to every master.
@@ -465,10 +477,6 @@ def test_finished_is_resent_until_acked(cluster):
         b.pump(0.1)
         assert not a.all("FINISHED") and not b.all("FINISHED"), (a.got, b.got)
         assert a.all("HEARTBEAT")
-    finally:
-        a.sock.close()
-        b.sock.close()
-        ctx.term()
 
 
 def test_a_job_sent_again_after_it_ran_is_answered_not_run(cluster):
@@ -477,12 +485,7 @@ def test_a_job_sent_again_after_it_ran_is_answered_not_run(cluster):
     written, its FINISHED not acknowledged yet): the worker answers with
     that FINISHED and does not run the attempt a second time. Another
     attempt of the same job does run."""
-    ctx = zmq.Context()
-    a, b = FakeMaster(ctx), FakeMaster(ctx)
-    try:
-        cluster.start_worker(0, SKED_MASTERS=f"{a.endpoint},{b.endpoint}", SKED_TASK_TYPES="noop")
-        a.wait("HELLO")
-        b.wait("HELLO")
+    with worker_with_two_masters(cluster) as (a, b):
         a.job("j1", "noop")
         first = a.wait("FINISHED", job_id="j1")
         b.job("j1", "noop")  # the new owner, not acknowledged yet by anyone
@@ -495,10 +498,6 @@ def test_a_job_sent_again_after_it_ran_is_answered_not_run(cluster):
         b.send("ACK", job_id="j1", attempt=1)
         b.job("j1", "noop", attempt=2)
         assert b.wait("STARTED", job_id="j1", attempt=2, timeout=5)
-    finally:
-        a.sock.close()
-        b.sock.close()
-        ctx.term()
 
 
 def test_a_job_with_start_at_is_held_until_then(cluster):
