@@ -1528,6 +1528,8 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         if (w) {
             w->draining = 1;
             log_info("worker draining", "worker=%s", w->node_id);
+            for (int i = 0; i < msg->nrunning; i++) /* its jobs, as in HEARTBEAT */
+                s_adopt(self, w, msg->running[i]);
         }
         break;
     case PROTO_STARTED:

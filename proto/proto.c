@@ -43,7 +43,7 @@ static const field_t s_fields[] = {
     F("task_types", K_STR, task_types, 512, WORKER_HELLO, 0),
     F("labels", K_STR, labels, 512, 0, WORKER_HELLO),
     F("serves", K_STR, serves, 512, 0, WORKER_HELLO),
-    F("running", K_STR_ARRAY, running, PROTO_MAX_RUNNING, 0, B(PROTO_HEARTBEAT)),
+    F("running", K_STR_ARRAY, running, PROTO_MAX_RUNNING, 0, B(PROTO_HEARTBEAT) | B(PROTO_BYE)),
     F("job_id", K_STR, job_id, PROTO_ID_MAX, JOBISH, B(PROTO_NOTIFY)),
     F("trigger_id", K_STR, trigger_id, 64, B(PROTO_JOB) | B(PROTO_NOTIFY), JOBISH),
     F("task_type", K_STR, task_type, 64, B(PROTO_JOB), JOBISH),

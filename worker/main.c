@@ -156,19 +156,23 @@ static void s_announce(worker_t *w, proto_type_t type)
     w->advertised_free = free_slots;
     s_metrics_update(w);
     char *ids[PROTO_MAX_RUNNING + 1];
-    int n = type == PROTO_HEARTBEAT ? jobs_running_ids(w->jobs, ids, PROTO_MAX_RUNNING) : 0;
     /* A job whose FINISHED is not acknowledged yet is still ours to report:
      * listed as running, a master taking its partition over adopts it and
-     * records the resent FINISHED instead of declaring it lost. */
-    if (type == PROTO_HEARTBEAT)
+     * records the resent FINISHED instead of declaring it lost. BYE, sent
+     * in place of HEARTBEAT while draining, lists them too: a takeover
+     * during a drain must find the jobs still running here. */
+    int n = 0;
+    if (type != PROTO_HELLO) {
+        n = jobs_running_ids(w->jobs, ids, PROTO_MAX_RUNNING);
         n += outbox_job_ids(w->outbox, ids + n, PROTO_MAX_RUNNING - n);
+    }
     ids[n] = NULL;
     for (int i = 0; i < w->nsocks; i++) {
         proto_msg_t msg = {.type = type, .slots = w->slots, .free_slots = free_slots};
         snprintf(msg.task_types, sizeof msg.task_types, "%s", w->advertised);
         snprintf(msg.labels, sizeof msg.labels, "%s", w->wcfg->labels);
         jobs_serves(w->jobs, msg.serves, sizeof msg.serves);
-        if (type == PROTO_HEARTBEAT) {
+        if (type != PROTO_HELLO) {
             msg.running = ids;
             msg.nrunning = n;
         }

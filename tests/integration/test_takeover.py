@@ -140,3 +140,50 @@ def test_takeover_waits_to_hear_from_the_workers_other_masters_see(cluster):
         for w in far:
             w.close()
         ctx.term()
+
+
+def test_a_draining_workers_running_job_is_adopted_from_its_bye(cluster):
+    """A draining worker sends BYE in place of HEARTBEAT. A master that
+    takes a partition over meanwhile finds the job it still runs listed in
+    the BYE and adopts it, instead of taking it for lost (or, had it been
+    `queued` still, sending it out a second time)."""
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
+                  master_env={"SKED_WORKER_TIMEOUT_MS": "1500"})
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "drained", "trigger_config": {}, "execution_config": {"task_type": "fake"}})
+    tid = r.json()["id"]
+    part = cluster.db.triggers.find_one({"_id": tid})["partition"]
+    job_id = f"{tid}@5"
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    cluster.db.jobs.insert_one({"_id": job_id, "trigger_id": tid, "owner": "alice", "partition": part,
+                                "kind": "manual", "task_type": "fake", "attempt": 1, "parameters": {},
+                                "created_at": now, "scheduled_for": now, "status": "running",
+                                "started_at": now, "worker_id": "drainer"})
+    first = cluster.masters[0]
+    assert first.stop() == 0
+    cluster.checked_stop.append(first)
+    ctx = zmq.Context()
+    w = FakeWorker(ctx, cluster.master_ports[0], node="drainer")
+    try:
+        second = cluster.start_master(1, cluster.master_ports[0], SKED_WORKER_TIMEOUT_MS="1500")
+        w.hello(free=0)
+
+        def bye():
+            w.send("BYE", running=[job_id])
+        wait_for(lambda: bye() or "jobs taken over" in second.text(), 30, interval=0.3,
+                 what="the new master taking the running job over")
+        for _ in range(20):  # 6 s: past the takeover wait (three worker timeouts at most)
+            bye()
+            time.sleep(0.3)
+        assert "job adopted after takeover" in second.text(), "the job listed in BYE was not adopted"
+        doc = cluster.db.jobs.find_one({"_id": job_id})
+        assert doc["status"] == "running", doc
+        at = int(time.time() * 1000)
+        w.send("FINISHED", job_id=job_id, attempt=1, at=at, status="succeeded", exit_code=0,
+               duration_ms=10)
+        done = wait_for(lambda: (lambda d: d if d["status"] == "succeeded" else None)(
+            cluster.db.jobs.find_one({"_id": job_id})), 10, interval=0.3, what="the end recorded")
+        assert done["attempt"] == 1 and not [a for a in done.get("attempts") or [] if a["status"] == "lost"]
+    finally:
+        w.close()
+        ctx.term()

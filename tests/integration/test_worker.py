@@ -549,7 +549,8 @@ def test_drain_timeout_ends_running_processes(cluster, tmp_path):
         master.job("j2", "queued")  # no free slot: waits
         wait_for(lambda: pids(f"sleep {mark}"), timeout=5, what="the job's sleep")
         w.popen.send_signal(signal.SIGTERM)
-        master.wait("BYE")
+        bye = master.wait("BYE")  # lists its jobs, as a heartbeat does, for a takeover meanwhile
+        assert {"j1", "j2"} <= set(bye.get("running", [])), bye
         fins = {f["job_id"]: f for f in (master.wait("FINISHED", timeout=5) for _ in range(2))}
         assert fins["j1"]["status"] == "failed" and fins["j1"]["error"] == "worker shutting down"
         assert fins["j1"]["exit_code"] == 128 + signal.SIGTERM, fins
