@@ -27,9 +27,25 @@ struct store {
 
 static int s_inited;
 
+/* The driver's own messages go through our log instead of its default
+ * handler's plain stderr lines, so that a JSON log stays one object per
+ * line (it warns, for one, "Falling back to malloc for counters" when a
+ * /dev/shm file of a dead process has the same pid). Its warnings and
+ * errors are logged at warn, the rest at debug. */
+static void s_driver_log(mongoc_log_level_t level, const char *domain, const char *message,
+                         void *arg)
+{
+    (void)arg;
+    if (level <= MONGOC_LOG_LEVEL_WARNING)
+        log_warn("store driver", "domain=%s text=\"%s\"", domain, message);
+    else
+        log_debug("store driver", "domain=%s text=\"%s\"", domain, message);
+}
+
 store_t *store_new(const char *uri_text, err_t *err)
 {
     if (!s_inited) {
+        mongoc_log_set_handler(s_driver_log, NULL);
         mongoc_init();
         atexit(mongoc_cleanup);
         s_inited = 1;
