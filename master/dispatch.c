@@ -1074,16 +1074,19 @@ static flight_t *s_flight_from_rec(dispatch_t *d, rec_t *r, worker_t *w)
     return f;
 }
 
-/* A worker reports a job running that we took over: it is alive (G5). */
-static void s_adopt(dispatch_t *d, worker_t *w, const char *job_id)
+/* The jobs a worker lists as its own (HEARTBEAT, or BYE while it drains)
+ * that we took over: they are alive (G5) and become flights on it. */
+static void s_adopt(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
 {
-    rec_t *r = zhashx_lookup(d->recovering, job_id);
-    if (!r)
-        return;
-    flight_t *f = s_flight_from_rec(d, r, w);
-    log_info("job adopted after takeover", "job=%s attempt=%d worker=%s", f->id, f->job->attempt,
-             w->node_id);
-    zhashx_delete(d->recovering, f->id);
+    for (int i = 0; i < msg->nrunning; i++) {
+        rec_t *r = zhashx_lookup(d->recovering, msg->running[i]);
+        if (!r)
+            continue;
+        flight_t *f = s_flight_from_rec(d, r, w);
+        log_info("job adopted after takeover", "job=%s attempt=%d worker=%s", f->id,
+                 f->job->attempt, w->node_id);
+        zhashx_delete(d->recovering, f->id);
+    }
 }
 
 void dispatch_listed_worker(dispatch_t *self, const char *node_id)
@@ -1521,15 +1524,13 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         w->credit_rx = self->m->rx_now;
         w->draining = 0;
         s_same_node(self, w, msg);
-        for (int i = 0; i < msg->nrunning; i++)
-            s_adopt(self, w, msg->running[i]);
+        s_adopt(self, w, msg);
         break;
     case PROTO_BYE:
         if (w) {
             w->draining = 1;
             log_info("worker draining", "worker=%s", w->node_id);
-            for (int i = 0; i < msg->nrunning; i++) /* its jobs, as in HEARTBEAT */
-                s_adopt(self, w, msg->running[i]);
+            s_adopt(self, w, msg);
         }
         break;
     case PROTO_STARTED:

@@ -161,8 +161,8 @@ static void s_announce(worker_t *w, proto_type_t type)
      * records the resent FINISHED instead of declaring it lost. BYE, sent
      * in place of HEARTBEAT while draining, lists them too: a takeover
      * during a drain must find the jobs still running here. */
-    int n = 0;
-    if (type != PROTO_HELLO) {
+    int listed = type != PROTO_HELLO, n = 0;
+    if (listed) {
         n = jobs_running_ids(w->jobs, ids, PROTO_MAX_RUNNING);
         n += outbox_job_ids(w->outbox, ids + n, PROTO_MAX_RUNNING - n);
     }
@@ -172,7 +172,7 @@ static void s_announce(worker_t *w, proto_type_t type)
         snprintf(msg.task_types, sizeof msg.task_types, "%s", w->advertised);
         snprintf(msg.labels, sizeof msg.labels, "%s", w->wcfg->labels);
         jobs_serves(w->jobs, msg.serves, sizeof msg.serves);
-        if (type != PROTO_HELLO) {
+        if (listed) {
             msg.running = ids;
             msg.nrunning = n;
         }
