@@ -51,7 +51,8 @@ typedef struct {
     int slots, credit, inflight;
     uint64_t credit_rx; /* arrival number of the message that set credit */
     int64_t last_seen;
-    int64_t heard_at; /* monotonic ms of its last message (last_seen is moved by stalls) */
+    int64_t echo;      /* token of the last PING it answered */
+    int64_t pinged_at; /* monotonic ms of the last PING sent to it */
     int draining;
 } worker_t;
 
@@ -96,6 +97,10 @@ struct flight {
 /* How long a STARTED waits before it is written (see s_on_started). */
 #define STARTED_DEFER_MS 1000
 
+/* The longest a takeover waits for workers to answer its PING, in worker
+ * timeouts (s_workers_heard). */
+#define RECOVER_WAIT_TIMEOUTS 6
+
 struct dispatch {
     master_t *m;
     zhashx_t *workers; /* key -> worker_t*, owns */
@@ -110,6 +115,7 @@ struct dispatch {
     size_t recent_next;
     int64_t recover_until; /* monotonic ms when unclaimed recovered jobs are placed */
     int64_t recover_started; /* monotonic ms the last takeover scan began */
+    int64_t recover_token;   /* the PING every worker must answer before placing */
     zhashx_t *listed;      /* node ids of workers other live masters list (values unused) */
     int64_t last_expire;   /* monotonic ms of the last worker expiry check */
     int unsaved;           /* flights whose STARTED is not persisted yet */
@@ -859,7 +865,7 @@ static worker_t *s_worker(dispatch_t *d, zframe_t *identity, const proto_msg_t *
                  msg->task_types, msg->slots);
     }
     if (w)
-        w->last_seen = w->heard_at = clock_mono_ms();
+        w->last_seen = clock_mono_ms();
     return w;
 }
 
@@ -1100,25 +1106,64 @@ void dispatch_listed_reset(dispatch_t *self)
     zhashx_purge(self->listed);
 }
 
-/* True once every worker that another live master lists has sent this
- * master a message since the takeover scan began, or after three worker
- * timeouts whatever they did. A job the old owner sent out may have run
- * and finished already, its STARTED never written (it is deferred) and
- * its FINISHED still on the way: a master that has just come back (an
- * isolated host) hears from workers late, and would otherwise queue such
- * a job again as never started. */
+/* Asks worker w to answer at once with what it runs (PING). */
+static void s_ping(dispatch_t *d, worker_t *w, int64_t now)
+{
+    proto_msg_t msg = {.type = PROTO_PING, .seq = ++d->seq, .token = d->recover_token};
+    snprintf(msg.node_id, sizeof msg.node_id, "%s", d->m->cfg->node_id);
+    w->pinged_at = now;
+    zmsg_t *z = proto_encode(&msg, NULL);
+    if (!z)
+        return;
+    zmsg_pushmem(z, zframe_data(w->identity), zframe_size(w->identity));
+    if (zmsg_send(&z, d->m->router) < 0) /* gone: its timeout removes it */
+        zmsg_destroy(&z);
+}
+
+/* During a takeover wait, PINGs every worker that has not answered the
+ * current one, at most once a heartbeat (a PING to a connection that is
+ * coming back is lost). */
+static void s_ping_unanswered(dispatch_t *d, int64_t now)
+{
+    for (worker_t *w = zhashx_first(d->workers); w; w = zhashx_next(d->workers))
+        if (w->echo != d->recover_token && now - w->pinged_at >= d->m->cfg->heartbeat_ms)
+            s_ping(d, w, now);
+}
+
+/* True once every worker connected here, and every worker another live
+ * master lists, has answered this takeover's PING; or after
+ * RECOVER_WAIT_TIMEOUTS worker timeouts, whatever they did. A job the old
+ * owner sent out may have run and finished already, its STARTED never
+ * written (it is deferred) and its FINISHED still on the way. The answer
+ * to a PING is written after the PING reached the worker, so it lists
+ * every job the worker holds, runs or has an unacknowledged FINISHED for:
+ * a message from before (queued in a connection that a network cut
+ * held up) would not. A master that has just come back (an isolated host)
+ * hears from workers late, and would otherwise queue such a job again. */
 static int s_workers_heard(dispatch_t *d, int64_t now)
 {
-    if (now >= d->recover_started + 3 * (int64_t)d->m->cfg->worker_timeout_ms)
-        return 1;
+    char missing[256] = "";
+    size_t len = 0;
+    for (worker_t *w = zhashx_first(d->workers); w; w = zhashx_next(d->workers))
+        if (w->echo != d->recover_token && len < sizeof missing)
+            len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%s", len ? "," : "",
+                                    w->node_id[0] ? w->node_id : w->key);
     for (void *v = zhashx_first(d->listed); v; v = zhashx_next(d->listed)) {
         const char *node = zhashx_cursor(d->listed);
         int heard = 0;
         for (worker_t *w = zhashx_first(d->workers); w && !heard; w = zhashx_next(d->workers))
-            heard = strcmp(w->node_id, node) == 0 && w->heard_at >= d->recover_started;
-        if (!heard)
-            return 0;
+            heard = strcmp(w->node_id, node) == 0 && w->echo == d->recover_token;
+        if (!heard && len < sizeof missing)
+            len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%s", len ? "," : "",
+                                    node);
     }
+    if (!missing[0])
+        return 1;
+    if (now < d->recover_started + RECOVER_WAIT_TIMEOUTS * (int64_t)d->m->cfg->worker_timeout_ms)
+        return 0;
+    log_warn("takeover stopped waiting for workers that did not answer; a job one of them "
+             "holds may run twice",
+             "workers=%s waited_ms=%lld", missing, (long long)(now - d->recover_started));
     return 1;
 }
 
@@ -1268,6 +1313,9 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
         /* Wait for every worker to have heartbeaten once with its running jobs. */
         self->recover_started = clock_mono_ms();
         self->recover_until = self->recover_started + self->m->cfg->worker_timeout_ms;
+        self->recover_token = (int64_t)(s_random(self) * 4503599627370496.0) + 1;
+        for (worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
+            s_ping(self, w, self->recover_started);
         log_info("jobs taken over", "count=%d placing_in_ms=%d", count,
                  self->m->cfg->worker_timeout_ms);
     }
@@ -1523,12 +1571,14 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         w->credit = msg->free_slots;
         w->credit_rx = self->m->rx_now;
         w->draining = 0;
+        w->echo = msg->echo;
         s_same_node(self, w, msg);
         s_adopt(self, w, msg);
         break;
     case PROTO_BYE:
         if (w) {
             w->draining = 1;
+            w->echo = msg->echo;
             log_info("worker draining", "worker=%s", w->node_id);
             s_adopt(self, w, msg);
         }
@@ -1544,6 +1594,11 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         log_warn("unexpected message type from a worker", "type=%s", proto_type_name(msg->type));
         proto_dropped++;
         return;
+    }
+    if (self->recover_until && msg->echo == self->recover_token) { /* maybe the last answer */
+        int64_t now = clock_mono_ms();
+        if (now >= self->recover_until && s_workers_heard(self, now))
+            s_place_recovered(self);
     }
     s_pump(self);
 }
@@ -1715,8 +1770,11 @@ void dispatch_tick(dispatch_t *self)
     s_save_unsaved(self, now);
     s_expire(self, now);
     s_timers(self, now);
-    if (self->recover_until && now >= self->recover_until && s_workers_heard(self, now))
-        s_place_recovered(self);
+    if (self->recover_until) {
+        s_ping_unanswered(self, now);
+        if (now >= self->recover_until && s_workers_heard(self, now))
+            s_place_recovered(self);
+    }
     s_pump(self);
     long free_slots = 0, used = 0;
     for (worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {

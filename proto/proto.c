@@ -43,6 +43,8 @@ static const field_t s_fields[] = {
     F("task_types", K_STR, task_types, 512, WORKER_HELLO, 0),
     F("labels", K_STR, labels, 512, 0, WORKER_HELLO),
     F("serves", K_STR, serves, 512, 0, WORKER_HELLO),
+    F("echo", K_I64, echo, 0, 0, WORKER_HELLO | B(PROTO_BYE)),
+    F("token", K_I64, token, 0, B(PROTO_PING), 0),
     F("running", K_STR_ARRAY, running, PROTO_MAX_RUNNING, 0, B(PROTO_HEARTBEAT) | B(PROTO_BYE)),
     F("job_id", K_STR, job_id, PROTO_ID_MAX, JOBISH, B(PROTO_NOTIFY)),
     F("trigger_id", K_STR, trigger_id, 64, B(PROTO_JOB) | B(PROTO_NOTIFY), JOBISH),
@@ -66,7 +68,7 @@ static const field_t s_fields[] = {
 
 static const char *s_type_names[PROTO_TYPE_MAX] = {
     NULL, "HELLO", "HEARTBEAT", "JOB", "STARTED", "FINISHED", "NOTIFY", "BYE", "CANCEL", "ACK",
-    "OUTPUT",
+    "OUTPUT", "PING",
 };
 
 const char *proto_type_name(proto_type_t type)
@@ -251,6 +253,8 @@ static int s_decode_body(json_t *body, proto_msg_t *out, err_t *err)
     if ((t & WORKER_HELLO) && (out->slots < 0 || out->free_slots < 0))
         return err_set(err, ERR_INVALID, "%s: slots must not be negative",
                        proto_type_name(out->type));
+    if (out->type == PROTO_PING && out->token == 0)
+        return err_set(err, ERR_INVALID, "PING: token must not be 0");
     if (out->node_id[0] == '\0')
         return err_set(err, ERR_INVALID, "%s: node_id must not be empty", proto_type_name(out->type));
     return 0;

@@ -32,6 +32,7 @@ typedef enum {
     PROTO_CANCEL,    /* master -> worker: stop this job (status cancelled / timed_out) */
     PROTO_ACK,       /* master -> worker: FINISHED of this attempt is persisted */
     PROTO_OUTPUT,    /* worker -> master: a chunk of a running job's output */
+    PROTO_PING,      /* master -> worker: answer at once, echoing this token */
     PROTO_TYPE_MAX
 } proto_type_t;
 
@@ -51,6 +52,9 @@ typedef struct {
     char labels[512];              /* comma-separated k=v */
     char **running;                /* HEARTBEAT: job ids running, `nrunning` of them */
     int nrunning;
+    int64_t echo;                  /* HELLO / HEARTBEAT / BYE: token of the last PING received */
+    /* PING */
+    int64_t token;
     /* JOB / STARTED / FINISHED */
     char job_id[PROTO_ID_MAX];
     char trigger_id[64];

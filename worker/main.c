@@ -57,6 +57,7 @@ typedef struct {
     zsock_t *socks[MAX_MASTERS];
     int nsocks;
     int acks[MAX_MASTERS]; /* this master has sent ACKs: it implements them */
+    int64_t echo[MAX_MASTERS]; /* token of the last PING from this master */
     jobs_t *jobs;
     outbox_t *outbox;
     uint64_t seq;
@@ -149,7 +150,8 @@ static void s_send_resend(void *ctx, int master, proto_msg_t *msg)
         s_send(w, i, msg);
 }
 
-static void s_announce(worker_t *w, proto_type_t type)
+/* Sends HELLO, HEARTBEAT or BYE to master `only`, or to all of them (-1). */
+static void s_announce_to(worker_t *w, proto_type_t type, int only)
 {
     int free_slots = s_stop ? 0 : jobs_free_slots(w->jobs);
     jobs_advertise(w->jobs, w->advertised, sizeof w->advertised);
@@ -168,7 +170,10 @@ static void s_announce(worker_t *w, proto_type_t type)
     }
     ids[n] = NULL;
     for (int i = 0; i < w->nsocks; i++) {
-        proto_msg_t msg = {.type = type, .slots = w->slots, .free_slots = free_slots};
+        if (only >= 0 && i != only)
+            continue;
+        proto_msg_t msg = {.type = type, .slots = w->slots, .free_slots = free_slots,
+                           .echo = w->echo[i]};
         snprintf(msg.task_types, sizeof msg.task_types, "%s", w->advertised);
         snprintf(msg.labels, sizeof msg.labels, "%s", w->wcfg->labels);
         jobs_serves(w->jobs, msg.serves, sizeof msg.serves);
@@ -178,6 +183,11 @@ static void s_announce(worker_t *w, proto_type_t type)
         }
         s_send(w, i, &msg);
     }
+}
+
+static void s_announce(worker_t *w, proto_type_t type)
+{
+    s_announce_to(w, type, -1);
 }
 
 /* True if what masters were last told no longer holds: a task type
@@ -214,6 +224,12 @@ static void s_on_message(worker_t *w, int master)
         } else {
             jobs_accept(w->jobs, master, &msg);
         }
+    } else if (msg.type == PROTO_PING) {
+        /* A master taking partitions over asks what runs here: the answer
+         * it waits for is one written after the question reached us, so
+         * the list in it includes every JOB received before. */
+        w->echo[master] = msg.token;
+        s_announce_to(w, s_stop ? PROTO_BYE : PROTO_HEARTBEAT, master);
     } else if (msg.type == PROTO_CANCEL) {
         int found = jobs_cancel(w->jobs, msg.job_id, msg.attempt, msg.reason);
         log_info("cancel received", "job=%s attempt=%d reason=%s found=%d", msg.job_id,
@@ -372,6 +388,17 @@ static int s_connect(worker_t *w)
         zsock_t *s = zsock_new(ZMQ_DEALER);
         zsock_set_linger(s, 1000);
         zsock_set_sndhwm(s, 100000);
+        /* A connection silent for three heartbeats is dropped and made
+         * again, and a connect that gets no answer is given up after one
+         * heartbeat and retried: after a network cut heals, the worker is
+         * back within about a heartbeat, instead of waiting out TCP's
+         * retransmission backoff (seconds to minutes). The peer is told
+         * the same timeout (TTL), so the master drops its side too. */
+        int hb = w->cfg->heartbeat_ms;
+        zsock_set_heartbeat_ivl(s, hb);
+        zsock_set_heartbeat_timeout(s, 3 * hb);
+        zsock_set_heartbeat_ttl(s, 3 * hb);
+        zsock_set_connect_timeout(s, hb);
         if (zsock_connect(s, "%s", ep) < 0) {
             log_error("cannot connect to master", "endpoint=%s", ep);
             zsock_destroy(&s);

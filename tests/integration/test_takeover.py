@@ -73,8 +73,9 @@ def test_queued_and_orphaned_running_jobs_are_taken_over(cluster):
 
 def test_takeover_waits_to_hear_from_the_workers_other_masters_see(cluster):
     """A queued job the old owner may have sent out is not queued again
-    until every worker another live master lists has spoken to the new
-    owner: that worker may have run it, its FINISHED still on the way."""
+    until every worker another live master lists has answered the new
+    owner's PING: that worker may have run it, its FINISHED still on the
+    way."""
     cluster.start(masters=2, workers=1, master_env={"SKED_WORKER_TIMEOUT_MS": "3000"})
     a, b = cluster.masters
     port_a, port_b = cluster.master_ports
@@ -128,14 +129,20 @@ def test_takeover_waits_to_hear_from_the_workers_other_masters_see(cluster):
         wait_for(lambda: beat() or "jobs taken over" in b2.text(), 30, interval=0.3,
                  what="B taking the partition and its queued job over")
         taken = time.time()
-        beat_for(6)  # past B's worker timeout (3 s), the far worker still unheard by B
+        beat_for(4)  # past B's worker timeout (3 s), the far worker still unheard by B
         assert status() == "queued", "B queued the job before hearing from the worker A lists"
-        # The far worker speaks to B too: B places the job, the real worker runs it.
-        far.append(FakeWorker(ctx, port_b, node="far-worker"))
+        # The far worker's connection to B comes back, but what arrives
+        # first was written before B's PING (held up by a network cut):
+        # heartbeats that do not answer it are not enough.
+        far.append(FakeWorker(ctx, port_b, node="far-worker", answer_pings=False))
         far[1].hello(free=0)
+        beat_for(3)
+        assert status() == "queued", "B queued the job on heartbeats that did not answer its PING"
+        # The far worker answers B's PING: B places the job, the real worker runs it.
+        far[1].answer_pings = True
         wait_for(lambda: beat() or status() == "succeeded", 10, interval=0.3,
-                 what="the job to run once B heard from the far worker")
-        assert time.time() < taken + 9, "placed by the 3-timeout bound, not by hearing the worker"
+                 what="the job to run once the far worker answered B")
+        assert time.time() < taken + 14, "placed by the wait's bound (6 timeouts), not by the answer"
     finally:
         for w in far:
             w.close()
@@ -186,4 +193,46 @@ def test_a_draining_workers_running_job_is_adopted_from_its_bye(cluster):
         assert done["attempt"] == 1 and not [a for a in done.get("attempts") or [] if a["status"] == "lost"]
     finally:
         w.close()
+        ctx.term()
+
+
+def test_takeover_stops_waiting_for_a_worker_that_never_answers(cluster):
+    """A worker that keeps heartbeating but never answers the PING (an
+    old worker, or one whose answers cannot get through) holds a takeover
+    up for six worker timeouts at most; then the jobs are placed and the
+    master says which workers it gave up on."""
+    cluster.start(masters=1, workers=1, master_env={"SKED_WORKER_TIMEOUT_MS": "1000"})
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "waited", "trigger_config": {}, "execution_config": {"task_type": "noop"}})
+    tid = r.json()["id"]
+    part = cluster.db.triggers.find_one({"_id": tid})["partition"]
+    job_id = f"{tid}@9"
+    first = cluster.masters[0]
+    assert first.stop() == 0
+    cluster.checked_stop.append(first)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    cluster.db.jobs.insert_one({"_id": job_id, "trigger_id": tid, "owner": "alice", "partition": part,
+                                "kind": "manual", "task_type": "noop", "attempt": 1, "parameters": {},
+                                "created_at": now, "scheduled_for": now, "run_at": now,
+                                "status": "queued"})
+    ctx = zmq.Context()
+    mute = FakeWorker(ctx, cluster.master_ports[0], node="mute", answer_pings=False)
+    try:
+        second = cluster.start_master(1, cluster.master_ports[0], SKED_WORKER_TIMEOUT_MS="1000")
+        wait_for(lambda: mute.hello("HEARTBEAT", free=0) or "jobs taken over" in second.text(), 30,
+                 interval=0.2, what="the new master taking the queued job over")
+        taken = time.time()
+        for _ in range(20):  # 4 s: past the minimum wait (1 s), short of the bound (6 s)
+            mute.hello("HEARTBEAT", free=0)
+            time.sleep(0.2)
+        assert cluster.db.jobs.find_one({"_id": job_id})["status"] == "queued", \
+            "placed although a worker never answered the PING"
+        wait_for(lambda: mute.hello("HEARTBEAT", free=0) or
+                 cluster.db.jobs.find_one({"_id": job_id})["status"] == "succeeded", 15, interval=0.2,
+                 what="the job placed once the wait's bound passed")
+        assert time.time() - taken < 10
+        line = next(l for l in second.text().splitlines() if "takeover stopped waiting" in l)
+        assert "workers=mute" in line, line
+    finally:
+        mute.close()
         ctx.term()

@@ -500,6 +500,35 @@ def test_a_job_sent_again_after_it_ran_is_answered_not_run(cluster):
         assert b.wait("STARTED", job_id="j1", attempt=2, timeout=5)
 
 
+def test_a_ping_is_answered_at_once_with_the_jobs_held_here(cluster):
+    """A master taking partitions over PINGs every worker: the worker
+    answers at once (not at its next heartbeat) with a HEARTBEAT that
+    echoes the PING's token and lists what it holds, and keeps echoing the
+    token in later heartbeats."""
+    ctx = zmq.Context()
+    master = FakeMaster(ctx)
+    try:
+        cluster.start_worker(0, SKED_MASTERS=master.endpoint, SKED_TASK_TYPES="noop",
+                             SKED_HEARTBEAT_MS="3000", SKED_WORKER_TIMEOUT_MS="10000")
+        assert "echo" not in master.wait("HELLO")
+        master.job("held", "noop", start_at=int(time.time() * 1000) + 20000)
+        master.pump(0.3)
+        asked = time.time()
+        master.send("PING", token=424242)
+        hb = master.wait("HEARTBEAT", timeout=3, echo=424242)
+        assert time.time() - asked < 1.5, "answered at the next heartbeat, not at once"
+        assert "held" in hb.get("running", []), hb
+        master.got.clear()
+        later = master.wait("HEARTBEAT", timeout=6)
+        assert later.get("echo") == 424242, later
+        master.send("PING", token=0)  # malformed: dropped and counted
+        master.send("PING", token=7)
+        assert master.wait("HEARTBEAT", timeout=3, echo=7)
+    finally:
+        master.sock.close()
+        ctx.term()
+
+
 def test_a_job_with_start_at_is_held_until_then(cluster):
     """A JOB claimed ahead carries start_at: the worker holds it (listed
     as its own in heartbeats, holding a slot) and starts it at that time;

@@ -12,16 +12,38 @@ from conftest import wait_for
 
 
 class FakeWorker:
-    """One connection of worker node `node` serving task type `fake`."""
+    """One connection of worker node `node` serving task type `fake`. Like
+    a real worker it echoes, in its HELLO/HEARTBEAT/BYE, the token of the
+    last PING it read (`answer_pings=False`: a worker that never reads)."""
 
-    def __init__(self, ctx, port, node="fake-1"):
+    def __init__(self, ctx, port, node="fake-1", answer_pings=True):
         self.node = node
+        self.answer_pings = answer_pings
+        self.echo = 0
+        self.inbox = []
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(f"tcp://127.0.0.1:{port}")
 
+    def _read(self, timeout_ms):
+        """Reads what has come (waiting up to timeout_ms for the first);
+        PINGs set the echo, the rest goes to the inbox."""
+        while self.sock.poll(timeout_ms):
+            _, t, body = self.sock.recv_multipart()
+            kind, msg = t.decode(), json.loads(body)
+            if kind == "PING":
+                if self.answer_pings:
+                    self.echo = msg["token"]
+            else:
+                self.inbox.append((kind, msg))
+            timeout_ms = 0
+
     def send(self, kind, **body):
         body["node_id"] = self.node
+        if kind in ("HELLO", "HEARTBEAT", "BYE") and self.answer_pings:
+            self._read(0)
+            if self.echo:
+                body.setdefault("echo", self.echo)
         self.sock.send_multipart([b"SKED1", kind.encode(), json.dumps(body).encode()])
 
     def hello(self, kind="HELLO", free=1, running=()):
@@ -34,10 +56,11 @@ class FakeWorker:
         while time.time() < end:
             if beat is not None:
                 self.hello("HEARTBEAT", **beat)
-            if self.sock.poll(250):
-                _, t, body = self.sock.recv_multipart()
-                if t.decode() == kind:
-                    return json.loads(body)
+            self._read(250)
+            for i, (k, msg) in enumerate(self.inbox):
+                if k == kind:
+                    del self.inbox[i]
+                    return msg
         raise AssertionError(f"no {kind} within {timeout}s")
 
     def close(self):

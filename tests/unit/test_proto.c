@@ -89,6 +89,38 @@ TEST(proto_finished_and_heartbeat_roundtrip)
     proto_msg_reset(&d);
 }
 
+TEST(proto_ping_and_its_echo_roundtrip)
+{
+    proto_msg_t m = {.type = PROTO_PING, .token = 4503599627370497LL};
+    snprintf(m.node_id, sizeof m.node_id, "master-a");
+    err_t err = {0};
+    zmsg_t *z = proto_encode(&m, &err);
+    proto_msg_t d;
+    CHECK_INT(proto_decode(z, &d, &err), 0);
+    CHECK_INT(d.type, PROTO_PING);
+    CHECK_INT(d.token, 4503599627370497LL);
+    zmsg_destroy(&z);
+    proto_msg_reset(&d);
+
+    proto_msg_t b = {.type = PROTO_BYE, .echo = 4503599627370497LL};
+    snprintf(b.node_id, sizeof b.node_id, "w1");
+    z = proto_encode(&b, &err);
+    CHECK_INT(proto_decode(z, &d, &err), 0);
+    CHECK_INT(d.echo, 4503599627370497LL);
+    zmsg_destroy(&z);
+    proto_msg_reset(&d);
+
+    CHECK(s_decode_raw("SKED1", "PING", "{\"node_id\":\"m\"}", &d, &err) < 0);
+    CHECK(strstr(err.msg, "required field 'token'") != NULL);
+    CHECK(s_decode_raw("SKED1", "PING", "{\"node_id\":\"m\",\"token\":0}", &d, &err) < 0);
+    CHECK(strstr(err.msg, "token must not be 0") != NULL);
+    CHECK(s_decode_raw("SKED1", "HEARTBEAT",
+                       "{\"node_id\":\"w\",\"slots\":1,\"free_slots\":1,\"task_types\":\"\","
+                       "\"echo\":\"x\"}",
+                       &d, &err) < 0);
+    CHECK(strstr(err.msg, "'echo' must be an integer") != NULL);
+}
+
 TEST(proto_encode_requires_fields)
 {
     proto_msg_t m = {.type = PROTO_STARTED, .attempt = 1};
@@ -159,10 +191,11 @@ TEST(proto_random_frames_never_crash)
         int n = (int)(rand_r(&seed) % 12);
         for (int k = 0; k < n; k++)
             strncat(body, pieces[rand_r(&seed) % 15], sizeof body - strlen(body) - 1);
-        const char *types[] = {"HELLO", "HEARTBEAT", "JOB", "STARTED", "FINISHED", "NOTIFY", "BYE"};
+        const char *types[] = {"HELLO", "HEARTBEAT", "JOB",  "STARTED",
+                               "FINISHED", "NOTIFY", "BYE", "PING"};
         proto_msg_t m;
         err_t err = {0};
-        if (s_decode_raw("SKED1", types[rand_r(&seed) % 7], body, &m, &err) == 0)
+        if (s_decode_raw("SKED1", types[rand_r(&seed) % 8], body, &m, &err) == 0)
             proto_msg_reset(&m);
     }
     CHECK(1);
