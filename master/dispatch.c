@@ -54,6 +54,7 @@ typedef struct {
     int64_t echo;      /* token of the last PING it answered */
     int64_t pinged_at; /* monotonic ms of the last PING sent to it */
     int draining;
+    int clash_logged; /* "two workers share a node id" said for this entry */
 } worker_t;
 
 typedef struct flight flight_t;
@@ -1668,8 +1669,12 @@ static void s_same_node(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
     for (worker_t *o = zlistx_first(old); o; o = zlistx_next(old)) {
         int64_t silent = now - o->last_seen;
         if (msg->type != PROTO_HELLO && silent < d->m->cfg->heartbeat_ms) {
-            log_warn("two workers share a node id; give each its own SKED_NODE_ID", "worker=%s",
-                     w->node_id);
+            /* Once per entry: after a stall, an old connection's queued
+             * messages and a new one's alternate, and would say it each time. */
+            if (!w->clash_logged)
+                log_warn("two workers share a node id; give each its own SKED_NODE_ID",
+                         "worker=%s", w->node_id);
+            w->clash_logged = 1;
             continue;
         }
         log_info(msg->type == PROTO_HELLO ? "worker restarted" : "worker reconnected",
