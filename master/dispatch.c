@@ -55,6 +55,7 @@ typedef struct {
     int64_t pinged_at; /* monotonic ms of the last PING sent to it */
     int draining;
     int clash_logged; /* "two workers share a node id" said for this entry */
+    zhashx_t *listed; /* job ids its last HELLO/HEARTBEAT/BYE listed (a set) */
 } worker_t;
 
 typedef struct flight flight_t;
@@ -167,6 +168,7 @@ static void s_worker_free(void **item)
     worker_t *w = *item;
     if (w) {
         zframe_destroy(&w->identity);
+        zhashx_destroy(&w->listed);
         free(w);
         *item = NULL;
     }
@@ -861,6 +863,7 @@ static worker_t *s_worker(dispatch_t *d, zframe_t *identity, const proto_msg_t *
         w = calloc(1, sizeof *w);
         snprintf(w->key, sizeof w->key, "%s", key);
         w->identity = zframe_dup(identity);
+        w->listed = zhashx_new();
         zhashx_insert(d->workers, key, w);
         log_info("worker connected", "worker=%s task_types=%s slots=%d", msg->node_id,
                  msg->task_types, msg->slots);
@@ -1558,6 +1561,14 @@ static void s_on_output(dispatch_t *d, const proto_msg_t *msg)
 
 static void s_same_node(dispatch_t *d, worker_t *w, const proto_msg_t *msg);
 
+/* Keeps the jobs a worker's announcement lists (HELLO lists none). */
+static void s_listed(worker_t *w, const proto_msg_t *msg)
+{
+    zhashx_purge(w->listed);
+    for (int i = 0; i < msg->nrunning; i++)
+        zhashx_update(w->listed, msg->running[i], (void *)"listed"); /* a set: the key is copied */
+}
+
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
 {
     worker_t *w = s_worker(self, identity, msg);
@@ -1573,6 +1584,7 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         w->credit_rx = self->m->rx_now;
         w->draining = 0;
         w->echo = msg->echo;
+        s_listed(w, msg);
         s_same_node(self, w, msg);
         s_adopt(self, w, msg);
         break;
@@ -1580,6 +1592,7 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         if (w) {
             w->draining = 1;
             w->echo = msg->echo;
+            s_listed(w, msg);
             log_info("worker draining", "worker=%s", w->node_id);
             s_adopt(self, w, msg);
         }
@@ -1626,21 +1639,17 @@ static void s_abandon(dispatch_t *d, flight_t *f, const char *status, const char
     s_end_attempt(d, f, &o);
 }
 
-/* Forgets worker entry `old`. Its flights that `msg` (from `heir`, the
- * same node under a new connection) reports running move to the heir; the
- * others end lost with `why`. */
-static void s_worker_gone(dispatch_t *d, worker_t *old, worker_t *heir, const proto_msg_t *msg,
-                          const char *why)
+/* Forgets worker entry `old`. Its flights that `heir` (the same node
+ * under another connection) listed last move to the heir; the others end
+ * lost with `why`. */
+static void s_worker_gone(dispatch_t *d, worker_t *old, worker_t *heir, const char *why)
 {
     zlistx_t *mine = zlistx_new();
     for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights))
         if (strcmp(f->worker_key, old->key) == 0)
             zlistx_add_end(mine, f);
     for (flight_t *f = zlistx_first(mine); f; f = zlistx_next(mine)) {
-        int reported = 0;
-        for (int i = 0; heir && i < msg->nrunning && !reported; i++)
-            reported = strcmp(msg->running[i], f->id) == 0;
-        if (reported) {
+        if (heir && zhashx_lookup(heir->listed, f->id)) {
             snprintf(f->worker_key, sizeof f->worker_key, "%s", heir->key);
             old->inflight--;
             heir->inflight++;
@@ -1679,8 +1688,8 @@ static void s_same_node(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
         }
         log_info(msg->type == PROTO_HELLO ? "worker restarted" : "worker reconnected",
                  "worker=%s inflight_before=%d silent_ms=%lld", o->node_id, o->inflight,
-                 (long long)silent);
-        s_worker_gone(d, o, w, msg,
+                 (long long)(o->last_seen < 0 ? -1 : silent)); /* -1: found unreachable */
+        s_worker_gone(d, o, w,
                       msg->type == PROTO_HELLO ? "worker restarted" : "worker reconnected without it");
     }
     zlistx_destroy(&old);
@@ -1709,8 +1718,17 @@ static void s_expire(dispatch_t *d, int64_t now)
         if (now - w->last_seen > d->m->cfg->worker_timeout_ms)
             zlistx_add_end(gone, w);
     for (worker_t *w = zlistx_first(gone); w; w = zlistx_next(gone)) {
-        log_warn("worker gone", "worker=%s inflight=%d", w->node_id, w->inflight);
-        s_worker_gone(d, w, NULL, NULL, "worker stopped heartbeating");
+        /* An old connection of a node that is heard on another one (both
+         * seemed alive at once after a stall, so neither replaced the
+         * other): the jobs the live one lists move to it. */
+        worker_t *heir = NULL;
+        for (worker_t *o = zhashx_first(d->workers); o && !heir; o = zhashx_next(d->workers))
+            if (o != w && strcmp(o->node_id, w->node_id) == 0 &&
+                now - o->last_seen <= d->m->cfg->worker_timeout_ms)
+                heir = o;
+        log_warn("worker gone", "worker=%s inflight=%d other_connection=%s", w->node_id,
+                 w->inflight, heir ? "live" : "none");
+        s_worker_gone(d, w, heir, "worker stopped heartbeating");
     }
     zlistx_destroy(&gone);
 }

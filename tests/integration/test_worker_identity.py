@@ -114,6 +114,50 @@ def test_reconnected_worker_keeps_its_running_job(cluster):
         ctx.destroy(linger=0)
 
 
+def test_an_unreachable_connection_hands_its_jobs_to_the_live_one(cluster):
+    """Two connections of one worker seem alive at once (after a master
+    stall, the old one's queued messages and the new one's alternate), so
+    neither replaces the other. When a send to the old one then fails, its
+    entry goes at the next tick, and the jobs the live connection lists
+    move to it: they are not taken for lost (and run again by a retry)
+    while the worker still runs them."""
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
+                  master_env={"SKED_WORKER_TIMEOUT_MS": "5000"})
+    ctx = zmq.Context()
+    try:
+        old = FakeWorker(ctx, cluster.master_ports[0])
+        old.hello()
+        job = run_fake_job(cluster, old)
+        new = FakeWorker(ctx, cluster.master_ports[0])
+        for _ in range(5):  # both connections heartbeat: a clash, both kept
+            old.hello("HEARTBEAT", free=1, running=[job["job_id"]])
+            new.hello("HEARTBEAT", free=0, running=[job["job_id"]])
+            time.sleep(0.1)
+        master = cluster.masters[0]
+        wait_for(lambda: "two workers share a node id" in master.text(), 5, what="the clash seen")
+        old.close()
+        time.sleep(0.2)
+        # The next fake job goes to the old connection, the one with credit:
+        # the send fails and the master drops that entry.
+        r = cluster.api("POST", "/triggers/", json={
+            "name": "second", "trigger_config": {}, "execution_config": {"task_type": "fake"}})
+        cluster.api("POST", f"/triggers/{r.json()['id']}/execute", json={})
+        wait_for(lambda: "worker gone" in master.text(), 5, interval=0.05,
+                 what="the unreachable entry dropped")
+        assert "other_connection=live" in master.text()
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
+        assert doc["status"] == "running" and doc["attempt"] == 1, doc
+        new.send("FINISHED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000),
+                 status="succeeded", exit_code=0, duration_ms=10)
+        new.recv("ACK", 10, beat={"free": 0, "running": [job["job_id"]]})
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
+        assert [a["status"] for a in doc["attempts"]] == ["succeeded"], doc
+        assert master.text().count("two workers share a node id") <= 2, "said once per connection"
+        new.close()
+    finally:
+        ctx.destroy(linger=0)
+
+
 def test_restarted_worker_replaces_its_old_entry_at_once(cluster):
     cluster.start(masters=1, workers=1, master_env={"SKED_WORKER_TIMEOUT_MS": "20000"})
     ctx = zmq.Context()
