@@ -1622,6 +1622,17 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
 /* Ends an attempt the master gave up on (lost worker, timeout). */
 static void s_abandon(dispatch_t *d, flight_t *f, const char *status, const char *error)
 {
+    if (master_end_waiting(d->m, f->id, f->job->attempt)) {
+        /* Its FINISHED came and waits its turn behind other status writes:
+         * the attempt ended, and that message records how. */
+        worker_t *w = zhashx_lookup(d->workers, f->worker_key);
+        if (w && w->inflight > 0)
+            w->inflight--;
+        f->worker_key[0] = '\0';
+        log_info("attempt not taken for lost: its FINISHED is waiting to be recorded",
+                 "job=%s attempt=%d would_be=%s", f->id, f->job->attempt, status);
+        return;
+    }
     if (!s_owned(d, f->job)) {
         log_warn("job not recorded: its partition is no longer held here", "job=%s status=%s",
                  f->job->id, status);

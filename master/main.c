@@ -14,6 +14,7 @@
 #include "common/metrics.h"
 
 #include <curl/curl.h>
+#include <jansson.h>
 #include <signal.h>
 #include <string.h>
 
@@ -35,8 +36,45 @@ static void s_on_signal(int sig)
 
 typedef struct {
     zmsg_t *z;
-    uint64_t rx; /* its number in arrival order */
+    uint64_t rx;                  /* its number in arrival order */
+    char end[PROTO_ID_MAX + 16]; /* a FINISHED: "<job id>#<attempt>" (key of ends_waiting) */
 } waiting_t;
+
+/* The key of a FINISHED's attempt in m->ends_waiting: "" if the message
+ * is something else or malformed (decoding drops it later). */
+static void s_end_key(zmsg_t *z, char *key, size_t size)
+{
+    key[0] = '\0';
+    zmsg_first(z);
+    zmsg_next(z);
+    zframe_t *type = zmsg_next(z), *body = zmsg_next(z);
+    if (!type || !body || !zframe_streq(type, "FINISHED"))
+        return;
+    json_t *j = json_loadb((const char *)zframe_data(body), zframe_size(body), 0, NULL);
+    const char *id = json_string_value(json_object_get(j, "job_id"));
+    json_t *attempt = json_object_get(j, "attempt");
+    if (id && strlen(id) < PROTO_ID_MAX && json_is_integer(attempt))
+        snprintf(key, size, "%s#%lld", id, (long long)json_integer_value(attempt));
+    json_decref(j);
+}
+
+static void s_end_count(master_t *m, const char *key, int by)
+{
+    if (!key[0])
+        return;
+    intptr_t n = (intptr_t)zhashx_lookup(m->ends_waiting, key) + by;
+    if (n > 0)
+        zhashx_update(m->ends_waiting, key, (void *)n);
+    else
+        zhashx_delete(m->ends_waiting, key);
+}
+
+int master_end_waiting(master_t *m, const char *job_id, int attempt)
+{
+    char key[PROTO_ID_MAX + 16];
+    snprintf(key, sizeof key, "%s#%d", job_id, attempt);
+    return zhashx_lookup(m->ends_waiting, key) != NULL;
+}
 
 static void s_waiting_free(void **item)
 {
@@ -109,7 +147,9 @@ static void s_drain(master_t *m, int64_t until, int fire)
             rx = ++m->rx;
             if (s_waits(m, z)) {
                 waiting_t *w = malloc(sizeof *w);
-                *w = (waiting_t){z, rx};
+                *w = (waiting_t){z, rx, ""};
+                s_end_key(z, w->end, sizeof w->end);
+                s_end_count(m, w->end, 1);
                 zlistx_add_end(m->waiting, w);
                 continue;
             }
@@ -118,6 +158,7 @@ static void s_drain(master_t *m, int64_t until, int fire)
             z = w->z;
             rx = w->rx;
             w->z = NULL;
+            s_end_count(m, w->end, -1);
             zlistx_delete(m->waiting, zlistx_cursor(m->waiting));
         } else {
             break;
@@ -204,6 +245,7 @@ static void s_cleanup(master_t *m)
     dispatch_destroy(&m->disp);
     zsock_destroy(&m->router);
     zlistx_destroy(&m->waiting);
+    zhashx_destroy(&m->ends_waiting);
     store_destroy(&m->store);
     free(m->leases);
     free(m->handing);
@@ -261,6 +303,7 @@ int main(int argc, char **argv)
         return 1;
     }
     m.waiting = zlistx_new();
+    m.ends_waiting = zhashx_new();
     zlistx_set_destructor(m.waiting, s_waiting_free);
     m.sched = sched_new(&m);
     m.disp = dispatch_new(&m);

@@ -37,6 +37,7 @@ typedef struct {
     dispatch_t *disp;
     alert_t *alert; /* NULL: alerts off */
     zlistx_t *waiting; /* worker status messages (zmsg_t*) not handled yet, arrival order (main.c) */
+    zhashx_t *ends_waiting; /* "<job id>#<attempt>" of the FINISHED in waiting -> count */
     uint64_t rx;       /* messages received so far; the one being handled is number rx_now */
     uint64_t rx_now;
 } master_t;
@@ -89,6 +90,11 @@ typedef struct {
     long skipped; /* fires a "skipped" notice stands for (> 1: misfires recorded at once) */
     unsigned done_hooks; /* bit i: hook i already has a delivery record for this event */
 } notice_t;
+
+/* main.c */
+/* True while a FINISHED for (job_id, attempt) waits its turn in m->waiting:
+ * the attempt has ended, whatever else says otherwise meanwhile. */
+int master_end_waiting(master_t *m, const char *job_id, int attempt);
 
 /* partitions.c */
 int partitions_init(master_t *m, err_t *err);

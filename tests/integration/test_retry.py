@@ -336,3 +336,66 @@ def test_freed_slots_get_new_jobs_while_a_burst_of_ends_is_written(cluster):
         assert cluster.db.jobs.count_documents({"worker_id": "burst-worker", "status": "succeeded"}) == n
     finally:
         fake.close()
+
+
+def test_a_worker_that_dies_with_its_end_still_waiting_loses_nothing(cluster):
+    """On a store where each status write is slow (6,000 jobs of history),
+    a busy worker reports 64 ends at once; a second worker then reports
+    the end of its one job and dies. Its FINISHED, read after the 64,
+    waits behind them for
+    longer than the worker timeout (1 s), and the master drops the silent
+    worker meanwhile. Its attempt is not taken for lost (and run again by
+    a retry): the waiting FINISHED records it as it ran."""
+    n, slots = 64, 64
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
+                  master_env={"SKED_FIRE_AHEAD_MS": "0", "SKED_WORKER_TIMEOUT_MS": "1000"})
+    insert_job_history(cluster.db, 6000)
+    now = dt.datetime.now(dt.timezone.utc)
+    busy = FakeWorker(cluster.master_ports[0], "busy-worker", "sleep")
+    dying = FakeWorker(cluster.master_ports[0], "dying-worker", "sleep")
+    try:
+        busy.send("HELLO", slots=slots, free_slots=slots, task_types="sleep")
+        dying.send("HELLO", slots=1, free_slots=1, task_types="sleep")
+        start = now.replace(microsecond=0) + dt.timedelta(seconds=12)
+        for i in range(n + 1):
+            r = cluster.api("POST", "/triggers/", json={
+                "name": f"ends-{i}", "trigger_config": {"interval": 1, "unit": "hours", "start_at": zulu(start)},
+                "execution_config": {"task_type": "sleep", "parameters": {"seconds": 1},
+                                     "retry_policy": {"max_retries": 1, "initial_delay": 0}}})
+            assert r.status_code == 201, r.text
+        held = {busy: [], dying: []}
+        end = time.time() + 60
+        while time.time() < end and (len(held[busy]) < n or not held[dying]):
+            for fw, cap in ((busy, slots), (dying, 1)):
+                fw.send("HEARTBEAT", slots=cap, free_slots=cap - len(held[fw]), task_types="sleep")
+                while fw.sock.poll(100):
+                    frames = fw.sock.recv_multipart()
+                    if frames[1] == b"JOB":
+                        held[fw].append(json.loads(frames[2]))
+        assert len(held[busy]) == n and len(held[dying]) == 1, (len(held[busy]), len(held[dying]))
+
+        def ends(fw):
+            for j in held[fw]:
+                at = int(time.time() * 1000)
+                fw.send("STARTED", job_id=j["job_id"], attempt=j["attempt"], at=at)
+                fw.send("FINISHED", job_id=j["job_id"], attempt=j["attempt"], at=at,
+                        status="succeeded", started_at=at, duration_ms=0, exit_code=0)
+        ends(busy)
+        time.sleep(0.5)  # the master has read them all: they wait their turn
+        ends(dying)  # and then it says nothing more
+        mine = held[dying][0]["job_id"]
+        wait_end = time.time() + 60
+        while time.time() < wait_end:
+            busy.send("HEARTBEAT", slots=slots, free_slots=slots, task_types="sleep")
+            doc = cluster.db.jobs.find_one({"_id": mine})
+            if doc["status"] in ("succeeded", "lost", "failed"):
+                break
+            time.sleep(0.3)
+        text = cluster.masters[0].text()
+        assert "worker gone" in text and "dying-worker" in text, "the worker was not dropped"
+        assert doc["status"] == "succeeded" and doc["attempt"] == 1, doc
+        assert [a["status"] for a in doc["attempts"]] == ["succeeded"], doc["attempts"]
+        assert "attempt not taken for lost" in text
+    finally:
+        busy.close()
+        dying.close()
