@@ -82,6 +82,7 @@ struct flight {
     size_t tail_len;
     int64_t tail_saved; /* monotonic ms of the last output_tail write */
     int withdrawn;      /* claimed ahead, its trigger changed: CANCEL sent (dispatch_withdraw) */
+    int ahead;          /* sent before its time (claimed ahead), held by the worker until then */
 };
 
 /* Live output kept per running attempt and written to the job document
@@ -335,6 +336,14 @@ size_t dispatch_unstarted_in(dispatch_t *self, int partition)
     size_t n = 0;
     for (flight_t *f = zhashx_first(self->flights); f; f = zhashx_next(self->flights))
         n += !f->started_at && !f->withdrawn && (partition < 0 || f->job->partition == partition);
+    return n;
+}
+
+size_t dispatch_ahead_open(dispatch_t *self)
+{
+    size_t n = 0;
+    for (flight_t *f = zhashx_first(self->flights); f; f = zhashx_next(self->flights))
+        n += f->ahead && !f->withdrawn;
     return n;
 }
 
@@ -834,6 +843,7 @@ static void s_pump(dispatch_t *d)
         f->deadline.flight = f;
         snprintf(f->worker_key, sizeof f->worker_key, "%s", w->key);
         snprintf(f->worker_id, sizeof f->worker_id, "%s", w->node_id);
+        f->ahead = job->scheduled_for > clock_wall_ms();
         zhashx_update(d->flights, job->id, f);
         w->credit--;
         w->inflight++;

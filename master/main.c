@@ -226,15 +226,18 @@ static int s_run(master_t *m)
 /* On the way out: fires claimed ahead wait on their workers for their
  * time. Their starts and ends are taken (at most SKED_FIRE_AHEAD_MS + 1 s)
  * before the leases go, so the next owner finds them recorded, not
- * `queued` and in the way of its overlap policy. No fire is claimed now. */
+ * `queued` and in the way of its overlap policy. A fire that started is
+ * waited for too, until it ends or the bound passes: a short job's end
+ * comes milliseconds after its start. No fire is claimed now. */
 static void s_settle(master_t *m)
 {
     int64_t until = clock_mono_ms() + m->cfg->fire_ahead_ms + 1000;
     zmq_pollitem_t item = {zsock_resolve(m->router), 0, ZMQ_POLLIN, 0};
-    while (dispatch_unstarted_in(m->disp, -1) > 0 && clock_mono_ms() < until) {
+    while (dispatch_ahead_open(m->disp) > 0 && clock_mono_ms() < until) {
         if (zmq_poll(&item, 1, 50) < 0 && errno != EINTR)
             break;
         s_drain(m, until, 0);
+        partitions_renew(m, 0); /* their ends are recorded under a valid lease */
     }
 }
 

@@ -101,6 +101,10 @@ int partitions_init(master_t *m, err_t *err);
 /* Renews/acquires/releases leases and refreshes this master's member
  * document; loads and drops partitions in the scheduler. */
 void partitions_tick(master_t *m);
+/* Renews the leases held whose renewal is due (a third of the TTL since
+ * the last); drops those lost and returns how many. With `fire`, a fire
+ * due meanwhile goes between two renewals. */
+int partitions_renew(master_t *m, int fire);
 /* True while this master may fire and write for partition p. */
 int partitions_owned(const master_t *m, int p);
 void partitions_release_all(master_t *m);
@@ -164,6 +168,8 @@ int dispatch_has_buffered(dispatch_t *self, const char *trigger_id);
  * claimed ahead, held until their time, among them), in one partition or
  * (partition -1) in all. */
 size_t dispatch_unstarted_in(dispatch_t *self, int partition);
+/* Jobs sent ahead of their time that have not ended yet. */
+size_t dispatch_ahead_open(dispatch_t *self);
 /* 1 if p is being given back: no fire is claimed in it any more. */
 int partitions_handing(const master_t *m, int p);
 void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const char *reason);

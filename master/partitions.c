@@ -178,17 +178,12 @@ static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
     return rc;
 }
 
-void partitions_tick(master_t *m)
+/* Renews what we hold once a third of the TTL has passed since the last
+ * renewal; forgets what we lost. Returns how many were lost. */
+int partitions_renew(master_t *m, int fire)
 {
-    int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms;
-    char orphan[np];
-    int live = s_heartbeat(m, orphan);
-    int target = (np + live - 1) / live;
+    int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms, nlost = 0;
     err_t err = {0};
-    int gained[np], ngained = 0, nlost = 0;
-
-    /* Renew what we hold once a third of the TTL has passed since the last
-     * renewal; forget what we lost. */
     int64_t mono = clock_mono_ms();
     for (int p = 0; p < np; p++) {
         const lease_t *l = &m->leases[p];
@@ -205,8 +200,21 @@ void partitions_tick(master_t *m)
                      err.msg);
         /* Renewals come in bursts (leases taken together renew together)
          * of two store calls each: a fire due meanwhile goes between. */
-        sched_fire_on_time(m->sched);
+        if (fire)
+            sched_fire_on_time(m->sched);
     }
+    return nlost;
+}
+
+void partitions_tick(master_t *m)
+{
+    int np = m->cfg->partitions;
+    char orphan[np];
+    int live = s_heartbeat(m, orphan);
+    int target = (np + live - 1) / live;
+    err_t err = {0};
+    int gained[np], ngained = 0, nlost = partitions_renew(m, 1);
+    int64_t mono = clock_mono_ms();
     /* Above our share: give the highest partitions back, but not while a
      * stale master's partitions are being taken (the share changes when its
      * member document expires). A partition given back claims nothing more

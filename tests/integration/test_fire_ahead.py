@@ -117,3 +117,20 @@ def test_a_change_that_keeps_the_grid_keeps_the_fires_claimed_ahead(cluster):
     assert all(b - a == 1000 for a, b in zip(times, times[1:])), times
     done = [j for j in cluster.db.jobs.find({"trigger_id": tid}) if j["status"] == "succeeded"]
     assert len(done) >= 6, len(done)
+
+
+def test_a_stopping_master_records_the_end_of_a_fire_it_sent_ahead(cluster):
+    """A master told to stop while a fire it claimed ahead waits on its
+    worker stays until that fire has started and ended (a short job), so
+    the fire is recorded as it ran: the next owner does not find it
+    `queued`, unaccounted for and in the way of its overlap policy."""
+    cluster.start(masters=1, workers=1, master_env={"SKED_FIRE_AHEAD_MS": "1000"})
+    tid = _start_trigger(cluster, "stopped", {"task_type": "sleep", "parameters": {"seconds": 0.3}})
+    ahead = wait_for(lambda: cluster.db.jobs.find_one({"trigger_id": tid}), 15, interval=0.05,
+                     what="a fire claimed ahead")
+    assert _ms(ahead["scheduled_for"]) > time.time() * 1000, "claimed late; cannot test"
+    master = cluster.masters[0]
+    assert master.stop() == 0
+    cluster.checked_stop.append(master)
+    doc = cluster.db.jobs.find_one({"_id": ahead["_id"]})
+    assert doc["status"] == "succeeded", doc
