@@ -85,14 +85,20 @@ def run_fake_job(cluster, fw):
     return job
 
 
-def test_reconnected_worker_keeps_its_running_job(cluster):
+def fake_running_a_job(cluster, worker_timeout_ms):
+    """One master (SKED_WORKER_TIMEOUT_MS as given) and a fake worker
+    connection running a job: (context, connection, JOB)."""
     cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
-                  master_env={"SKED_WORKER_TIMEOUT_MS": "3000"})
+                  master_env={"SKED_WORKER_TIMEOUT_MS": str(worker_timeout_ms)})
     ctx = zmq.Context()
+    fw = FakeWorker(ctx, cluster.master_ports[0])
+    fw.hello()
+    return ctx, fw, run_fake_job(cluster, fw)
+
+
+def test_reconnected_worker_keeps_its_running_job(cluster):
+    ctx, fw, job = fake_running_a_job(cluster, 3000)
     try:
-        fw = FakeWorker(ctx, cluster.master_ports[0])
-        fw.hello()
-        job = run_fake_job(cluster, fw)
         fw.close()  # the connection drops; the process (and its job) lives on
         time.sleep(0.5)
         fw = FakeWorker(ctx, cluster.master_ports[0])
@@ -121,13 +127,8 @@ def test_an_unreachable_connection_hands_its_jobs_to_the_live_one(cluster):
     entry goes at the next tick, and the jobs the live connection lists
     move to it: they are not taken for lost (and run again by a retry)
     while the worker still runs them."""
-    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
-                  master_env={"SKED_WORKER_TIMEOUT_MS": "5000"})
-    ctx = zmq.Context()
+    ctx, old, job = fake_running_a_job(cluster, 5000)
     try:
-        old = FakeWorker(ctx, cluster.master_ports[0])
-        old.hello()
-        job = run_fake_job(cluster, old)
         new = FakeWorker(ctx, cluster.master_ports[0])
         for _ in range(5):  # both connections heartbeat: a clash, both kept
             old.hello("HEARTBEAT", free=1, running=[job["job_id"]])
