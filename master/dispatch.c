@@ -1144,6 +1144,13 @@ static void s_ping_unanswered(dispatch_t *d, int64_t now)
             s_ping(d, w, now);
 }
 
+/* Appends `name` to the comma list in buf (as much as fits). */
+static void s_list_add(char *buf, size_t size, size_t *len, const char *name)
+{
+    if (*len < size)
+        *len += (size_t)snprintf(buf + *len, size - *len, "%s%s", *len ? "," : "", name);
+}
+
 /* True once every worker connected here, and every worker another live
  * master lists, has answered this takeover's PING; or after
  * RECOVER_WAIT_TIMEOUTS worker timeouts, whatever they did. A job the old
@@ -1159,17 +1166,15 @@ static int s_workers_heard(dispatch_t *d, int64_t now)
     char missing[256] = "";
     size_t len = 0;
     for (worker_t *w = zhashx_first(d->workers); w; w = zhashx_next(d->workers))
-        if (w->echo != d->recover_token && len < sizeof missing)
-            len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%s", len ? "," : "",
-                                    w->node_id[0] ? w->node_id : w->key);
+        if (w->echo != d->recover_token)
+            s_list_add(missing, sizeof missing, &len, w->node_id[0] ? w->node_id : w->key);
     for (void *v = zhashx_first(d->listed); v; v = zhashx_next(d->listed)) {
         const char *node = zhashx_cursor(d->listed);
         int heard = 0;
         for (worker_t *w = zhashx_first(d->workers); w && !heard; w = zhashx_next(d->workers))
             heard = strcmp(w->node_id, node) == 0 && w->echo == d->recover_token;
-        if (!heard && len < sizeof missing)
-            len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%s", len ? "," : "",
-                                    node);
+        if (!heard)
+            s_list_add(missing, sizeof missing, &len, node);
     }
     if (!missing[0])
         return 1;
@@ -1206,6 +1211,13 @@ static void s_place_recovered(dispatch_t *d)
         zhashx_delete(d->recovering, id);
     }
     zlistx_destroy(&ids);
+}
+
+/* Places the recovered jobs once the takeover wait is over. */
+static void s_place_when_heard(dispatch_t *d, int64_t now)
+{
+    if (now >= d->recover_until && s_workers_heard(d, now))
+        s_place_recovered(d);
 }
 
 /* A final job still marked notify_pending (its master died before the
@@ -1619,11 +1631,8 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         proto_dropped++;
         return;
     }
-    if (self->recover_until && msg->echo == self->recover_token) { /* maybe the last answer */
-        int64_t now = clock_mono_ms();
-        if (now >= self->recover_until && s_workers_heard(self, now))
-            s_place_recovered(self);
-    }
+    if (self->recover_until && msg->echo == self->recover_token) /* maybe the last answer */
+        s_place_when_heard(self, clock_mono_ms());
     s_pump(self);
 }
 
@@ -1816,8 +1825,7 @@ void dispatch_tick(dispatch_t *self)
     s_timers(self, now);
     if (self->recover_until) {
         s_ping_unanswered(self, now);
-        if (now >= self->recover_until && s_workers_heard(self, now))
-            s_place_recovered(self);
+        s_place_when_heard(self, now);
     }
     s_pump(self);
     long free_slots = 0, used = 0;
