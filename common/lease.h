@@ -35,6 +35,12 @@ void lease_init(lease_t *lease, const char *resource);
  * code (ERR_RETRY: store unreachable; the lease keeps its old deadline). */
 int lease_tick(store_t *store, lease_t *lease, const char *owner, int ttl_ms, err_t *err);
 
+/* Renews the held leases leases[0..n) together: one update of their
+ * epoch documents and one read for the epochs after them, where
+ * lease_tick costs two store calls per lease (and on a loaded store each
+ * call also waits its turn). rc[i] is what lease_tick would return. */
+void lease_renew_many(store_t *store, lease_t **leases, size_t n, int ttl_ms, int *rc, err_t *err);
+
 /* Gives a held lease up at once (expires_at = now), so another process can
  * take it without waiting for the TTL. The caller is its epoch's owner.
  * Returns 0 or a negative code. */

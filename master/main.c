@@ -164,7 +164,7 @@ static void s_drain(master_t *m, int64_t until, int fire)
             break;
         }
         if (fire)
-            sched_fire_on_time(m->sched);
+            sched_fire_on_time(m->sched, until);
         s_handle(m, z, rx);
         zmsg_destroy(&z);
     }
@@ -216,7 +216,9 @@ static int s_run(master_t *m)
          * fires are late already: then messages are not starved), and the
          * housekeeping tick (lease renewals) is not held up by a backlog. */
         s_drain(m, next_tick, 1);
-        sched_fire_due(m->sched, clock_wall_ms());
+        sched_fire_due(m->sched, clock_wall_ms(), next_tick);
+        int busy = zlistx_size(m->waiting) > 0 || sched_next_due(m->sched) <= clock_wall_ms();
+        sched_save_states(m->sched, -1, busy ? SCHED_SAVE_BUSY_MS : 0, next_tick);
         dispatch_tick(m->disp);
         alert_tick(m->alert);
     }
@@ -237,7 +239,7 @@ static void s_settle(master_t *m)
         if (zmq_poll(&item, 1, 50) < 0 && errno != EINTR)
             break;
         s_drain(m, until, 0);
-        partitions_renew(m, 0); /* their ends are recorded under a valid lease */
+        partitions_renew(m); /* their ends are recorded under a valid lease */
     }
 }
 

@@ -102,9 +102,9 @@ int partitions_init(master_t *m, err_t *err);
  * document; loads and drops partitions in the scheduler. */
 void partitions_tick(master_t *m);
 /* Renews the leases held whose renewal is due (a third of the TTL since
- * the last); drops those lost and returns how many. With `fire`, a fire
- * due meanwhile goes between two renewals. */
-int partitions_renew(master_t *m, int fire);
+ * the last), all in two store calls; drops those lost and returns how
+ * many. */
+int partitions_renew(master_t *m);
 /* True while this master may fire and write for partition p. */
 int partitions_owned(const master_t *m, int p);
 void partitions_release_all(master_t *m);
@@ -119,15 +119,29 @@ void sched_drop(sched_t *self, int partition);
 void sched_reload(sched_t *self, const char *trigger_id);
 /* Wall ms of the earliest fire, or INT64_MAX. */
 int64_t sched_next_due(const sched_t *self);
-/* Fires everything due at or before now (wall ms). */
-void sched_fire_due(sched_t *self, int64_t now);
+/* Fires what is due at or before now (wall ms), batch after batch until
+ * none is left or the monotonic time `until` has passed (one batch at
+ * least). */
+void sched_fire_due(sched_t *self, int64_t now, int64_t until);
+/* Saves the trigger states left to save (of partition p, or all with -1)
+ * that have waited at least min_age ms, by store calls of up to 64
+ * states, while the monotonic time is before `until` (and one call past
+ * it if a state has waited 2 x SCHED_SAVE_BUSY_MS). Fires mark their
+ * triggers' states to save; a trigger that fires again before its state
+ * is saved is saved once for both. Returns how many are left to save. */
+size_t sched_save_states(sched_t *self, int partition, int64_t min_age, int64_t until);
+/* How long a state waits to be saved while the master is busy (fires due,
+ * worker messages waiting): on a store slower than the fires, saving
+ * each trigger at most this often leaves the store to claims and status
+ * writes. A stale state costs the next owner refused claims only. */
+#define SCHED_SAVE_BUSY_MS 5000
 /* True if a fire is due and less than SCHED_ON_TIME_MS late. */
 int sched_on_time_due(const sched_t *self);
 /* Fires what is due if sched_on_time_due: lets an on-time fire go between
- * two pieces of other work (worker messages, lease renewals). A fire
+ * two pieces of other work (worker messages), until `until`. A fire
  * already later than that waits for the loop's turn: under overload,
  * fires do not starve worker messages. */
-void sched_fire_on_time(sched_t *self);
+void sched_fire_on_time(sched_t *self, int64_t until);
 #define SCHED_ON_TIME_MS 250
 /* A manual run the gateway inserted (NOTIFY op "run"): dispatched under
  * the trigger's policies, or regardless of them when forced. */
@@ -244,6 +258,7 @@ void stats_notification(const char *event, const char *result);
 void stats_jobs_pruned(int64_t n);
 /* Worker status messages received and not yet handled (main.c). */
 void stats_status_waiting(size_t n);
+void stats_states_unsaved(size_t n);
 
 /* prune.c: deletes final jobs past SKED_JOB_RETENTION_S in the partitions
  * held here, one batch per pass; *next_mono is when the next pass is due. */

@@ -180,28 +180,32 @@ static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
 
 /* Renews what we hold once a third of the TTL has passed since the last
  * renewal; forgets what we lost. Returns how many were lost. */
-int partitions_renew(master_t *m, int fire)
+int partitions_renew(master_t *m)
 {
     int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms, nlost = 0;
     err_t err = {0};
     int64_t mono = clock_mono_ms();
+    lease_t *due[np];
+    int which[np], rc[np];
+    size_t n = 0;
     for (int p = 0; p < np; p++) {
         const lease_t *l = &m->leases[p];
         int64_t renewed = l->valid_until - ttl + lease_margin_ms(ttl);
-        if (!l->held || mono - renewed < ttl / 3)
-            continue;
-        int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, ttl, &err);
-        if (rc == 0) {
-            s_drop(m, p);
+        if (l->held && mono - renewed >= ttl / 3) {
+            due[n] = &m->leases[p];
+            which[n++] = p;
+        }
+    }
+    if (n)
+        lease_renew_many(m->store, due, n, ttl, rc, &err);
+    for (size_t i = 0; i < n; i++) {
+        if (rc[i] == 0) {
+            s_drop(m, which[i]);
             nlost++;
         }
-        else if (rc < 0)
-            log_warn("cannot renew lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
+        else if (rc[i] < 0)
+            log_warn("cannot renew lease", "resource=%s reason=\"%s\"", due[i]->resource,
                      err.msg);
-        /* Renewals come in bursts (leases taken together renew together)
-         * of two store calls each: a fire due meanwhile goes between. */
-        if (fire)
-            sched_fire_on_time(m->sched);
     }
     return nlost;
 }
@@ -213,7 +217,7 @@ void partitions_tick(master_t *m)
     int live = s_heartbeat(m, orphan);
     int target = (np + live - 1) / live;
     err_t err = {0};
-    int gained[np], ngained = 0, nlost = partitions_renew(m, 1);
+    int gained[np], ngained = 0, nlost = partitions_renew(m);
     int64_t mono = clock_mono_ms();
     /* Above our share: give the highest partitions back, but not while a
      * stale master's partitions are being taken (the share changes when its
@@ -243,6 +247,7 @@ void partitions_tick(master_t *m)
             mono - m->handing[p] <= m->cfg->fire_ahead_ms + 1000)
             continue; /* next tick */
         m->handing[p] = 0;
+        sched_save_states(m->sched, p, 0, INT64_MAX); /* the next owner starts where we are */
         s_drop(m, p);
         lease_release(m->store, &m->leases[p], &err);
     }
@@ -286,6 +291,7 @@ void partitions_tick(master_t *m)
 void partitions_release_all(master_t *m)
 {
     err_t err = {0};
+    sched_save_states(m->sched, -1, 0, INT64_MAX);
     for (int p = 0; p < m->cfg->partitions; p++)
         if (m->leases[p].held && lease_release(m->store, &m->leases[p], &err) < 0)
             log_warn("cannot release lease", "resource=%s reason=\"%s\"", m->leases[p].resource,

@@ -10,7 +10,9 @@
  *
  * Hot path per fire: one job insert and one trigger_state update, both by
  * _id. Fires due together are claimed by one unordered insert_many and
- * sent to workers before their states are saved.
+ * sent to workers before their states are saved; states are saved by the
+ * loop, grouped, at once when it is idle and at most every
+ * SCHED_SAVE_BUSY_MS per trigger when it is busy (sched_save_states).
  *
  * Claim ahead, start on time: a trigger is looked at SKED_FIRE_AHEAD_MS
  * before its fire (its heap key is that look time, t->next_ms the fire's
@@ -48,6 +50,8 @@ typedef struct {
     int64_t start_ms, end_ms;            /* 0 = none */
     int64_t next_ms;                     /* next scheduled fire */
     int64_t saved_last;                  /* last_fire_at persisted in its state, 0 none */
+    int64_t unsaved_last;                /* last_fire_at still to save (in s->unsaved), 0 none */
+    int64_t unsaved_since;               /* monotonic ms it has been waiting since */
     int next_flags;                      /* CRON_FIRE_* of next_ms */
     unsigned gen;
     unsigned batch; /* the sched's batch it was last decided in */
@@ -70,13 +74,29 @@ enum { MISFIRE_FIRE_ONCE = 0, MISFIRE_FIRE_ALL, MISFIRE_SKIP };
  * beyond it one log line tells how many more were skipped. */
 #define MAX_SKIP_RECORDS 1000
 
+/* One misfire's skip records, waiting in sched.skips for s_flush_skips. */
+typedef struct {
+    char trigger_id[64];
+    char task_type[64];
+    char *notify; /* the trigger's, copied: NULL none */
+    const char *reason;
+    int64_t from; /* the first skipped fire */
+    size_t first, n;
+    long more;    /* skipped beyond MAX_SKIP_RECORDS, not recorded */
+} skip_run_t;
+
 struct sched {
     master_t *m;
     zhashx_t *by_id; /* id -> trig_t*, owns */
+    zhashx_t *unsaved; /* id -> trig_t* whose state is to be saved, not owned */
     heap_t heap;     /* of trig_t, by hn.key */
     unsigned gen;
     unsigned batch;  /* sched_fire_due's batches, counted */
     int64_t ahead;   /* SKED_FIRE_AHEAD_MS */
+    bson_t **skips;  /* skip records of this pass's misfires, to insert */
+    size_t nskips, skips_cap;
+    skip_run_t *runs; /* which trigger each stretch of skips is of */
+    size_t nruns, runs_cap;
 };
 
 /* When to look at a trigger whose next fire is at fire_ms. */
@@ -101,6 +121,7 @@ static void s_trig_free(void **item)
 
 static void s_remove(sched_t *s, trig_t *t)
 {
+    zhashx_delete(s->unsaved, t->id); /* not ours any more, or saved before */
     heap_remove(&s->heap, &t->hn);
     zhashx_delete(s->by_id, t->id);
 }
@@ -112,6 +133,7 @@ sched_t *sched_new(master_t *m)
     s->ahead = m->cfg->fire_ahead_ms;
     s->by_id = zhashx_new();
     zhashx_set_destructor(s->by_id, s_trig_free);
+    s->unsaved = zhashx_new();
     return s;
 }
 
@@ -120,6 +142,13 @@ void sched_destroy(sched_t **self_p)
     sched_t *s = *self_p;
     if (!s)
         return;
+    for (size_t i = 0; i < s->nskips; i++) /* none: each pass writes its own */
+        bson_destroy(s->skips[i]);
+    for (size_t r = 0; r < s->nruns; r++)
+        free(s->runs[r].notify);
+    free(s->skips);
+    free(s->runs);
+    zhashx_destroy(&s->unsaved);
     zhashx_destroy(&s->by_id);
     heap_free(&s->heap);
     free(s);
@@ -626,57 +655,88 @@ static size_t s_insert_many(sched_t *s, const char *coll, bson_t **docs, size_t 
 }
 
 /* Tells the trigger's webhooks that asked for it about skipped fires. */
-static void s_notify_skipped(sched_t *s, const trig_t *t, int64_t sf, const char *reason,
-                             long count)
+static void s_notify_skipped(sched_t *s, const char *trigger_id, const char *task_type,
+                             const char *notify, int64_t sf, const char *reason, long count)
 {
-    if (!t->notify)
+    if (!notify)
         return;
     char job_id[PROTO_ID_MAX];
-    sched_job_id(job_id, sizeof job_id, t->id, sf);
-    notice_t n = {.event = "skipped", .job_id = job_id, .trigger_id = t->id,
-                  .task_type = t->task_type, .notify = t->notify, .status = "skipped",
+    sched_job_id(job_id, sizeof job_id, trigger_id, sf);
+    notice_t n = {.event = "skipped", .job_id = job_id, .trigger_id = trigger_id,
+                  .task_type = task_type, .notify = notify, .status = "skipped",
                   .attempt = 1, .scheduled_for = sf, .skip_reason = reason, .skipped = count};
     alert_notify(s->m->alert, &n);
 }
 
 /* Records the fires from `from` (a scheduled time) up to but not including
- * `until` as skipped, in one unordered insert (already claimed ones are
+ * `until` as skipped: their documents join the pass's skip records, which
+ * s_flush_skips writes in one unordered insert (already claimed ones are
  * refused by _id and ignored). Returns the first fire >= until, or -1. */
 static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t until,
                                 const char *reason)
 {
-    bson_t *docs[MAX_SKIP_RECORDS];
-    size_t n = 0;
-    long more = 0;
+    skip_run_t run = {.reason = reason, .from = from, .first = s->nskips};
     int64_t sf = from;
     while (sf >= 0 && sf < until) {
-        if (n < MAX_SKIP_RECORDS) {
-            docs[n] = s_job_doc(s, t, sf, 1, 0, reason, n == 0);
-            n++;
+        if (run.n < MAX_SKIP_RECORDS) {
+            if (s->nskips == s->skips_cap) {
+                s->skips_cap = s->skips_cap ? 2 * s->skips_cap : 256;
+                s->skips = realloc(s->skips, s->skips_cap * sizeof *s->skips);
+            }
+            s->skips[s->nskips++] = s_job_doc(s, t, sf, 1, 0, reason, run.n == 0);
+            run.n++;
         }
         else
-            more++;
+            run.more++;
         sf = s_next_after(t, sf);
     }
-    if (n) {
-        int st[MAX_SKIP_RECORDS];
-        err_t err = {0};
-        size_t inserted = s_insert_many(s, "jobs", docs, n, st, "insert_skipped", &err);
-        if (err.msg[0])
-            log_warn("cannot record skipped fires", "trigger=%s reason=\"%s\"", t->id, err.msg);
+    if (run.more)
+        log_warn("more fires skipped than recorded one by one", "trigger=%s unrecorded=%ld reason=%s",
+                 t->id, run.more, reason);
+    if (run.n) {
+        snprintf(run.trigger_id, sizeof run.trigger_id, "%s", t->id);
+        snprintf(run.task_type, sizeof run.task_type, "%s", t->task_type);
+        run.notify = t->notify ? strdup(t->notify) : NULL;
+        if (s->nruns == s->runs_cap) {
+            s->runs_cap = s->runs_cap ? 2 * s->runs_cap : 64;
+            s->runs = realloc(s->runs, s->runs_cap * sizeof *s->runs);
+        }
+        s->runs[s->nruns++] = run;
+    }
+    return sf;
+}
+
+/* Writes the skip records gathered so far, one insert for all of them
+ * (a misfire each, one by one, cost a master behind its fires one store
+ * round trip per late trigger). */
+static void s_flush_skips(sched_t *s)
+{
+    if (!s->nskips)
+        return;
+    int *st = malloc(s->nskips * sizeof *st);
+    err_t err = {0};
+    s_insert_many(s, "jobs", s->skips, s->nskips, st, "insert_skipped", &err);
+    if (err.msg[0])
+        log_warn("cannot record skipped fires", "fires=%zu reason=\"%s\"", s->nskips, err.msg);
+    for (size_t r = 0; r < s->nruns; r++) {
+        skip_run_t *run = &s->runs[r];
+        size_t inserted = 0;
+        for (size_t i = run->first; i < run->first + run->n; i++)
+            inserted += st[i] == 1;
         /* Refused ones were claimed already (run, or recorded before). */
         if (inserted)
-            stats_fires_skipped(reason, inserted);
-        if (st[0] == 1) /* one notice for the lot, on the first one's job (marked) */
-            s_notify_skipped(s, t, from, reason, (long)inserted + more);
-        for (size_t i = 0; i < n; i++)
-            bson_destroy(docs[i]);
-        log_info("fires skipped", "trigger=%s count=%zu reason=%s", t->id, inserted, reason);
+            stats_fires_skipped(run->reason, inserted);
+        if (st[run->first] == 1) /* one notice for the lot, on the first one's job (marked) */
+            s_notify_skipped(s, run->trigger_id, run->task_type, run->notify, run->from,
+                             run->reason, (long)inserted + run->more);
+        log_info("fires skipped", "trigger=%s count=%zu reason=%s", run->trigger_id, inserted,
+                 run->reason);
+        free(run->notify);
     }
-    if (more)
-        log_warn("more fires skipped than recorded one by one", "trigger=%s unrecorded=%ld reason=%s",
-                 t->id, more, reason);
-    return sf;
+    for (size_t i = 0; i < s->nskips; i++)
+        bson_destroy(s->skips[i]);
+    free(st);
+    s->nskips = s->nruns = 0;
 }
 
 /* A trigger's first state document, for an insert. */
@@ -687,7 +747,8 @@ static bson_t *s_state_doc(const trig_t *t, int64_t last_sf)
                     BCON_DATE_TIME(last_sf), "updated_at", BCON_DATE_TIME(clock_wall_ms()));
 }
 
-static void s_save_state(sched_t *s, trig_t *t, int64_t last_sf)
+/* Saves t's state now, by one upsert. Returns 0 if written, else -1. */
+static int s_save_state(sched_t *s, trig_t *t, int64_t last_sf)
 {
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(t->id));
     bson_t *update = BCON_NEW("$set", "{", "partition", BCON_INT32(t->partition), "next_fire_at",
@@ -706,6 +767,24 @@ static void s_save_state(sched_t *s, trig_t *t, int64_t last_sf)
     bson_destroy(filter);
     bson_destroy(update);
     bson_destroy(opts);
+    return ok ? 0 : -1;
+}
+
+/* Marks t's state to be saved with last_fire_at = last (the newest fire
+ * claimed or recorded) and its next_fire_at as it will be then. */
+static void s_unsaved(sched_t *s, trig_t *t, int64_t last)
+{
+    if (last > t->unsaved_last)
+        t->unsaved_last = last;
+    if (!t->unsaved_since)
+        t->unsaved_since = clock_mono_ms();
+    zhashx_update(s->unsaved, t->id, t);
+}
+
+static void s_saved(sched_t *s, trig_t *t)
+{
+    t->unsaved_last = t->unsaved_since = 0;
+    zhashx_delete(s->unsaved, t->id);
 }
 
 /* Saves the same fire times in the existing states of group[0..k) with
@@ -832,6 +911,13 @@ typedef struct {
  * the store filters a list of `_id`s about six times slower per document
  * than it finds one `_id` (docs/BENCHMARKS.md). */
 #define SAVE_GROUP_MIN 8
+/* At most this many states are saved by one store call: a group update
+ * costs the store a pass per document (about 7 ms each at 1,000 states on
+ * a loaded FerretDB/SQLite), and the loop waits for it. */
+#define SAVE_CHUNK 64
+/* A pass of sched_fire_due stops deciding fires past this many skip
+ * records (one trigger's misfire may add up to MAX_SKIP_RECORDS). */
+#define SKIPS_PER_PASS 1024
 
 /* Decides what t's due fire does: the misfire policy, then the overlap
  * policy; moves t in the heap to its next fire. Returns 1 with *f filled
@@ -851,12 +937,13 @@ static int s_fire_decide(sched_t *s, trig_t *t, int64_t now, fire_t *f)
     if (sf < 0) { /* nothing runs now; t->next_ms was moved on */
         if (t->next_ms < 0) {
             t->next_ms = INT64_MAX;
+            s_flush_skips(s); /* recorded before the state that says they were */
             s_save_state(s, t, missed);
             s_remove(s, t);
             return 0;
         }
         t->hn.key = s_look_at(s, t->next_ms);
-        s_save_state(s, t, missed);
+        s_unsaved(s, t, missed);
         heap_update(&s->heap, &t->hn);
         return 0;
     }
@@ -894,7 +981,7 @@ static void s_fire_done(sched_t *s, fire_t *f, int claimed, const err_t *err, in
         char job_id[PROTO_ID_MAX];
         sched_job_id(job_id, sizeof job_id, t->id, sf);
         alert_fire_skipped(s->m->alert, job_id, t->id, t->task_type, sf, f->skip);
-        s_notify_skipped(s, t, sf, f->skip, 1);
+        s_notify_skipped(s, t->id, t->task_type, t->notify, sf, f->skip, 1);
     } else if (claimed) {
         int64_t lag = clock_wall_ms() - sf;
         stats_claim_lag(lag > 0 ? lag : 0); /* claimed ahead: none */
@@ -1033,61 +1120,85 @@ int sched_fill_job(sched_t *self, job_t *job)
     return 0;
 }
 
-/* Saves the states of a claimed batch's triggers (those at their end_at
- * with next_fire_at at the end of time).
- * Triggers without a stored state yet get theirs in one unordered
- * insert_many (an insert finds its place by the `_id` index; an upsert
- * scans). Triggers with a stored state and the same (last, next) fire
- * times, as triggers on one grid have, share one update_many by `_id` $in:
- * the store filters a list in one pass over trigger_state where each
- * update by `_id` is a pass of its own. Smaller groups, and what an
- * insert or a group update did not write, are saved one by one. */
-static void s_save_states(sched_t *s, fire_t *fires, const int *st, size_t n)
+/* Unsaved states in the order they are saved in: first states (no stored
+ * state yet) together, then by (last, next) fire times, so that triggers
+ * on one grid come next to one another. */
+static int s_cmp_unsaved(const void *a, const void *b)
 {
-    char done[FIRE_BATCH] = {0};
-    trig_t *group[FIRE_BATCH];
-    bson_t *docs[FIRE_BATCH];
-    int64_t last[FIRE_BATCH];
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (st[i] >= 0 && fires[i].t->saved_last == 0) {
-            group[k] = fires[i].t;
-            last[k] = fires[i].sf;
-            docs[k++] = s_state_doc(fires[i].t, fires[i].sf);
-            done[i] = 1;
+    const trig_t *x = *(trig_t *const *)a, *y = *(trig_t *const *)b;
+    if ((x->saved_last == 0) != (y->saved_last == 0))
+        return x->saved_last == 0 ? -1 : 1;
+    if (x->saved_last == 0)
+        return 0;
+    if (x->unsaved_last != y->unsaved_last)
+        return x->unsaved_last < y->unsaved_last ? -1 : 1;
+    return (x->next_ms > y->next_ms) - (x->next_ms < y->next_ms);
+}
+
+/* First states, in one unordered insert_many (an insert finds its place
+ * by the `_id` index; an upsert scans); what the insert did not write is
+ * saved one by one. */
+static void s_save_first(sched_t *s, trig_t **group, size_t k)
+{
+    bson_t *docs[SAVE_CHUNK];
+    int ins[SAVE_CHUNK];
+    for (size_t g = 0; g < k; g++)
+        docs[g] = s_state_doc(group[g], group[g]->unsaved_last);
+    err_t err = {0};
+    s_insert_many(s, "trigger_state", docs, k, ins, "insert_states", &err);
+    for (size_t g = 0; g < k; g++) {
+        trig_t *t = group[g];
+        if (ins[g] == 1) {
+            t->saved_last = t->unsaved_last;
+            s_saved(s, t);
+        } else if (s_save_state(s, t, t->unsaved_last) == 0) { /* there was one after all */
+            s_saved(s, t);
         }
-    if (k) {
-        int ins[FIRE_BATCH];
-        err_t err = {0};
-        s_insert_many(s, "trigger_state", docs, k, ins, "insert_states", &err);
-        for (size_t g = 0; g < k; g++) {
-            if (ins[g] == 1)
-                group[g]->saved_last = last[g];
-            else /* there was a state after all, or the store failed */
-                s_save_state(s, group[g], last[g]);
-            bson_destroy(docs[g]);
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (done[i] || st[i] < 0)
-            continue;
-        size_t m = 0; /* fires[i] and those after it with its times */
-        for (size_t j = i; j < n; j++)
-            if (!done[j] && st[j] >= 0 && fires[j].sf == fires[i].sf &&
-                fires[j].t->next_ms == fires[i].t->next_ms) {
-                group[m++] = fires[j].t;
-                done[j] = 1;
-            }
-        if (m >= SAVE_GROUP_MIN && s_save_group(s, group, m, fires[i].sf) == 0)
-            continue;
-        for (size_t g = 0; g < m; g++)
-            s_save_state(s, group[g], fires[i].sf);
+        bson_destroy(docs[g]);
     }
 }
 
-void sched_fire_due(sched_t *self, int64_t now)
+size_t sched_save_states(sched_t *self, int partition, int64_t min_age, int64_t until)
+{
+    size_t n = zhashx_size(self->unsaved), k = 0;
+    if (n == 0) {
+        stats_states_unsaved(0);
+        return 0;
+    }
+    trig_t **all = malloc(n * sizeof *all);
+    int64_t mono = clock_mono_ms();
+    int overdue = 0; /* a state this old gets one store call even past `until` */
+    for (trig_t *t = zhashx_first(self->unsaved); t; t = zhashx_next(self->unsaved))
+        if ((partition < 0 || t->partition == partition) && mono - t->unsaved_since >= min_age &&
+            lease_valid(&self->m->leases[t->partition], mono)) {
+            all[k++] = t; /* a lapsed lease's are dropped with its partition */
+            overdue |= mono - t->unsaved_since >= 2 * SCHED_SAVE_BUSY_MS;
+        }
+    qsort(all, k, sizeof *all, s_cmp_unsaved);
+    for (size_t i = 0, j; i < k && (clock_mono_ms() < until || (i == 0 && overdue)); i = j) {
+        for (j = i + 1; j < k && j - i < SAVE_CHUNK && s_cmp_unsaved(&all[i], &all[j]) == 0; j++)
+            ;
+        if (all[i]->saved_last == 0) {
+            s_save_first(self, all + i, j - i);
+        } else if (j - i >= SAVE_GROUP_MIN &&
+                   s_save_group(self, all + i, j - i, all[i]->unsaved_last) == 0) {
+            for (size_t g = i; g < j; g++)
+                s_saved(self, all[g]);
+        } else {
+            for (size_t g = i; g < j; g++)
+                if (s_save_state(self, all[g], all[g]->unsaved_last) == 0)
+                    s_saved(self, all[g]);
+        }
+    }
+    free(all);
+    stats_states_unsaved(zhashx_size(self->unsaved));
+    return zhashx_size(self->unsaved);
+}
+
+void sched_fire_due(sched_t *self, int64_t now, int64_t until)
 {
     int64_t mono = clock_mono_ms();
+    size_t decided = 0;
     for (;;) {
         /* Decide a batch: every due trigger once (a fire_all catch-up
          * brings the same trigger round again: the next batch takes it). */
@@ -1095,6 +1206,11 @@ void sched_fire_due(sched_t *self, int64_t now)
         size_t n = 0;
         self->batch++;
         for (trig_t *t; n < FIRE_BATCH && (t = (trig_t *)heap_top(&self->heap)) && t->hn.key <= now;) {
+            /* A batch is cut short when a pass runs past `until` or has
+             * many skip records to write: late triggers cost a record
+             * each, and the lease tick waits. */
+            if (decided && (self->nskips >= SKIPS_PER_PASS || clock_mono_ms() >= until))
+                break;
             if (!lease_valid(&self->m->leases[t->partition], mono) ||
                 partitions_handing(self->m, t->partition)) {
                 t->hn.key = now + 100; /* not ours right now: partitions_tick decides */
@@ -1104,12 +1220,15 @@ void sched_fire_due(sched_t *self, int64_t now)
             if (t->batch == self->batch)
                 break;
             t->batch = self->batch;
+            decided++;
             n += (size_t)s_fire_decide(self, t, now, &fires[n]);
         }
+        s_flush_skips(self);
         if (n == 0)
             return;
         /* Claim them all in one insert, dispatch them, then save their
-         * states: the store's round trips come after the jobs are sent. */
+         * states (sched_save_states, from the loop): the store's round
+         * trips come after the jobs are sent. */
         bson_t *docs[FIRE_BATCH];
         int st[FIRE_BATCH];
         for (size_t i = 0; i < n; i++)
@@ -1118,12 +1237,22 @@ void sched_fire_due(sched_t *self, int64_t now)
         s_insert_many(self, "jobs", docs, n, st, "insert_job", &err);
         for (size_t i = 0; i < n; i++)
             s_fire_done(self, &fires[i], st[i], &err, now);
-        s_save_states(self, fires, st, n);
-        for (size_t i = 0; i < n; i++)
-            if (st[i] >= 0 && fires[i].next < 0) {
-                log_info("trigger reached end_at", "trigger=%s", fires[i].t->id);
-                s_remove(self, fires[i].t);
+        for (size_t i = 0; i < n; i++) {
+            if (st[i] < 0)
+                continue;
+            if (fires[i].next >= 0) {
+                s_unsaved(self, fires[i].t, fires[i].sf);
+                continue;
             }
+            s_save_state(self, fires[i].t, fires[i].sf); /* its last: now, then it goes */
+            log_info("trigger reached end_at", "trigger=%s", fires[i].t->id);
+            s_remove(self, fires[i].t);
+        }
+        /* A master behind its fires (a slow store) would otherwise stay
+         * here batch after batch while its leases lapse: the rest waits
+         * for the next turn of the loop, after the lease tick. */
+        if (clock_mono_ms() >= until)
+            return;
     }
 }
 
@@ -1133,8 +1262,8 @@ int sched_on_time_due(const sched_t *self)
     return due <= now && now - due < SCHED_ON_TIME_MS;
 }
 
-void sched_fire_on_time(sched_t *self)
+void sched_fire_on_time(sched_t *self, int64_t until)
 {
     if (sched_on_time_due(self))
-        sched_fire_due(self, clock_wall_ms());
+        sched_fire_due(self, clock_wall_ms(), until);
 }

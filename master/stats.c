@@ -29,7 +29,7 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
-    metric_t *pruned, *waiting;
+    metric_t *pruned, *waiting, *unsaved;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
 
@@ -61,6 +61,10 @@ void stats_init(void)
     s.waiting = metrics_gauge("sked_status_messages_waiting",
                               "Worker STARTED, OUTPUT and FINISHED messages received and not yet "
                               "handled (each may cost a store write).",
+                              "");
+    s.unsaved = metrics_gauge("sked_trigger_states_unsaved",
+                              "Triggers that fired since their state was last saved (saves wait "
+                              "their turn behind a slow store).",
                               "");
     s.queue = metrics_gauge("sked_queue_depth",
                             "Jobs due and waiting for a worker in this master's pending queue.", "");
@@ -199,4 +203,9 @@ void stats_alerts_queued(size_t n)
 void stats_status_waiting(size_t n)
 {
     metric_set(s.waiting, NULL, (double)n);
+}
+
+void stats_states_unsaved(size_t n)
+{
+    metric_set(s.unsaved, NULL, (double)n);
 }

@@ -12,6 +12,7 @@ import sys
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 
@@ -98,6 +99,57 @@ class Store:
         self.log.close()
 
 
+class DelayProxy:
+    """A TCP proxy on loopback in front of the store that holds each request
+    `delay` seconds before passing it on, as a store far away or a loaded
+    one answers. Answers pass at once; requests on one connection keep
+    their order."""
+
+    def __init__(self, target_port):
+        self.delay = 0.0
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.conns += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, src, dst, held):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if held and self.delay:
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.listener.close()
+        for s in self.conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
 @pytest.fixture(scope="session")
 def store(tmp_path_factory):
     """One FerretDB for the session."""
@@ -156,6 +208,7 @@ class Cluster:
                                          tz_aware=True)
         self.db = self.mongo[self.db_name]
         self.checked_stop = []
+        self.cleanups = []  # run once the processes have stopped
 
     def env(self, **extra):
         e = dict(os.environ)
@@ -241,6 +294,8 @@ class Cluster:
             for mark in SANITIZER_MARKS:
                 if mark in text:
                     failures.append(f"{p.name}: {mark} (see {p.log_path})")
+        for f in self.cleanups:
+            f()
         self.mongo.drop_database(self.db_name)
         self.mongo.close()
         assert not failures, "; ".join(failures)

@@ -4,6 +4,7 @@ fire the store admits runs once, a fire whose job document already exists
 and the master makes far fewer claim round trips than fires. The states
 of triggers that fired together are saved together."""
 import datetime as dt
+import signal
 import time
 
 from conftest import free_port, wait_for, zulu
@@ -75,3 +76,54 @@ def test_fires_due_together_are_claimed_in_one_insert(cluster):
                  or states[t]["next_fire_at"] != last[t] + dt.timedelta(seconds=PERIOD_S)]
         return not stale or None
     wait_for(states_current, 10, interval=0.2, what="every trigger's state at its last fire")
+
+
+def test_the_late_fires_of_many_triggers_are_recorded_in_one_insert(cluster):
+    """A master back from a stall finds every trigger late. The skip
+    records of all their misfires go to the store together, not in one
+    round trip per trigger (which, on a loaded store, held the loop long
+    enough for its leases to lapse)."""
+    maddr = f"127.0.0.1:{free_port()}"
+    cluster.start(masters=1, workers=1, master_env={"SKED_METRICS_ADDR": maddr})
+    n = 40
+    ids = []
+    for i in range(n):
+        r = cluster.api("POST", "/triggers/", json={
+            "name": f"late-{i}", "trigger_config": {"interval": 1, "unit": "seconds"},
+            "execution_config": {"task_type": "noop"}})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+
+    def ran():
+        return len(cluster.db.jobs.distinct("trigger_id", {"trigger_id": {"$in": ids},
+                                                            "status": "succeeded"})) == n
+    wait_for(ran, 30, interval=0.5, what="a run of every trigger")
+    before, _ = scrape(f"http://{maddr}/metrics")
+    master = cluster.masters[0].popen
+    master.send_signal(signal.SIGSTOP)
+    time.sleep(4)
+    master.send_signal(signal.SIGCONT)
+
+    def recorded():
+        return len(cluster.db.jobs.distinct("trigger_id", {
+            "trigger_id": {"$in": ids}, "status": "skipped",
+            "skip_reason": "misfire_coalesced"})) == n
+    wait_for(recorded, 30, interval=0.5, what="the missed fires of every trigger recorded")
+    after, _ = scrape(f"http://{maddr}/metrics")
+    op = "sked_store_operation_duration_seconds_count"
+    inserts = val(after, op, op="insert_skipped") - (val(before, op, op="insert_skipped") or 0)
+    assert 1 <= inserts <= 5, f"{inserts} inserts recorded the misfires of {n} triggers"
+    by_fire = {}
+    for j in cluster.db.jobs.find({"trigger_id": {"$in": ids}}):
+        by_fire.setdefault((j["trigger_id"], j["scheduled_for"]), []).append(j["_id"])
+    assert all(len(v) == 1 for v in by_fire.values()), "a fire has two job documents"
+
+    def states_saved():
+        # Saved after the records: no state names a fire beyond what the
+        # store holds, and every one is past the fires it skipped.
+        skipped = {}
+        for j in cluster.db.jobs.find({"trigger_id": {"$in": ids}, "status": "skipped"}):
+            skipped[j["trigger_id"]] = max(skipped.get(j["trigger_id"], j["scheduled_for"]), j["scheduled_for"])
+        states = {st["_id"]: st for st in cluster.db.trigger_state.find({"_id": {"$in": ids}})}
+        return all(t in states and states[t]["last_fire_at"] >= skipped[t] for t in ids)
+    wait_for(states_saved, 15, interval=0.5, what="every trigger's state saved past its skipped fires")
