@@ -1184,8 +1184,8 @@ size_t sched_save_states(sched_t *self, int partition, int64_t min_age, int64_t 
                    s_save_group(self, all + i, j - i, all[i]->unsaved_last) == 0) {
             for (size_t g = i; g < j; g++)
                 s_saved(self, all[g]);
-        } else {
-            for (size_t g = i; g < j; g++)
+        } else { /* one by one: each is a store call, so the tick is looked at */
+            for (size_t g = i; g < j && (g == i || clock_mono_ms() < until); g++)
                 if (s_save_state(self, all[g], all[g]->unsaved_last) == 0)
                     s_saved(self, all[g]);
         }
