@@ -4,9 +4,10 @@
  * Per tick a non-holder reads the newest known epoch and probes the next
  * _id (the chain only grows), then inserts epoch+1 if the head is expired.
  * A holder renews its own epoch document and checks that no epoch+1 has
- * appeared; if one has, it was fenced off and stops at once. A master
- * renews all its due leases together (lease_renew_many): one update_many
- * and one find by `_id` $in, whatever their number.
+ * appeared (and that its own is still there); if not, it was fenced off
+ * and stops at once. A master renews all its due leases together
+ * (lease_renew_many): one update_many and one find by `_id` $in, whatever
+ * their number.
  *
  * Every read and write is by `_id` alone. Epoch k's document is its
  * owner's (only the insert that won k knows it holds it), so a filter on
@@ -47,12 +48,8 @@ static void s_id(char *buf, size_t size, const lease_t *lease, int64_t epoch)
 static int s_read(store_t *store, const lease_t *lease, int64_t epoch, bson_t *out, err_t *err)
 {
     char id[128];
-    bson_t tmp;
     s_id(id, sizeof id, lease, epoch);
-    int rc = store_get_by_id(store, "locks", id, out ? out : &tmp, err);
-    if (rc == 1 && !out)
-        bson_destroy(&tmp);
-    return rc;
+    return store_get_by_id(store, "locks", id, out, err);
 }
 
 /* Finds the head of the chain from lease->epoch upwards. On return
@@ -110,112 +107,65 @@ static int s_insert(store_t *store, lease_t *lease, const char *owner, int ttl_m
     return 1;
 }
 
-static int s_renew(store_t *store, lease_t *lease, int ttl_ms, err_t *err)
-{
-    int64_t mono = clock_mono_ms(), now = clock_wall_ms();
-    if (mono >= lease->valid_until) {
-        /* Too late to renew safely: someone may already see it expired. */
-        lease->held = 0;
-        log_warn("lease lapsed before renewal", "resource=%s epoch=%lld", lease->resource,
-                 (long long)lease->epoch);
-        return 0;
-    }
-    char id[128];
-    s_id(id, sizeof id, lease, lease->epoch);
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
-    bson_t *update = BCON_NEW("$set", "{", "expires_at", BCON_DATE_TIME(now + ttl_ms),
-                              "renewed_at", BCON_DATE_TIME(now), "}");
-    bson_t reply;
-    bson_error_t berr;
-    bool ok = mongoc_collection_update_one(store_coll(store, "locks"), filter, update, NULL, &reply,
-                                           &berr);
-    int64_t matched = ok ? bj_get_int(&reply, "matchedCount", 0) : 0;
-    bson_destroy(&reply);
-    bson_destroy(filter);
-    bson_destroy(update);
-    if (!ok)
-        return store_error(&berr, "renew lease", err);
-    int next = s_read(store, lease, lease->epoch + 1, NULL, err);
-    if (next < 0)
-        return next;
-    if (matched != 1 || next) {
-        lease->held = 0;
-        log_warn("lease lost to a newer epoch", "resource=%s epoch=%lld", lease->resource,
-                 (long long)lease->epoch);
-        return 0;
-    }
-    lease->expires_at = now + ttl_ms;
-    lease->valid_until = mono + ttl_ms - lease_margin_ms(ttl_ms);
-    return 1;
-}
-
 void lease_renew_many(store_t *store, lease_t **leases, size_t n, int ttl_ms, int *rc, err_t *err)
 {
     int64_t mono = clock_mono_ms(), now = clock_wall_ms();
-    char(*ids)[128] = malloc((n ? n : 1) * sizeof *ids);
-    const char **list = malloc((n ? n : 1) * sizeof *list);
     size_t live[n ? n : 1], k = 0;
     for (size_t i = 0; i < n; i++) {
         rc[i] = 0;
-        if (mono >= leases[i]->valid_until)
-            rc[i] = s_renew(store, leases[i], ttl_ms, err); /* lapsed: says so, gives it up */
-        else
+        if (mono < leases[i]->valid_until) {
             live[k++] = i;
+            continue;
+        }
+        /* Too late to renew safely: someone may already see it expired. */
+        leases[i]->held = 0;
+        log_warn("lease lapsed before renewal", "resource=%s epoch=%lld", leases[i]->resource,
+                 (long long)leases[i]->epoch);
     }
-    if (k == 1)
-        rc[live[0]] = s_renew(store, leases[live[0]], ttl_ms, err);
-    if (k <= 1)
-        goto done;
+    if (k == 0)
+        return;
+    /* ids[j]: live lease j's epoch document; ids[k + j]: the epoch after it. */
+    char(*ids)[128] = malloc(2 * k * sizeof *ids);
+    const char **list = malloc(2 * k * sizeof *list);
+    char *seen = calloc(2 * k, 1);
     for (size_t j = 0; j < k; j++) {
-        s_id(ids[j], sizeof ids[j], leases[live[j]], leases[live[j]]->epoch);
+        const lease_t *l = leases[live[j]];
+        s_id(ids[j], sizeof ids[j], l, l->epoch);
+        s_id(ids[k + j], sizeof ids[k + j], l, l->epoch + 1);
         list[j] = ids[j];
+        list[k + j] = ids[k + j];
     }
-    bson_t *filter = bson_new(), reply;
+    bson_t *filter = bson_new();
     bj_append_in_utf8(filter, "_id", list, k);
     bson_t *update = BCON_NEW("$set", "{", "expires_at", BCON_DATE_TIME(now + ttl_ms),
                               "renewed_at", BCON_DATE_TIME(now), "}");
     bson_error_t berr;
     bool ok = mongoc_collection_update_many(store_coll(store, "locks"), filter, update, NULL,
-                                            &reply, &berr);
-    int64_t matched = ok ? bj_get_int(&reply, "matchedCount", 0) : 0;
-    bson_destroy(&reply);
+                                            NULL, &berr);
     bson_destroy(filter);
     bson_destroy(update);
-    if (!ok) {
-        int code = store_error(&berr, "renew leases", err);
-        for (size_t j = 0; j < k; j++)
-            rc[live[j]] = code;
-        goto done;
+    if (ok) { /* ours still there, and nobody's after them? */
+        filter = bson_new();
+        bj_append_in_utf8(filter, "_id", list, 2 * k);
+        bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}");
+        mongoc_cursor_t *cur =
+            mongoc_collection_find_with_opts(store_coll(store, "locks"), filter, opts, NULL);
+        const bson_t *doc;
+        while (mongoc_cursor_next(cur, &doc))
+            for (size_t j = 0; j < 2 * k; j++)
+                if (strcmp(bj_get_str(doc, "_id", ""), ids[j]) == 0)
+                    seen[j] = 1;
+        ok = !mongoc_cursor_error(cur, &berr);
+        mongoc_cursor_destroy(cur);
+        bson_destroy(filter);
+        bson_destroy(opts);
     }
-    if (matched != (int64_t)k) { /* an epoch document is gone: each one on its own */
-        for (size_t j = 0; j < k; j++)
-            rc[live[j]] = s_renew(store, leases[live[j]], ttl_ms, err);
-        goto done;
-    }
-    /* Has anyone taken an epoch after ours? */
-    for (size_t j = 0; j < k; j++)
-        s_id(ids[j], sizeof ids[j], leases[live[j]], leases[live[j]]->epoch + 1);
-    filter = bson_new();
-    bj_append_in_utf8(filter, "_id", list, k);
-    bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur =
-        mongoc_collection_find_with_opts(store_coll(store, "locks"), filter, opts, NULL);
-    char *newer = calloc(k, 1);
-    const bson_t *doc;
-    while (mongoc_cursor_next(cur, &doc))
-        for (size_t j = 0; j < k; j++)
-            if (strcmp(bj_get_str(doc, "_id", ""), ids[j]) == 0)
-                newer[j] = 1;
-    ok = !mongoc_cursor_error(cur, &berr);
-    mongoc_cursor_destroy(cur);
-    bson_destroy(filter);
-    bson_destroy(opts);
-    int code = ok ? 0 : store_error(&berr, "renew leases", err);
+    int code = ok ? 0 : store_error(&berr, "renew lease", err);
     for (size_t j = 0; j < k; j++) {
         lease_t *lease = leases[live[j]];
         if (!ok) { /* unknown: the lease keeps its old deadline */
             rc[live[j]] = code;
-        } else if (newer[j]) {
+        } else if (!seen[j] || seen[k + j]) {
             lease->held = 0;
             log_warn("lease lost to a newer epoch", "resource=%s epoch=%lld", lease->resource,
                      (long long)lease->epoch);
@@ -225,16 +175,18 @@ void lease_renew_many(store_t *store, lease_t **leases, size_t n, int ttl_ms, in
             rc[live[j]] = 1;
         }
     }
-    free(newer);
-done:
-    free(ids);
+    free(seen);
     free(list);
+    free(ids);
 }
 
 int lease_tick(store_t *store, lease_t *lease, const char *owner, int ttl_ms, err_t *err)
 {
-    if (lease->held)
-        return s_renew(store, lease, ttl_ms, err);
+    if (lease->held) {
+        int rc;
+        lease_renew_many(store, &lease, 1, ttl_ms, &rc, err);
+        return rc;
+    }
     bson_t head;
     int have_head;
     bson_init(&head);
