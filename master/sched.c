@@ -74,11 +74,11 @@ enum { MISFIRE_FIRE_ONCE = 0, MISFIRE_FIRE_ALL, MISFIRE_SKIP };
  * beyond it one log line tells how many more were skipped. */
 #define MAX_SKIP_RECORDS 1000
 
-/* One misfire's skip records, waiting in sched.skips for s_flush_skips. */
+/* One misfire's skip records, waiting in sched.skips for s_flush_skips.
+ * A pass writes its records before any trigger leaves the schedule, so
+ * the trigger is still there then. */
 typedef struct {
-    char trigger_id[64];
-    char task_type[64];
-    char *notify; /* the trigger's, copied: NULL none */
+    const trig_t *t;
     const char *reason;
     int64_t from; /* the first skipped fire */
     size_t first, n;
@@ -144,8 +144,6 @@ void sched_destroy(sched_t **self_p)
         return;
     for (size_t i = 0; i < s->nskips; i++) /* none: each pass writes its own */
         bson_destroy(s->skips[i]);
-    for (size_t r = 0; r < s->nruns; r++)
-        free(s->runs[r].notify);
     free(s->skips);
     free(s->runs);
     zhashx_destroy(&s->unsaved);
@@ -655,15 +653,15 @@ static size_t s_insert_many(sched_t *s, const char *coll, bson_t **docs, size_t 
 }
 
 /* Tells the trigger's webhooks that asked for it about skipped fires. */
-static void s_notify_skipped(sched_t *s, const char *trigger_id, const char *task_type,
-                             const char *notify, int64_t sf, const char *reason, long count)
+static void s_notify_skipped(sched_t *s, const trig_t *t, int64_t sf, const char *reason,
+                             long count)
 {
-    if (!notify)
+    if (!t->notify)
         return;
     char job_id[PROTO_ID_MAX];
-    sched_job_id(job_id, sizeof job_id, trigger_id, sf);
-    notice_t n = {.event = "skipped", .job_id = job_id, .trigger_id = trigger_id,
-                  .task_type = task_type, .notify = notify, .status = "skipped",
+    sched_job_id(job_id, sizeof job_id, t->id, sf);
+    notice_t n = {.event = "skipped", .job_id = job_id, .trigger_id = t->id,
+                  .task_type = t->task_type, .notify = t->notify, .status = "skipped",
                   .attempt = 1, .scheduled_for = sf, .skip_reason = reason, .skipped = count};
     alert_notify(s->m->alert, &n);
 }
@@ -675,7 +673,7 @@ static void s_notify_skipped(sched_t *s, const char *trigger_id, const char *tas
 static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t until,
                                 const char *reason)
 {
-    skip_run_t run = {.reason = reason, .from = from, .first = s->nskips};
+    skip_run_t run = {.t = t, .reason = reason, .from = from, .first = s->nskips};
     int64_t sf = from;
     while (sf >= 0 && sf < until) {
         if (run.n < MAX_SKIP_RECORDS) {
@@ -694,9 +692,6 @@ static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t unt
         log_warn("more fires skipped than recorded one by one", "trigger=%s unrecorded=%ld reason=%s",
                  t->id, run.more, reason);
     if (run.n) {
-        snprintf(run.trigger_id, sizeof run.trigger_id, "%s", t->id);
-        snprintf(run.task_type, sizeof run.task_type, "%s", t->task_type);
-        run.notify = t->notify ? strdup(t->notify) : NULL;
         if (s->nruns == s->runs_cap) {
             s->runs_cap = s->runs_cap ? 2 * s->runs_cap : 64;
             s->runs = realloc(s->runs, s->runs_cap * sizeof *s->runs);
@@ -727,11 +722,9 @@ static void s_flush_skips(sched_t *s)
         if (inserted)
             stats_fires_skipped(run->reason, inserted);
         if (st[run->first] == 1) /* one notice for the lot, on the first one's job (marked) */
-            s_notify_skipped(s, run->trigger_id, run->task_type, run->notify, run->from,
-                             run->reason, (long)inserted + run->more);
-        log_info("fires skipped", "trigger=%s count=%zu reason=%s", run->trigger_id, inserted,
+            s_notify_skipped(s, run->t, run->from, run->reason, (long)inserted + run->more);
+        log_info("fires skipped", "trigger=%s count=%zu reason=%s", run->t->id, inserted,
                  run->reason);
-        free(run->notify);
     }
     for (size_t i = 0; i < s->nskips; i++)
         bson_destroy(s->skips[i]);
@@ -981,7 +974,7 @@ static void s_fire_done(sched_t *s, fire_t *f, int claimed, const err_t *err, in
         char job_id[PROTO_ID_MAX];
         sched_job_id(job_id, sizeof job_id, t->id, sf);
         alert_fire_skipped(s->m->alert, job_id, t->id, t->task_type, sf, f->skip);
-        s_notify_skipped(s, t->id, t->task_type, t->notify, sf, f->skip, 1);
+        s_notify_skipped(s, t, sf, f->skip, 1);
     } else if (claimed) {
         int64_t lag = clock_wall_ms() - sf;
         stats_claim_lag(lag > 0 ? lag : 0); /* claimed ahead: none */
