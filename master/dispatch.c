@@ -56,6 +56,7 @@ typedef struct {
     int draining;
     int clash_logged; /* "two workers share a node id" said for this entry */
     zhashx_t *listed; /* job ids its last HELLO/HEARTBEAT/BYE listed (a set) */
+    int unconfirmed;  /* flights moved here unlisted, waiting for a later listing (s_confirm) */
 } worker_t;
 
 typedef struct flight flight_t;
@@ -83,6 +84,7 @@ struct flight {
     int64_t tail_saved; /* monotonic ms of the last output_tail write */
     int withdrawn;      /* claimed ahead, its trigger changed: CANCEL sent (dispatch_withdraw) */
     int ahead;          /* sent before its time (claimed ahead), held by the worker until then */
+    int64_t moved_unlisted; /* monotonic ms it moved to its worker's new connection unlisted; 0 = no */
 };
 
 /* Live output kept per running attempt and written to the job document
@@ -1583,6 +1585,32 @@ static void s_on_output(dispatch_t *d, const proto_msg_t *msg)
 
 static void s_same_node(dispatch_t *d, worker_t *w, const proto_msg_t *msg);
 
+/* Settles the flights that moved to `w` unlisted (s_worker_gone): one it
+ * lists now, or that has started, is confirmed; one still missing from an
+ * announcement a heartbeat after the move never reached the worker (the
+ * old connection dropped it), and ends lost. */
+static void s_confirm(dispatch_t *d, worker_t *w)
+{
+    int64_t now = clock_mono_ms();
+    zlistx_t *lost = zlistx_new();
+    w->unconfirmed = 0;
+    for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights)) {
+        if (!f->moved_unlisted || strcmp(f->worker_key, w->key) != 0)
+            continue;
+        if (f->started_at || zhashx_lookup(w->listed, f->id))
+            f->moved_unlisted = 0;
+        else if (now - f->moved_unlisted >= d->m->cfg->heartbeat_ms)
+            zlistx_add_end(lost, f);
+        else
+            w->unconfirmed++;
+    }
+    for (flight_t *f = zlistx_first(lost); f; f = zlistx_next(lost)) {
+        f->moved_unlisted = 0;
+        s_abandon(d, f, "lost", "worker reconnected without it");
+    }
+    zlistx_destroy(&lost);
+}
+
 /* Keeps the jobs a worker's announcement lists (HELLO lists none). */
 static void s_listed(worker_t *w, const proto_msg_t *msg)
 {
@@ -1608,6 +1636,8 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
         w->echo = msg->echo;
         s_listed(w, msg);
         s_same_node(self, w, msg);
+        if (w->unconfirmed)
+            s_confirm(self, w);
         s_adopt(self, w, msg);
         break;
     case PROTO_BYE:
@@ -1615,6 +1645,8 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
             w->draining = 1;
             w->echo = msg->echo;
             s_listed(w, msg);
+            if (w->unconfirmed)
+                s_confirm(self, w);
             log_info("worker draining", "worker=%s", w->node_id);
             s_adopt(self, w, msg);
         }
@@ -1669,20 +1701,31 @@ static void s_abandon(dispatch_t *d, flight_t *f, const char *status, const char
     s_end_attempt(d, f, &o);
 }
 
-/* Forgets worker entry `old`. Its flights that `heir` (the same node
- * under another connection) listed last move to the heir; the others end
- * lost with `why`. */
+/* Forgets worker entry `old`. Its flights move to `heir` (the same node
+ * under another connection), or, with no heir, end lost with `why`. A
+ * flight the heir did not list may still be on its way: a worker that
+ * stalled past the connection's heartbeat timeout announces itself on the
+ * new connection before it reads what the old one had delivered. The
+ * heir's later announcements settle it (s_confirm). */
 static void s_worker_gone(dispatch_t *d, worker_t *old, worker_t *heir, const char *why)
 {
     zlistx_t *mine = zlistx_new();
     for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights))
         if (strcmp(f->worker_key, old->key) == 0)
             zlistx_add_end(mine, f);
+    int64_t now = clock_mono_ms();
     for (flight_t *f = zlistx_first(mine); f; f = zlistx_next(mine)) {
-        if (heir && zhashx_lookup(heir->listed, f->id)) {
+        if (heir) {
             snprintf(f->worker_key, sizeof f->worker_key, "%s", heir->key);
             old->inflight--;
             heir->inflight++;
+            if (zhashx_lookup(heir->listed, f->id)) {
+                f->moved_unlisted = 0;
+            } else {
+                if (!f->moved_unlisted)
+                    f->moved_unlisted = now;
+                heir->unconfirmed++;
+            }
         } else {
             s_abandon(d, f, "lost", why);
         }
@@ -1719,8 +1762,10 @@ static void s_same_node(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
         log_info(msg->type == PROTO_HELLO ? "worker restarted" : "worker reconnected",
                  "worker=%s inflight_before=%d silent_ms=%lld", o->node_id, o->inflight,
                  (long long)(o->last_seen < 0 ? -1 : silent)); /* -1: found unreachable */
-        s_worker_gone(d, o, w,
-                      msg->type == PROTO_HELLO ? "worker restarted" : "worker reconnected without it");
+        if (msg->type == PROTO_HELLO) /* a new process: what the old one held is gone */
+            s_worker_gone(d, o, NULL, "worker restarted");
+        else
+            s_worker_gone(d, o, w, "worker reconnected without it");
     }
     zlistx_destroy(&old);
 }

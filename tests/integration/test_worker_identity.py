@@ -159,6 +159,64 @@ def test_an_unreachable_connection_hands_its_jobs_to_the_live_one(cluster):
         ctx.destroy(linger=0)
 
 
+def reconnect_before_reading(cluster):
+    """A worker that stalled past its connection's heartbeat timeout: a JOB
+    went out on the old connection, and the worker's first HEARTBEAT on
+    the new one does not list it yet. Returns (context, new connection, JOB)."""
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
+                  master_env={"SKED_WORKER_TIMEOUT_MS": "20000"})
+    ctx = zmq.Context()
+    old = FakeWorker(ctx, cluster.master_ports[0])
+    old.hello()
+    job = send_fake_job(cluster, old)
+    old.close()
+    time.sleep(1)  # silent past a heartbeat (300 ms): a reconnect, not a clash
+    new = FakeWorker(ctx, cluster.master_ports[0])
+    new.hello("HEARTBEAT", free=0)
+    wait_for(lambda: "worker reconnected" in cluster.masters[0].text(), 5, interval=0.05,
+             what="the new connection taken for the node")
+    return ctx, new, job
+
+
+def test_a_job_sent_on_the_old_connection_is_kept_when_it_starts_after_the_reconnect(cluster):
+    """The worker reads the JOB after announcing itself: the STARTED that
+    follows keeps the attempt, which is not taken for lost (nor run again)."""
+    ctx, new, job = reconnect_before_reading(cluster)
+    try:
+        new.send("STARTED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000))
+        end = time.time() + 2  # several heartbeats (300 ms) listing it
+        while time.time() < end:
+            new.hello("HEARTBEAT", free=0, running=[job["job_id"]])
+            time.sleep(0.3)
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
+        assert doc["status"] == "running" and doc["attempt"] == 1, doc
+        new.send("FINISHED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000),
+                 status="succeeded", exit_code=0, duration_ms=10)
+        new.recv("ACK", 10, beat={"free": 1})
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
+        assert [a["status"] for a in doc["attempts"]] == ["succeeded"], doc
+        assert "job lost" not in cluster.masters[0].text()
+        new.close()
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_a_job_the_new_connection_never_lists_ends_lost_within_heartbeats(cluster):
+    """The JOB died with the old connection: the new one's announcements a
+    heartbeat later still do not list it, so it ends lost then, long
+    before the worker timeout (20 s)."""
+    ctx, new, job = reconnect_before_reading(cluster)
+    try:
+        t0 = time.time()
+        doc = wait_for(lambda: new.hello("HEARTBEAT", free=0) or cluster.db.jobs.find_one(
+            {"_id": job["job_id"], "status": "lost"}), 5, interval=0.3, what="the job lost")
+        assert time.time() - t0 < 5
+        assert doc["attempts"][0]["error"] == "worker reconnected without it", doc
+        new.close()
+    finally:
+        ctx.destroy(linger=0)
+
+
 def test_restarted_worker_replaces_its_old_entry_at_once(cluster):
     cluster.start(masters=1, workers=1, master_env={"SKED_WORKER_TIMEOUT_MS": "20000"})
     ctx = zmq.Context()
