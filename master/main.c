@@ -205,7 +205,7 @@ static int s_run(master_t *m)
         int64_t alerts = alert_next_ms(m->alert); /* curl's timeouts, alert retries */
         if (alerts < wait)
             wait = alerts;
-        if (wait < 0 || zlistx_size(m->waiting))
+        if (wait < 0 || zlistx_size(m->waiting) || sched_reconciling(m->sched))
             wait = 0;
         int nitems = 1 + alert_pollitems(m->alert, items + 1, MAX_ALERT_FDS);
         if (zmq_poll(items, nitems, (long)wait) < 0 && errno != EINTR)
@@ -219,6 +219,7 @@ static int s_run(master_t *m)
         sched_fire_due(m->sched, clock_wall_ms(), next_tick);
         int busy = zlistx_size(m->waiting) > 0 || sched_next_due(m->sched) <= clock_wall_ms();
         sched_save_states(m->sched, -1, busy ? SCHED_SAVE_BUSY_MS : 0, next_tick);
+        sched_reconcile_step(m->sched, next_tick, busy);
         dispatch_tick(m->disp);
         alert_tick(m->alert);
     }
@@ -254,6 +255,7 @@ static void s_cleanup(master_t *m)
     store_destroy(&m->store);
     free(m->leases);
     free(m->handing);
+    free(m->lapsed);
     alert_destroy(&m->alert);
     metrics_stop();
     metrics_reset_all();

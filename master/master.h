@@ -33,6 +33,7 @@ typedef struct {
     zsock_t *router;
     lease_t *leases; /* cfg->partitions of them, index = partition */
     int64_t *handing; /* per partition: monotonic ms since it is being given back, 0 = not */
+    char *lapsed;     /* per partition: lease lost during a long read (partitions_keep), to forget */
     sched_t *sched;
     dispatch_t *disp;
     alert_t *alert; /* NULL: alerts off */
@@ -105,6 +106,10 @@ void partitions_tick(master_t *m);
  * the last), all in two store calls; drops those lost and returns how
  * many. */
 int partitions_renew(master_t *m);
+/* Renews the leases due, as partitions_renew, from inside a long store
+ * read on the loop thread (loading partitions): those lost are only
+ * marked, and forgotten by partitions_tick once the read is over. */
+void partitions_keep(master_t *m);
 /* True while this master may fire and write for partition p. */
 int partitions_owned(const master_t *m, int p);
 void partitions_release_all(master_t *m);
@@ -115,6 +120,17 @@ void sched_destroy(sched_t **self_p);
 /* Loads the active triggers of the given partitions. */
 int sched_load(sched_t *self, const int *parts, int n, err_t *err);
 void sched_drop(sched_t *self, int partition);
+/* Begins a reconcile pass over the given partitions (unless one is
+ * running): their triggers are re-read a batch at a time by
+ * sched_reconcile_step, and those not found at its end leave. */
+void sched_reconcile(sched_t *self, const int *parts, int n);
+/* Reads on in the reconcile pass until the monotonic time `until` (and
+ * at most RECONCILE_STEP_MS and one store round trip). While `busy`
+ * (fires due, worker messages waiting) a pass younger than
+ * RECONCILE_PATIENCE_MS waits. */
+void sched_reconcile_step(sched_t *self, int64_t until, int busy);
+/* True while a reconcile pass is under way. */
+int sched_reconciling(const sched_t *self);
 /* Re-reads one trigger after a gateway's NOTIFY (if its partition is ours). */
 void sched_reload(sched_t *self, const char *trigger_id);
 /* Wall ms of the earliest fire, or INT64_MAX. */

@@ -16,8 +16,9 @@
 
 #include <string.h>
 
-/* Every this many ticks, re-read the held partitions' triggers so that a
- * lost NOTIFY delays a change but never loses it. */
+/* Every this many ticks, a reconcile pass re-reads the held partitions'
+ * triggers (sched_reconcile), so that a lost NOTIFY delays a change but
+ * never loses it. */
 #define RECONCILE_TICKS 10
 
 static int s_tick_count;
@@ -28,6 +29,7 @@ int partitions_init(master_t *m, err_t *err)
     int n = m->cfg->partitions;
     m->leases = calloc((size_t)n, sizeof *m->leases);
     m->handing = calloc((size_t)n, sizeof *m->handing);
+    m->lapsed = calloc((size_t)n, 1);
     for (int p = 0; p < n; p++) {
         char res[32];
         snprintf(res, sizeof res, "partition/%d", p);
@@ -169,6 +171,9 @@ static int s_heartbeat(master_t *m, char *orphan)
  * gained), 0 if not, < 0 on a store error (logged). */
 static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
 {
+    /* Contending for many partitions on a slow store can outlast the
+     * leases gained first: they are renewed along the way. */
+    partitions_keep(m);
     int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, m->cfg->lease_ttl_ms, err);
     if (rc == 1)
         gained[(*ngained)++] = p;
@@ -179,8 +184,8 @@ static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
 }
 
 /* Renews what we hold once a third of the TTL has passed since the last
- * renewal; forgets what we lost. Returns how many were lost. */
-int partitions_renew(master_t *m)
+ * renewal; marks in lost[] what we lost. Returns how many were lost. */
+static int s_renew_due(master_t *m, char *lost)
 {
     int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms, nlost = 0;
     err_t err = {0};
@@ -200,7 +205,7 @@ int partitions_renew(master_t *m)
         lease_renew_many(m->store, due, n, ttl, rc, &err);
     for (size_t i = 0; i < n; i++) {
         if (rc[i] == 0) {
-            s_drop(m, which[i]);
+            lost[which[i]] = 1;
             nlost++;
         }
         else if (rc[i] < 0)
@@ -208,6 +213,23 @@ int partitions_renew(master_t *m)
                      err.msg);
     }
     return nlost;
+}
+
+int partitions_renew(master_t *m)
+{
+    int np = m->cfg->partitions;
+    char lost[np];
+    memset(lost, 0, sizeof lost);
+    int nlost = s_renew_due(m, lost);
+    for (int p = 0; p < np; p++)
+        if (lost[p])
+            s_drop(m, p);
+    return nlost;
+}
+
+void partitions_keep(master_t *m)
+{
+    s_renew_due(m, m->lapsed);
 }
 
 void partitions_tick(master_t *m)
@@ -266,7 +288,22 @@ void partitions_tick(master_t *m)
         if (orphan[p] && !m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
     stats_leases(held, ngained, nlost);
-    if (ngained && sched_load(m->sched, gained, ngained, &err) < 0) {
+    int loaded = ngained ? sched_load(m->sched, gained, ngained, &err) : 0;
+    /* Leases lost while the load ran (renewed from inside it): forgotten
+     * now, the load's triggers of theirs included. */
+    int nlapsed = 0;
+    for (int p = 0; p < np; p++)
+        if (m->lapsed[p]) {
+            m->lapsed[p] = 0;
+            s_drop(m, p);
+            nlapsed++;
+            for (int i = 0; i < ngained; i++) /* not ours to recover */
+                if (gained[i] == p)
+                    gained[i--] = gained[--ngained];
+        }
+    if (nlapsed)
+        stats_leases(s_held(m), 0, nlapsed);
+    if (loaded < 0) {
         log_warn("cannot load partitions; releasing them", "reason=\"%s\"", err.msg);
         for (int i = 0; i < ngained; i++) {
             s_drop(m, gained[i]);
@@ -283,8 +320,7 @@ void partitions_tick(master_t *m)
         for (int p = 0; p < np; p++)
             if (m->leases[p].held)
                 all[n++] = p;
-        if (sched_load(m->sched, all, n, &err) < 0)
-            log_warn("cannot reconcile schedule", "reason=\"%s\"", err.msg);
+        sched_reconcile(m->sched, all, n);
     }
 }
 

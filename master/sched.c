@@ -54,6 +54,7 @@ typedef struct {
     int64_t unsaved_since;               /* monotonic ms it has been waiting since */
     int next_flags;                      /* CRON_FIRE_* of next_ms */
     unsigned gen;
+    unsigned seen;  /* the reconcile pass that last found (or loaded) it */
     unsigned batch; /* the sched's batch it was last decided in */
     char task_type[64];
     char owner[256];
@@ -97,7 +98,24 @@ struct sched {
     size_t nskips, skips_cap;
     skip_run_t *runs; /* which trigger each stretch of skips is of */
     size_t nruns, runs_cap;
+    mongoc_cursor_t *recon; /* the reconcile pass's read of `triggers`; NULL between passes */
+    char *recon_parts;      /* partitions the pass sweeps: held since it began, not reloaded */
+    unsigned pass;          /* reconcile passes begun */
+    int64_t recon_began;    /* monotonic ms the pass began */
+    char (*stale)[64];      /* ids the pass found new or changed, to read whole */
+    size_t nstale;
 };
+
+/* A reconcile pass reads its triggers' ids and versions this many at a
+ * time, and a loop turn spends at most one read and RECONCILE_STEP_MS on
+ * it (sched_reconcile_step). */
+#define RECONCILE_BATCH 256
+#define RECONCILE_STEP_MS 20
+/* A load looks at the leases' renewals every this many documents. */
+#define LOAD_RENEW_EVERY 256
+/* While fires are due or worker messages wait, a pass waits for a quiet
+ * turn, but no longer than this: then it goes on a batch a turn anyway. */
+#define RECONCILE_PATIENCE_MS 10000
 
 /* When to look at a trigger whose next fire is at fire_ms. */
 static int64_t s_look_at(const sched_t *s, int64_t fire_ms)
@@ -134,6 +152,8 @@ sched_t *sched_new(master_t *m)
     s->by_id = zhashx_new();
     zhashx_set_destructor(s->by_id, s_trig_free);
     s->unsaved = zhashx_new();
+    s->recon_parts = calloc((size_t)m->cfg->partitions, 1);
+    s->stale = calloc(RECONCILE_BATCH, sizeof *s->stale);
     return s;
 }
 
@@ -146,6 +166,9 @@ void sched_destroy(sched_t **self_p)
         bson_destroy(s->skips[i]);
     free(s->skips);
     free(s->runs);
+    mongoc_cursor_destroy(s->recon);
+    free(s->recon_parts);
+    free(s->stale);
     zhashx_destroy(&s->unsaved);
     zhashx_destroy(&s->by_id);
     heap_free(&s->heap);
@@ -344,6 +367,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     trig_t *t = zhashx_lookup(s->by_id, id);
     if (t && t->version == version) {
         t->gen = s->gen;
+        t->seen = s->pass;
         return t;
     }
     int fresh = t == NULL;
@@ -353,6 +377,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         t->hn.idx = SIZE_MAX;
     }
     t->gen = s->gen;
+    t->seen = s->pass;
     t->version = version;
     t->partition = (int)bj_get_int(def, "partition", 0);
     snprintf(t->task_type, sizeof t->task_type, "%s",
@@ -444,24 +469,36 @@ static int s_query(store_t *st, const char *coll, bson_t *filter,
     return rc;
 }
 
-static void s_collect_state(void *arg, const bson_t *doc)
-{
-    zhashx_t *states = arg;
-    const char *id = bj_get_str(doc, "_id", NULL);
-    if (id)
-        zhashx_update(states, id, bson_copy(doc));
-}
-
 typedef struct {
     sched_t *s;
     zhashx_t *states;
+    size_t n; /* documents read */
 } load_ctx_t;
+
+/* A load reads every trigger of the partitions (a full scan on FerretDB:
+ * 16 s for 50,000 here, longer than a lease's TTL), so it renews the
+ * leases as it goes. */
+static void s_keep_leases(load_ctx_t *ctx)
+{
+    if (++ctx->n % LOAD_RENEW_EVERY == 0)
+        partitions_keep(ctx->s->m);
+}
+
+static void s_collect_state(void *arg, const bson_t *doc)
+{
+    load_ctx_t *ctx = arg;
+    const char *id = bj_get_str(doc, "_id", NULL);
+    if (id)
+        zhashx_update(ctx->states, id, bson_copy(doc));
+    s_keep_leases(ctx);
+}
 
 static void s_collect_def(void *arg, const bson_t *doc)
 {
     load_ctx_t *ctx = arg;
     const char *id = bj_get_str(doc, "_id", "");
     s_upsert(ctx->s, doc, zhashx_lookup(ctx->states, id));
+    s_keep_leases(ctx);
 }
 
 static void s_bson_free(void **item)
@@ -490,8 +527,10 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
     zhashx_set_destructor(states, s_bson_free);
     bson_t *sf = s_partition_filter(parts, n, 0), *df = s_partition_filter(parts, n, 1);
     self->gen++;
-    load_ctx_t ctx = {self, states};
-    int rc = s_query(self->m->store, "trigger_state", sf, s_collect_state, states, err);
+    for (int i = 0; i < n; i++) /* read whole here: a running reconcile pass leaves them */
+        self->recon_parts[parts[i]] = 0;
+    load_ctx_t ctx = {self, states, 0};
+    int rc = s_query(self->m->store, "trigger_state", sf, s_collect_state, &ctx, err);
     if (rc == 0)
         rc = s_query(self->m->store, "triggers", df, s_collect_def, &ctx, err);
     if (rc == 0) {
@@ -516,6 +555,7 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
 
 void sched_drop(sched_t *self, int partition)
 {
+    self->recon_parts[partition] = 0;
     zlistx_t *gone = zlistx_new();
     for (trig_t *t = zhashx_first(self->by_id); t; t = zhashx_next(self->by_id))
         if (t->partition == partition)
@@ -523,6 +563,134 @@ void sched_drop(sched_t *self, int partition)
     for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone))
         s_remove(self, t);
     zlistx_destroy(&gone);
+}
+
+/* ---- reconcile -------------------------------------------------------- */
+
+/* A NOTIFY can be lost (a gateway that dies after its write), so a master
+ * re-reads its partitions' triggers now and then. A whole read is a full
+ * scan on FerretDB (about 0.3 ms a document: 3.2 s for 10,000 triggers),
+ * which on the loop thread held every fire that long. So a pass reads ids
+ * and versions only, a batch per loop turn between fires, and reads whole
+ * just the triggers it finds new or changed: those of a batch together,
+ * by `_id` `$in` (every find is a scan there, so one per trigger would
+ * cost a scan each). At its end, the triggers of the partitions it swept
+ * that it did not find are gone (deleted or paused); one loaded or
+ * reloaded meanwhile counts as found. */
+void sched_reconcile(sched_t *self, const int *parts, int n)
+{
+    if (self->recon || n == 0)
+        return; /* a pass still running is not restarted */
+    memset(self->recon_parts, 0, (size_t)self->m->cfg->partitions);
+    for (int i = 0; i < n; i++)
+        self->recon_parts[parts[i]] = 1;
+    self->pass++;
+    self->recon_began = clock_mono_ms();
+    bson_t *filter = s_partition_filter(parts, n, 1);
+    bson_t *opts = BCON_NEW("projection", "{", "version", BCON_INT32(1), "partition", BCON_INT32(1),
+                            "}", "batchSize", BCON_INT32(RECONCILE_BATCH));
+    self->recon = mongoc_collection_find_with_opts(store_coll(self->m->store, "triggers"), filter,
+                                                   opts, NULL);
+    bson_destroy(filter);
+    bson_destroy(opts);
+}
+
+int sched_reconciling(const sched_t *self)
+{
+    return self->recon != NULL;
+}
+
+static void s_reconcile_one(sched_t *self, const bson_t *doc)
+{
+    const char *id = bj_get_str(doc, "_id", NULL);
+    int p = (int)bj_get_int(doc, "partition", -1);
+    if (!id || p < 0 || p >= self->m->cfg->partitions || !self->recon_parts[p])
+        return;
+    trig_t *t = zhashx_lookup(self->by_id, id);
+    if (t && t->version == bj_get_int(doc, "version", 0))
+        t->seen = self->pass;
+    else if (strlen(id) < sizeof self->stale[0]) /* new or changed, and its NOTIFY never came */
+        snprintf(self->stale[self->nstale++], sizeof self->stale[0], "%s", id);
+}
+
+/* Reads whole the triggers the pass found new or changed, with their
+ * states, and schedules them as sched_load would. One that is no longer
+ * active by now is not found, and leaves at the pass's end. */
+static int s_reconcile_stale(sched_t *self)
+{
+    if (self->nstale == 0)
+        return 0;
+    const char *ids[RECONCILE_BATCH];
+    for (size_t i = 0; i < self->nstale; i++)
+        ids[i] = self->stale[i];
+    zhashx_t *states = zhashx_new();
+    zhashx_set_destructor(states, s_bson_free);
+    bson_t *sf = bson_new(), *df = bson_new();
+    bj_append_in_utf8(sf, "_id", ids, self->nstale);
+    bj_append_in_utf8(df, "_id", ids, self->nstale);
+    BSON_APPEND_UTF8(df, "status", "active");
+    load_ctx_t ctx = {self, states, 0};
+    err_t err = {0};
+    int rc = s_query(self->m->store, "trigger_state", sf, s_collect_state, &ctx, &err);
+    if (rc == 0)
+        rc = s_query(self->m->store, "triggers", df, s_collect_def, &ctx, &err);
+    if (rc == 0)
+        log_info("reconcile found triggers new or changed", "count=%zu", self->nstale);
+    else
+        log_warn("reconcile pass broken off; the next one starts over", "reason=\"%s\"", err.msg);
+    bson_destroy(sf);
+    bson_destroy(df);
+    zhashx_destroy(&states);
+    self->nstale = 0;
+    return rc;
+}
+
+/* Ends the pass: if it read everything (`complete`, and the cursor
+ * ended without an error), what it did not find leaves the schedule. */
+static void s_reconcile_end(sched_t *self, int complete)
+{
+    bson_error_t berr;
+    if (complete && mongoc_cursor_error(self->recon, &berr)) {
+        log_warn("reconcile pass broken off; the next one starts over", "reason=\"%s\"",
+                 berr.message);
+    } else if (complete) {
+        zlistx_t *gone = zlistx_new();
+        for (trig_t *t = zhashx_first(self->by_id); t; t = zhashx_next(self->by_id))
+            if (t->partition >= 0 && t->partition < self->m->cfg->partitions &&
+                self->recon_parts[t->partition] && t->seen != self->pass)
+                zlistx_add_end(gone, t);
+        for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone)) {
+            log_info("trigger unscheduled", "trigger=%s reason=reconcile", t->id);
+            s_withdraw(self, t->id, NULL);
+            s_remove(self, t);
+        }
+        zlistx_destroy(&gone);
+    }
+    mongoc_cursor_destroy(self->recon);
+    self->recon = NULL;
+}
+
+void sched_reconcile_step(sched_t *self, int64_t until, int busy)
+{
+    int64_t end = clock_mono_ms() + RECONCILE_STEP_MS;
+    if (!self->recon || (busy && end - self->recon_began < RECONCILE_PATIENCE_MS))
+        return;
+    if (until > end)
+        until = end;
+    const bson_t *doc;
+    do {
+        if (!mongoc_cursor_next(self->recon, &doc)) {
+            s_reconcile_end(self, s_reconcile_stale(self) == 0);
+            return;
+        }
+        s_reconcile_one(self, doc);
+        if (self->nstale == RECONCILE_BATCH && s_reconcile_stale(self) < 0) {
+            s_reconcile_end(self, 0);
+            return;
+        }
+    } while (clock_mono_ms() < until);
+    if (s_reconcile_stale(self) < 0)
+        s_reconcile_end(self, 0);
 }
 
 void sched_reload(sched_t *self, const char *trigger_id)

@@ -20,7 +20,8 @@ the issue's sizes are the `full` column of SIZES) and figures:
                own processes
   scale        N cron triggers registered: scheduler RSS, time to rebuild
                the queue after a restart, restart -> first fire of a due
-               trigger
+               trigger, then that trigger's worst lag (it fires every
+               second) over the next 22 s (two of sked's reconcile passes)
   failover     the accuracy load on 3 schedulers, one killed with SIGKILL:
                time until its triggers fire again, fires lost, duplicated
 
@@ -85,6 +86,7 @@ AGENDA_PROCESS_EVERY_MS = int(os.environ.get("BENCH_AGENDA_PROCESS_EVERY_MS", "1
 # 0.3 ms a job on FerretDB/SQLite here): polled every 100 ms they pile up and
 # nothing runs, so that workload keeps Agenda's default of 5 s.
 AGENDA_SCALE_PROCESS_EVERY_MS = int(os.environ.get("BENCH_AGENDA_SCALE_PROCESS_EVERY_MS", "5000"))
+PROBE_WATCH_S = 22  # scale: how long the 1-s probe trigger's lag is watched after the rebuild
 WORKLOADS = ["accuracy", "throughput", "concurrency", "scale", "failover"]
 
 
@@ -308,6 +310,16 @@ def sked_interval_triggers(n, t0, period_s, seconds, execution_config, misfire=N
                                  {"kind": "interval", "first_fire_at": dt(t0), "period_ms": period_s * 1000,
                                   "end_at": dt(end)}, "INTERVAL"))
     return docs
+
+
+def probe_figures(ran, first):
+    """The scale workload's probe, which fires every second: its worst lag,
+    and how many of its seconds after `first` (ms) until PROBE_WATCH_S - 2 s
+    later did not run (skipped as misfires, or never due)."""
+    lags = [start - sched for sched, start in ran.items()]
+    want = [first + 1000 * i for i in range(1, PROBE_WATCH_S - 1)]
+    return {"probe_lag_max_ms": max(lags, default=None),
+            "probe_missed": sum(1 for t in want if t not in ran)}
 
 
 def insert_many(coll, docs, batch=1000):
@@ -763,7 +775,12 @@ class Bench:
                 return j is not None
             wait_until(probe_fired, time.time() + 60 + n / 1000, 0.5)
             res["sked"]["first_fire_s"] = ((ms(first[0]["started_at"]) - restart_ms) / 1000) if first[0] else None
-            time.sleep(12)  # a reconcile (every 10 heartbeats) rereads every trigger
+            time.sleep(PROBE_WATCH_S)  # two reconcile passes (every 10 heartbeats) reread every trigger
+            if first[0]:
+                ran = {ms(j["scheduled_for"]): ms(j["started_at"]) for j in k.c.db.jobs.find(
+                    {"trigger_id": probe, "scheduled_for": {"$gt": first[0]["scheduled_for"]}})
+                    if j.get("started_at")}
+                res["sked"].update(probe_figures(ran, ms(first[0]["scheduled_for"])))
             res["sked"]["rss_after_mib"] = rss_kib(m.popen.pid) / 1024
             res["sked"]["store"] = store_profile(k.c)
         finally:
@@ -802,6 +819,11 @@ class Bench:
                 return bool(s)
             wait_until(agenda_probe, time.time() + 60 + n / 1000, 0.2)
             res["agenda"]["first_fire_s"] = (first[0] - restart_ms) / 1000 if first[0] else None
+            if first[0]:
+                time.sleep(PROBE_WATCH_S)
+                ran = {r["scheduled"]: r["start"] for r in a.runs()
+                       if r["k"] == "probe" and r["start"] and r["start"] > first[0]}
+                res["agenda"].update(probe_figures(ran, first[0] // 1000 * 1000))
             res["agenda"]["rss_after_mib"] = rss_kib(a.procs[-1].popen.pid) / 1024
         finally:
             a.stop()
@@ -810,6 +832,9 @@ class Bench:
         self.row(w, "scheduler RSS (MiB)", sk.get("rss_mib"), ag.get("rss_mib"))
         self.row(w, "queue rebuilt after restart (s)", sk.get("rebuild_s"), "n/a (no queue)")
         self.row(w, "restart -> first fire of a due trigger (s)", sk.get("first_fire_s"), ag.get("first_fire_s"))
+        self.row(w, f"that trigger's fire lag (every 1 s), max over the next {PROBE_WATCH_S} s (ms)",
+                 sk.get("probe_lag_max_ms"), ag.get("probe_lag_max_ms"),
+                 miss=(sk.get("probe_missed", ""), ag.get("probe_missed", "")))
         self.details["scale"] = res
 
     @staticmethod

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 
+import bson
 import jwt
 import pymongo
 
@@ -60,6 +61,26 @@ def insert_job_history(db, n):
         {"_id": f"filler{i}@1000", "trigger_id": f"filler{i}", "kind": "scheduled", "status": "succeeded",
          "attempt": 1, "scheduled_for": now, "created_at": now, "finished_at": now,
          "result": {"exit_code": 0, "output": "x" * 200}} for i in range(n)])
+
+
+def trigger_partition(tid, partitions=8):
+    """The partition of a trigger id: FNV-1a of the id, as the gateway's
+    (8: this file's SKED_PARTITIONS)."""
+    h = 2166136261
+    for b in tid.encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h % partitions
+
+
+def imported_trigger(template, name, first, period_s):
+    """A copy of an API-made trigger document under a new id, firing every
+    period_s seconds from `first`: what a bulk import writes, with no
+    NOTIFY to any master."""
+    tid = str(bson.ObjectId())
+    doc = dict(template, _id=tid, name=name, partition=trigger_partition(tid), version=1)
+    doc["trigger_config"] = {"interval": period_s, "unit": "seconds"}
+    doc["schedule"] = dict(template["schedule"], first_fire_at=first, period_ms=period_s * 1000)
+    return doc
 
 
 def wait_for(pred, timeout, interval=0.1, what="condition"):

@@ -78,3 +78,15 @@ def test_failover_counts_only_fires_a_survivor_made():
     f = run.Bench._failover_figures(runs, expected, kill, "m1")
     assert f["victim_triggers"] == 2
     assert (f["again_first_s"], f["again_all_s"]) == (3.05, 4.02)
+
+
+def test_probe_figures_take_the_worst_lag_and_count_unrun_seconds():
+    first = 1_000_000
+    # Every second of the window ran except two; one ran 3.2 s late.
+    ran = {first + 1000 * i: first + 1000 * i + 5 for i in range(1, run.PROBE_WATCH_S - 1)}
+    del ran[first + 5000], ran[first + 6000]
+    ran[first + 7000] = first + 10200
+    f = run.probe_figures(ran, first)
+    assert f == {"probe_lag_max_ms": 3200, "probe_missed": 2}
+    assert run.probe_figures({}, first) == {"probe_lag_max_ms": None,
+                                            "probe_missed": run.PROBE_WATCH_S - 2}

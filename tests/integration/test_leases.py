@@ -1,10 +1,11 @@
 """Partition leases under contention and failover: one owner per epoch,
 epochs never overlap, a killed master's partitions are taken over."""
+import datetime as dt
 import signal
 import time
 from collections import defaultdict
 
-from conftest import DelayProxy, insert_job_history, wait_for
+from conftest import DelayProxy, imported_trigger, insert_job_history, wait_for
 
 
 def lease_chains(cluster):
@@ -100,6 +101,39 @@ def test_a_backlog_of_slow_status_writes_does_not_hold_up_lease_renewal(cluster)
     assert all(len(docs) == 1 for docs in lease_chains(cluster).values()), "a partition changed hands"
     w.sock.close()
     w.ctx.term()
+
+
+def test_a_master_keeps_its_leases_while_a_load_outlasts_their_ttl(cluster):
+    """Gaining partitions reads all their triggers before any fires. With
+    6,000 triggers and each store request held 50 ms, that load takes
+    longer than a lease's TTL (3 s): it renews the leases as it reads
+    instead of losing them all, taking them again and loading again."""
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    far = f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"
+    cluster.start(masters=1, workers=1, master_env={"SKED_MONGO_URI": far})
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "template", "trigger_config": {"interval": 3600, "unit": "seconds"},
+        "execution_config": {"task_type": "noop"}})
+    assert r.status_code == 201, r.text
+    template = cluster.db.triggers.find_one({"_id": r.json()["id"]})
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    cluster.db.triggers.insert_many([imported_trigger(template, f"t{i}", later, 3600)
+                                     for i in range(6000)])
+    old = cluster.masters.pop(0)
+    assert old.stop() == 0  # SIGTERM: its leases are released at once
+    cluster.checked_stop.append(old)
+    proxy.delay = 0.05
+    t0 = time.time()
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_MONGO_URI=far)
+    wait_for(lambda: "triggers=6001" in m.text(), 90, interval=0.5, what="the 6,001 triggers loaded")
+    assert time.time() - t0 > 3, "the load outlasts a lease TTL"
+    time.sleep(2)
+    text = m.text()
+    assert "lease lapsed" not in text and "lease lost" not in text, m.log_path
+    assert text.count("partitions gained") == 1, "loaded once"
+    assert_chains_sound(cluster)
+    proxy.delay = 0
 
 
 def test_a_master_keeps_its_leases_on_a_store_that_answers_late(cluster):

@@ -1,0 +1,62 @@
+"""A master re-reads its partitions' triggers every 10 housekeeping ticks
+(3 s here), so a change whose NOTIFY never came (written to the store by
+a gateway that then died, or by a bulk import) still reaches the
+schedule: new triggers start, changed ones are rescheduled, deleted ones
+stop. A pass reads more triggers than one batch (256) here, a batch per
+loop turn, so it spans several turns."""
+import datetime as dt
+import re
+import time
+
+from conftest import imported_trigger as imported, wait_for
+
+
+def jobs_of(cluster, tid):
+    return cluster.db.jobs.count_documents({"trigger_id": tid})
+
+
+def test_triggers_changed_behind_the_masters_back_are_picked_up_by_the_reconcile(cluster):
+    cluster.start(masters=1, workers=1)
+    master = cluster.masters[0]
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "template", "trigger_config": {"interval": 3600, "unit": "seconds"},
+        "execution_config": {"task_type": "noop"}})
+    assert r.status_code == 201, r.text
+    template = cluster.db.triggers.find_one({"_id": r.json()["id"]})
+    now = dt.datetime.now(dt.timezone.utc)
+    later = now + dt.timedelta(hours=1)
+    quiet = [imported(template, f"quiet-{i}", later, 3600) for i in range(600)]
+    loud = imported(template, "loud", now + dt.timedelta(seconds=1), 1)
+    cluster.db.triggers.insert_many(quiet + [loud])
+
+    # New: found by a pass and scheduled, with no NOTIFY.
+    wait_for(lambda: jobs_of(cluster, loud["_id"]) >= 2, 20, what="the imported trigger firing")
+    wait_for(lambda: sum(int(c) for c in re.findall(
+        r"reconcile found triggers new or changed count=(\d+)", master.text())) >= 601, 20,
+             what="every imported trigger scheduled")
+
+    # Changed (a new version): rescheduled to fire every second.
+    changed = quiet[-1]
+    cluster.db.triggers.update_one({"_id": changed["_id"]}, {"$set": {
+        "version": 2, "updated_at": dt.datetime.now(dt.timezone.utc),
+        "trigger_config": {"interval": 1, "unit": "seconds"},
+        "schedule.period_ms": 1000,
+        "schedule.first_fire_at": dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)}})
+    wait_for(lambda: jobs_of(cluster, changed["_id"]) >= 2, 20, what="the changed trigger firing")
+
+    # Deleted or paused: unscheduled at the end of a pass.
+    gone = [loud["_id"]] + [d["_id"] for d in quiet[:300]]
+    cluster.db.triggers.delete_many({"_id": {"$in": gone[:-1]}})
+    cluster.db.triggers.update_one({"_id": gone[-1]}, {"$set": {"status": "paused", "version": 2}})
+    wait_for(lambda: master.text().count("reason=reconcile") >= len(gone), 20,
+             what="the deleted and paused triggers unscheduled")
+    text = master.text()
+    assert all(f"trigger={t} reason=reconcile" in text for t in gone)
+    assert f"trigger={changed['_id']} reason=reconcile" not in text
+    time.sleep(1.5)  # a fire claimed ahead before the pass ended runs
+    fired = jobs_of(cluster, loud["_id"])
+    time.sleep(3)
+    assert jobs_of(cluster, loud["_id"]) == fired, "a deleted trigger fires no more"
+    # The others stay: the changed one fires on.
+    before = jobs_of(cluster, changed["_id"])
+    wait_for(lambda: jobs_of(cluster, changed["_id"]) > before, 10, what="the changed trigger firing on")
