@@ -56,13 +56,13 @@ typedef struct {
     unsigned gen;
     unsigned seen;  /* the reconcile pass that last found (or loaded) it */
     unsigned batch; /* the sched's batch it was last decided in */
-    char task_type[64];
-    char owner[256];
+    const char *task_type; /* shared copies (sched.names) */
+    const char *owner;
     char *parameters;
     int max_execution_time;
     int priority;
     retry_policy_t retry;
-    char labels[256];     /* execution_config.worker_labels as "k=v,..." */
+    char *labels;         /* execution_config.worker_labels as "k=v,...", NULL: none */
     overlap_t overlap;    /* execution_config.overlap_policy */
     int misfire;          /* trigger_config.misfire_policy: MISFIRE_* */
     int64_t catchup_ms;   /* trigger_config.catchup_window */
@@ -98,6 +98,7 @@ struct sched {
     size_t nskips, skips_cap;
     skip_run_t *runs; /* which trigger each stretch of skips is of */
     size_t nruns, runs_cap;
+    zhashx_t *names;        /* owner or task type -> its one copy (char*, owned) */
     mongoc_cursor_t *recon; /* the reconcile pass's read of `triggers`; NULL between passes */
     char *recon_parts;      /* partitions the pass sweeps: held since it began, not reloaded */
     unsigned pass;          /* reconcile passes begun */
@@ -130,6 +131,7 @@ static void s_trig_free(void **item)
     trig_t *t = *item;
     if (t) {
         free(t->parameters);
+        free(t->labels);
         free(t->notify);
         cron_destroy(&t->cron);
         free(t);
@@ -144,6 +146,28 @@ static void s_remove(sched_t *s, trig_t *t)
     zhashx_delete(s->by_id, t->id);
 }
 
+static void s_str_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+/* The one copy of an owner or task type (cut to max - 1 bytes), shared by
+ * every trigger that has it: a few distinct values among up to millions
+ * of triggers, where a fixed field each was a third of a trigger's
+ * memory. Kept until the schedule goes. */
+static const char *s_intern(sched_t *s, const char *str, size_t max)
+{
+    char key[256];
+    snprintf(key, max < sizeof key ? max : sizeof key, "%s", str);
+    char *have = zhashx_lookup(s->names, key);
+    if (!have) {
+        have = strdup(key);
+        zhashx_insert(s->names, key, have);
+    }
+    return have;
+}
+
 sched_t *sched_new(master_t *m)
 {
     sched_t *s = calloc(1, sizeof *s);
@@ -152,6 +176,8 @@ sched_t *sched_new(master_t *m)
     s->by_id = zhashx_new();
     zhashx_set_destructor(s->by_id, s_trig_free);
     s->unsaved = zhashx_new();
+    s->names = zhashx_new();
+    zhashx_set_destructor(s->names, s_str_free);
     s->recon_parts = calloc((size_t)m->cfg->partitions, 1);
     s->stale = calloc(RECONCILE_BATCH, sizeof *s->stale);
     return s;
@@ -171,6 +197,7 @@ void sched_destroy(sched_t **self_p)
     free(s->stale);
     zhashx_destroy(&s->unsaved);
     zhashx_destroy(&s->by_id);
+    zhashx_destroy(&s->names); /* after the triggers that point into it */
     heap_free(&s->heap);
     free(s);
     *self_p = NULL;
@@ -326,21 +353,23 @@ static void s_read_policies(trig_t *t, const bson_t *def)
                  : strcmp(mp, "skip") == 0   ? MISFIRE_SKIP
                                              : MISFIRE_FIRE_ONCE;
     t->catchup_ms = bj_get_int(def, "trigger_config.catchup_window", 3600) * 1000;
-    t->labels[0] = '\0';
+    char labels[sizeof ((job_t *)0)->labels] = "";
     bson_iter_t it, sub;
     if (bson_iter_init(&it, def) &&
         bson_iter_find_descendant(&it, "execution_config.worker_labels", &sub) &&
         BSON_ITER_HOLDS_DOCUMENT(&sub) && bson_iter_recurse(&sub, &it)) {
         size_t len = 0;
         while (bson_iter_next(&it) && BSON_ITER_HOLDS_UTF8(&it))
-            len += (size_t)snprintf(t->labels + len, len < sizeof t->labels ? sizeof t->labels - len : 0,
+            len += (size_t)snprintf(labels + len, len < sizeof labels ? sizeof labels - len : 0,
                                     "%s%s=%s", len ? "," : "", bson_iter_key(&it),
                                     bson_iter_utf8(&it, NULL));
-        if (len >= sizeof t->labels)
+        if (len >= sizeof labels)
             log_warn("worker_labels too long; ignored", "trigger=%s", t->id);
-        if (len >= sizeof t->labels)
-            t->labels[0] = '\0';
+        if (len >= sizeof labels)
+            labels[0] = '\0';
     }
+    free(t->labels); /* most triggers have none: no room kept for them */
+    t->labels = labels[0] ? strdup(labels) : NULL;
     free(t->notify);
     t->notify = NULL;
     if (bson_iter_init_find(&it, def, "notifications") && BSON_ITER_HOLDS_ARRAY(&it)) {
@@ -380,9 +409,9 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     t->seen = s->pass;
     t->version = version;
     t->partition = (int)bj_get_int(def, "partition", 0);
-    snprintf(t->task_type, sizeof t->task_type, "%s",
-             bj_get_str(def, "execution_config.task_type", "noop"));
-    snprintf(t->owner, sizeof t->owner, "%s", bj_get_str(def, "owner", ""));
+    t->task_type = s_intern(s, bj_get_str(def, "execution_config.task_type", "noop"),
+                            sizeof ((job_t *)0)->task_type);
+    t->owner = s_intern(s, bj_get_str(def, "owner", ""), 256);
     t->max_execution_time = (int)bj_get_int(def, "execution_config.max_execution_time", 0);
     t->priority = (int)bj_get_int(def, "execution_config.priority", 0);
     s_read_retry(&t->retry, def);
@@ -1039,7 +1068,7 @@ static job_t *s_new_job(const trig_t *t, int64_t sf)
     sched_job_id(job->id, sizeof job->id, t->id, sf);
     snprintf(job->trigger_id, sizeof job->trigger_id, "%s", t->id);
     snprintf(job->task_type, sizeof job->task_type, "%s", t->task_type);
-    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    snprintf(job->labels, sizeof job->labels, "%s", t->labels ? t->labels : "");
     job->partition = t->partition;
     job->attempt = 1;
     job->priority = t->priority;
@@ -1198,7 +1227,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     snprintf(job->id, sizeof job->id, "%s", job_id);
     snprintf(job->trigger_id, sizeof job->trigger_id, "%s", trigger_id);
     snprintf(job->task_type, sizeof job->task_type, "%s", bj_get_str(&doc, "task_type", "noop"));
-    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    snprintf(job->labels, sizeof job->labels, "%s", t->labels ? t->labels : "");
     job->partition = p;
     job->attempt = 1;
     job->priority = t->priority;
@@ -1275,7 +1304,7 @@ int sched_fill_job(sched_t *self, job_t *job)
     job->retry = t->retry;
     job->priority = t->priority;
     job->max_execution_time = t->max_execution_time;
-    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    snprintf(job->labels, sizeof job->labels, "%s", t->labels ? t->labels : "");
     free(job->notify);
     job->notify = t->notify ? strdup(t->notify) : NULL;
     return 0;
