@@ -85,6 +85,20 @@ def run_fake_job(cluster, fw):
     return job
 
 
+def list_then_finish(cluster, fw, job, seconds):
+    """fw heartbeats listing the job for `seconds`, which must leave it
+    running as attempt 1, then reports it succeeded. Returns the ACK."""
+    end = time.time() + seconds
+    while time.time() < end:
+        fw.hello("HEARTBEAT", free=0, running=[job["job_id"]])
+        time.sleep(0.3)
+    doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
+    assert doc["status"] == "running" and doc["attempt"] == 1, doc
+    fw.send("FINISHED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000),
+            status="succeeded", exit_code=0, duration_ms=10)
+    return fw.recv("ACK", 10, beat={"free": 1})
+
+
 def fake_running_a_job(cluster, worker_timeout_ms):
     """One master (SKED_WORKER_TIMEOUT_MS as given) and a fake worker
     connection running a job: (context, connection, JOB)."""
@@ -102,15 +116,8 @@ def test_reconnected_worker_keeps_its_running_job(cluster):
         fw.close()  # the connection drops; the process (and its job) lives on
         time.sleep(0.5)
         fw = FakeWorker(ctx, cluster.master_ports[0])
-        end = time.time() + 5  # past SKED_WORKER_TIMEOUT_MS of the old connection
-        while time.time() < end:
-            fw.hello("HEARTBEAT", free=0, running=[job["job_id"]])
-            time.sleep(0.3)
-        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
-        assert doc["status"] == "running" and doc["attempt"] == 1, doc
-        fw.send("FINISHED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000),
-                status="succeeded", exit_code=0, duration_ms=10)
-        ack = fw.recv("ACK", 10, beat={"free": 1})
+        # past SKED_WORKER_TIMEOUT_MS of the old connection
+        ack = list_then_finish(cluster, fw, job, 5)
         assert ack["job_id"] == job["job_id"]
         doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
         assert doc["status"] == "succeeded" and [a["status"] for a in doc["attempts"]] == ["succeeded"]
@@ -184,15 +191,7 @@ def test_a_job_sent_on_the_old_connection_is_kept_when_it_starts_after_the_recon
     ctx, new, job = reconnect_before_reading(cluster)
     try:
         new.send("STARTED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000))
-        end = time.time() + 2  # several heartbeats (300 ms) listing it
-        while time.time() < end:
-            new.hello("HEARTBEAT", free=0, running=[job["job_id"]])
-            time.sleep(0.3)
-        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
-        assert doc["status"] == "running" and doc["attempt"] == 1, doc
-        new.send("FINISHED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000),
-                 status="succeeded", exit_code=0, duration_ms=10)
-        new.recv("ACK", 10, beat={"free": 1})
+        list_then_finish(cluster, new, job, 2)  # several heartbeats (300 ms)
         doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
         assert [a["status"] for a in doc["attempts"]] == ["succeeded"], doc
         assert "job lost" not in cluster.masters[0].text()
