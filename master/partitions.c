@@ -232,6 +232,25 @@ void partitions_keep(master_t *m)
     s_renew_due(m, m->lapsed);
 }
 
+/* Forgets the partitions whose leases partitions_keep found lost (during
+ * a load, a contention or a reconcile pass); one of them in gained[] is
+ * taken out (not ours to recover). Returns how many. */
+static int s_forget_lapsed(master_t *m, int *gained, int *ngained)
+{
+    int n = 0;
+    for (int p = 0; p < m->cfg->partitions; p++) {
+        if (!m->lapsed[p])
+            continue;
+        m->lapsed[p] = 0;
+        s_drop(m, p);
+        n++;
+        for (int i = 0; i < *ngained; i++)
+            if (gained[i] == p)
+                gained[i--] = gained[--*ngained];
+    }
+    return n;
+}
+
 void partitions_tick(master_t *m)
 {
     int np = m->cfg->partitions;
@@ -239,7 +258,10 @@ void partitions_tick(master_t *m)
     int live = s_heartbeat(m, orphan);
     int target = (np + live - 1) / live;
     err_t err = {0};
-    int gained[np], ngained = 0, nlost = partitions_renew(m);
+    /* Lapsed first (a reconcile pass may have found some since the last
+     * tick): a partition gained again below keeps what it loads. */
+    int gained[np], ngained = 0;
+    int nlost = partitions_renew(m) + s_forget_lapsed(m, gained, &ngained);
     int64_t mono = clock_mono_ms();
     /* Above our share: give the highest partitions back, but not while a
      * stale master's partitions are being taken (the share changes when its
@@ -291,16 +313,7 @@ void partitions_tick(master_t *m)
     int loaded = ngained ? sched_load(m->sched, gained, ngained, &err) : 0;
     /* Leases lost while the load ran (renewed from inside it): forgotten
      * now, the load's triggers of theirs included. */
-    int nlapsed = 0;
-    for (int p = 0; p < np; p++)
-        if (m->lapsed[p]) {
-            m->lapsed[p] = 0;
-            s_drop(m, p);
-            nlapsed++;
-            for (int i = 0; i < ngained; i++) /* not ours to recover */
-                if (gained[i] == p)
-                    gained[i--] = gained[--ngained];
-        }
+    int nlapsed = s_forget_lapsed(m, gained, &ngained);
     if (nlapsed)
         stats_leases(s_held(m), 0, nlapsed);
     if (loaded < 0) {
