@@ -103,8 +103,8 @@ int partitions_init(master_t *m, err_t *err);
  * document; loads and drops partitions in the scheduler. */
 void partitions_tick(master_t *m);
 /* Renews the leases held whose renewal is due (a third of the TTL since
- * the last), all in two store calls; drops those lost and returns how
- * many. */
+ * the last), all in two store calls; drops those lost (now or marked by
+ * partitions_keep before) and returns how many. */
 int partitions_renew(master_t *m);
 /* Renews the leases due, as partitions_renew, from inside a long store
  * read on the loop thread (loading partitions): those lost are only

@@ -184,10 +184,10 @@ static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
 }
 
 /* Renews what we hold once a third of the TTL has passed since the last
- * renewal; marks in lost[] what we lost. Returns how many were lost. */
-static int s_renew_due(master_t *m, char *lost)
+ * renewal; marks in m->lapsed what we lost (s_forget_lapsed forgets it). */
+void partitions_keep(master_t *m)
 {
-    int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms, nlost = 0;
+    int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms;
     err_t err = {0};
     int64_t mono = clock_mono_ms();
     lease_t *due[np];
@@ -204,37 +204,17 @@ static int s_renew_due(master_t *m, char *lost)
     if (n)
         lease_renew_many(m->store, due, n, ttl, rc, &err);
     for (size_t i = 0; i < n; i++) {
-        if (rc[i] == 0) {
-            lost[which[i]] = 1;
-            nlost++;
-        }
+        if (rc[i] == 0)
+            m->lapsed[which[i]] = 1;
         else if (rc[i] < 0)
             log_warn("cannot renew lease", "resource=%s reason=\"%s\"", due[i]->resource,
                      err.msg);
     }
-    return nlost;
 }
 
-int partitions_renew(master_t *m)
-{
-    int np = m->cfg->partitions;
-    char lost[np];
-    memset(lost, 0, sizeof lost);
-    int nlost = s_renew_due(m, lost);
-    for (int p = 0; p < np; p++)
-        if (lost[p])
-            s_drop(m, p);
-    return nlost;
-}
-
-void partitions_keep(master_t *m)
-{
-    s_renew_due(m, m->lapsed);
-}
-
-/* Forgets the partitions whose leases partitions_keep found lost (during
- * a load, a contention or a reconcile pass); one of them in gained[] is
- * taken out (not ours to recover). Returns how many. */
+/* Forgets the partitions whose leases partitions_keep found lost (here,
+ * or earlier during a load, a contention or a reconcile pass); one of
+ * them in gained[] is taken out (not ours to recover). Returns how many. */
 static int s_forget_lapsed(master_t *m, int *gained, int *ngained)
 {
     int n = 0;
@@ -251,6 +231,13 @@ static int s_forget_lapsed(master_t *m, int *gained, int *ngained)
     return n;
 }
 
+int partitions_renew(master_t *m)
+{
+    int none = 0;
+    partitions_keep(m);
+    return s_forget_lapsed(m, NULL, &none);
+}
+
 void partitions_tick(master_t *m)
 {
     int np = m->cfg->partitions;
@@ -258,10 +245,10 @@ void partitions_tick(master_t *m)
     int live = s_heartbeat(m, orphan);
     int target = (np + live - 1) / live;
     err_t err = {0};
-    /* Lapsed first (a reconcile pass may have found some since the last
-     * tick): a partition gained again below keeps what it loads. */
-    int gained[np], ngained = 0;
-    int nlost = partitions_renew(m) + s_forget_lapsed(m, gained, &ngained);
+    /* Lapsed ones are forgotten first (a reconcile pass may have found
+     * some since the last tick): a partition gained again below keeps
+     * what it loads. */
+    int gained[np], ngained = 0, nlost = partitions_renew(m);
     int64_t mono = clock_mono_ms();
     /* Above our share: give the highest partitions back, but not while a
      * stale master's partitions are being taken (the share changes when its
