@@ -56,13 +56,13 @@ typedef struct {
     unsigned gen;
     unsigned seen;  /* the reconcile pass that last found (or loaded) it */
     unsigned batch; /* the sched's batch it was last decided in */
-    const char *task_type; /* shared copies (sched.names) */
+    const char *task_type; /* shared copies (sched.names), as labels */
     const char *owner;
     char *parameters;
     int max_execution_time;
     int priority;
     retry_policy_t retry;
-    char *labels;         /* execution_config.worker_labels as "k=v,...", NULL: none */
+    const char *labels;   /* execution_config.worker_labels as "k=v,...", shared (sched.names) */
     overlap_t overlap;    /* execution_config.overlap_policy */
     int misfire;          /* trigger_config.misfire_policy: MISFIRE_* */
     int64_t catchup_ms;   /* trigger_config.catchup_window */
@@ -98,7 +98,7 @@ struct sched {
     size_t nskips, skips_cap;
     skip_run_t *runs; /* which trigger each stretch of skips is of */
     size_t nruns, runs_cap;
-    zhashx_t *names;        /* owner or task type -> its one copy (char*, owned) */
+    zhashx_t *names;        /* owner, task type or labels -> its one copy (char*, owned) */
     mongoc_cursor_t *recon; /* the reconcile pass's read of `triggers`; NULL between passes */
     char *recon_parts;      /* partitions the pass sweeps: held since it began, not reloaded */
     unsigned pass;          /* reconcile passes begun */
@@ -131,7 +131,6 @@ static void s_trig_free(void **item)
     trig_t *t = *item;
     if (t) {
         free(t->parameters);
-        free(t->labels);
         free(t->notify);
         cron_destroy(&t->cron);
         free(t);
@@ -152,9 +151,9 @@ static void s_str_free(void **item)
     *item = NULL;
 }
 
-/* The one copy of an owner or task type (cut to max - 1 bytes), shared by
- * every trigger that has it: a few distinct values among up to millions
- * of triggers, where a fixed field each was a third of a trigger's
+/* The one copy of an owner, task type or labels (cut to max - 1 bytes),
+ * shared by every trigger that has it: a few distinct values among up to
+ * millions of triggers, where a fixed field each was half of a trigger's
  * memory. Kept until the schedule goes. */
 static const char *s_intern(sched_t *s, const char *str, size_t max)
 {
@@ -341,7 +340,7 @@ static void s_read_retry(retry_policy_t *rp, const bson_t *def)
 
 /* Reads labels, overlap and misfire policies (validated by the gateway;
  * anything unexpected falls back to the defaults). */
-static void s_read_policies(trig_t *t, const bson_t *def)
+static void s_read_policies(sched_t *s, trig_t *t, const bson_t *def)
 {
     const char *ov = bj_get_str(def, "execution_config.overlap_policy", "forbid");
     t->overlap = strcmp(ov, "allow") == 0        ? OVERLAP_ALLOW
@@ -368,8 +367,7 @@ static void s_read_policies(trig_t *t, const bson_t *def)
         if (len >= sizeof labels)
             labels[0] = '\0';
     }
-    free(t->labels); /* most triggers have none: no room kept for them */
-    t->labels = labels[0] ? strdup(labels) : NULL;
+    t->labels = s_intern(s, labels, sizeof labels);
     free(t->notify);
     t->notify = NULL;
     if (bson_iter_init_find(&it, def, "notifications") && BSON_ITER_HOLDS_ARRAY(&it)) {
@@ -415,7 +413,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     t->max_execution_time = (int)bj_get_int(def, "execution_config.max_execution_time", 0);
     t->priority = (int)bj_get_int(def, "execution_config.priority", 0);
     s_read_retry(&t->retry, def);
-    s_read_policies(t, def);
+    s_read_policies(s, t, def);
     free(t->parameters);
     t->parameters = NULL;
     bson_iter_t it, sub;
@@ -1068,7 +1066,7 @@ static job_t *s_new_job(const trig_t *t, int64_t sf)
     sched_job_id(job->id, sizeof job->id, t->id, sf);
     snprintf(job->trigger_id, sizeof job->trigger_id, "%s", t->id);
     snprintf(job->task_type, sizeof job->task_type, "%s", t->task_type);
-    snprintf(job->labels, sizeof job->labels, "%s", t->labels ? t->labels : "");
+    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
     job->partition = t->partition;
     job->attempt = 1;
     job->priority = t->priority;
@@ -1213,9 +1211,10 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         memset(&tmp, 0, sizeof tmp);
         snprintf(tmp.id, sizeof tmp.id, "%s", trigger_id);
         tmp.retry = RETRY_POLICY_DEFAULT;
+        tmp.labels = "";
         if (store_get_by_id(m->store, "triggers", trigger_id, &def, NULL) == 1) {
             s_read_retry(&tmp.retry, &def);
-            s_read_policies(&tmp, &def);
+            s_read_policies(self, &tmp, &def);
             tmp.priority = (int)bj_get_int(&def, "execution_config.priority", 0);
             tmp.max_execution_time =
                 (int)bj_get_int(&def, "execution_config.max_execution_time", 0);
@@ -1227,7 +1226,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     snprintf(job->id, sizeof job->id, "%s", job_id);
     snprintf(job->trigger_id, sizeof job->trigger_id, "%s", trigger_id);
     snprintf(job->task_type, sizeof job->task_type, "%s", bj_get_str(&doc, "task_type", "noop"));
-    snprintf(job->labels, sizeof job->labels, "%s", t->labels ? t->labels : "");
+    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
     job->partition = p;
     job->attempt = 1;
     job->priority = t->priority;
@@ -1304,7 +1303,7 @@ int sched_fill_job(sched_t *self, job_t *job)
     job->retry = t->retry;
     job->priority = t->priority;
     job->max_execution_time = t->max_execution_time;
-    snprintf(job->labels, sizeof job->labels, "%s", t->labels ? t->labels : "");
+    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
     free(job->notify);
     job->notify = t->notify ? strdup(t->notify) : NULL;
     return 0;

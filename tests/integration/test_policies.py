@@ -178,6 +178,26 @@ def test_worker_labels_route_jobs(cluster, tmp_path):
     assert any(j["status"] == "succeeded" for j in jobs_of(cluster, any_tid))
 
 
+def test_a_forced_run_of_a_paused_trigger_keeps_its_worker_labels(cluster, tmp_path):
+    """A paused trigger is not in the schedule: a forced run takes its
+    policies from its definition, worker labels included."""
+    import json
+    conf = tmp_path / "eu.json"
+    conf.write_text(json.dumps({"labels": {"region": "eu"},
+                                "task_types": {"noop": {"handler": "noop"}}}))
+    cluster.start(masters=1, workers=1)
+    cluster.start_worker(7, SKED_WORKER_CONFIG=str(conf))
+    tid = create(cluster, "eu-paused", {"task_type": "noop", "worker_labels": {"region": "eu"}},
+                 interval=3600)
+    assert cluster.api("POST", f"/triggers/{tid}/pause").status_code == 200
+    r = cluster.api("POST", f"/triggers/{tid}/execute", json={"parameters": {"force_execution": True}})
+    assert r.status_code == 202, r.text
+    jid = r.json()["job_id"]
+    done = wait_for(lambda: cluster.db.jobs.find_one({"_id": jid, "status": "succeeded"}), 15,
+                    what="the forced run done")
+    assert done["worker_id"] == "worker-7", done
+
+
 def test_task_type_limit_holds_across_masters(cluster):
     """SKED_TASK_LIMITS caps running jobs of a type across the cluster: slot
     documents claimed by insert, released when the attempt ends."""
