@@ -269,13 +269,6 @@ class SkedCluster(conftest.Cluster):
         return False
 
 
-def fnv1a(s, n):
-    h = 2166136261
-    for b in s.encode():
-        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
-    return h % n
-
-
 def iso(ms_):
     return datetime.datetime.fromtimestamp(ms_ / 1000, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -292,7 +285,7 @@ def sked_trigger(k, trigger_config, execution_config, schedule, trigger_type):
     now = dt(now_ms())
     execution_config = dict(execution_config)
     execution_config.setdefault("parameters", {})
-    return {"_id": tid, "owner": "bench", "partition": fnv1a(tid, PARTITIONS), "created_at": now,
+    return {"_id": tid, "owner": "bench", "partition": conftest.trigger_partition(tid, PARTITIONS), "created_at": now,
             "updated_at": now, "name": f"bench-{k}", "description": "", "trigger_type": trigger_type,
             "trigger_config": trigger_config, "execution_config": execution_config,
             "schedule": schedule, "status": "active", "version": 1}
