@@ -7,6 +7,7 @@ after SIGTERM and its log must hold no sanitizer report.
 """
 import datetime
 import os
+import random
 import shutil
 import sys
 import signal
@@ -30,10 +31,35 @@ BIN = os.environ.get("SKED_BIN_DIR", os.path.join(ROOT, "build", "asan", "bin"))
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range, never
+    given twice: a port the kernel picked (bind to 0) could be taken by an
+    outgoing connection (a client's, the DelayProxy's to the store) before
+    the process meant to listen on it starts ("Address already in use")."""
+    hi = _ephemeral_low() - 1
+    for _ in range(1000):
+        port = random.randint(max(1024, hi - 12000), hi)
+        if port in _ports_given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise AssertionError("no free loopback port below the ephemeral range")
 
 
 def wait_port(port, timeout=20.0):
