@@ -193,6 +193,7 @@ void store_ensure_indexes(store_t *self)
      * that carry gc_at (finished execution locks) are garbage-collected. */
     s_index(self, "locks", "gc_at_ttl", BCON_NEW("gc_at", BCON_INT32(1)), false, 0);
     s_index(self, "members", "expires_at_ttl", BCON_NEW("expires_at", BCON_INT32(1)), false, 3600);
+    s_index(self, "audit", "at", BCON_NEW("at", BCON_INT32(1)), false, -1);
 }
 
 /* ---- BSON <-> JSON ---------------------------------------------------- */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local sked cluster for `make run`: the store (FerretDB on SQLite,
-# data under var/), one gateway, two masters and two workers, all on
-# loopback. Prints the gateway URL and an admin token; Ctrl-C stops it all.
+# data under var/, with deploy/store-indexer.py beside it), one gateway, two
+# masters and two workers, all on loopback. Prints the gateway URL and an
+# admin token; Ctrl-C stops it all.
 #
 # Environment: SKED_HTTP_ADDR (default 127.0.0.1:8080), SKED_STORE_PORT
 # (default 27018), SKED_BIN_DIR (default bin), SKED_VAR_DIR (default var).
@@ -48,6 +49,9 @@ wait_port() { # host port what
     --telemetry=disable --debug-addr=- --log-level=warn > "$VAR/log/store.log" 2>&1 &
 pids+=($!)
 wait_port 127.0.0.1 "$STORE_PORT" "the store (FerretDB)"
+# The index FerretDB's own `_id` lookups can use (see the script's header).
+python3 deploy/store-indexer.py "$VAR/store" > "$VAR/log/store-indexer.log" 2>&1 &
+pids+=($!)
 
 for i in 1 2; do
     SKED_NODE_ID="master-$i" SKED_MASTER_BIND="tcp://127.0.0.1:760$i" \

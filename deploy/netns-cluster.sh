@@ -5,7 +5,7 @@
 # and is configured only with the other hosts' addresses, as across machines.
 #
 #   host   address       processes
-#   store  10.77.0.10    FerretDB            (:27017)
+#   store  10.77.0.10    FerretDB (:27017), store-indexer (no network)
 #   gw1    10.77.0.11    gateway (:8080), master-1 (:7601)
 #   m2     10.77.0.12    master-2            (:7601)
 #   m3     10.77.0.13    master-3            (:7601)
@@ -33,7 +33,7 @@
 #   heal HOST          link up again
 #   store-stop, store-start
 #   pid NAME, hosts, procs
-# NAME: store, gateway, master-1..3, worker-N.
+# NAME: store, store-indexer, gateway, master-1..3, worker-N.
 #
 # Environment (saved at `up`, reused by later commands):
 #   SKED_CLUSTER_DIR   data, logs, pid files (default var/netns)
@@ -92,7 +92,7 @@ host_addr() {
 }
 proc_host() {
     case $1 in
-        store) echo store ;; gateway|master-1) echo gw1 ;;
+        store|store-indexer) echo store ;; gateway|master-1) echo gw1 ;;
         master-[0-9]*) echo "m${1#master-}" ;;
         worker-[0-9]*) echo "w${1#worker-}" ;;
         *) die "unknown process $1" ;;
@@ -188,6 +188,7 @@ launch() { # NAME
             cmd=("$FERRETDB" --handler=sqlite "--sqlite-url=file:$STORE_DIR/" "--listen-addr=$a:$STORE_PORT"
                  "--state-dir=$STORE_DIR" --telemetry=disable --debug-addr=- --log-level=warn)
             envs=() ;;
+        store-indexer) cmd=(python3 "$ROOT/deploy/store-indexer.py" "$STORE_DIR"); envs=() ;;
         gateway) cmd=("$BIN/sked-gateway"); envs+=(SKED_HTTP_ADDR="$a:$HTTP_PORT") ;;
         master-*) cmd=("$BIN/sked-master"); envs+=(SKED_MASTER_BIND="tcp://$a:$MASTER_PORT") ;;
         worker-*) cmd=("$BIN/sked-worker") ;;
@@ -259,6 +260,7 @@ cmd_up() {
     for ((i = 2; i <= NMASTERS; i++)); do add_host "m$i"; done
     for ((i = 1; i <= NWORKERS; i++)); do add_host "w$i"; done
     launch store
+    launch store-indexer
     for ((i = 1; i <= NMASTERS; i++)); do launch "master-$i"; done
     for ((i = 1; i <= NWORKERS; i++)); do launch "worker-$i"; done
     launch gateway
@@ -280,7 +282,7 @@ cmd_down() {
     # Gateway and workers first, then masters, the store last.
     local order=() all
     all=$(procs)
-    for name in gateway $(echo "$all" | grep '^worker-') $(echo "$all" | grep '^master-') store; do
+    for name in gateway $(echo "$all" | grep '^worker-') $(echo "$all" | grep '^master-') store-indexer store; do
         echo "$all" | grep -qx "$name" && order+=("$name")
     done
     for name in "${order[@]}"; do

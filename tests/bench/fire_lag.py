@@ -41,7 +41,7 @@ def main():
                                             "trigger_id": 1, "status": 1}))
         finally:
             c.stop()
-            store.stop()
+            store.close()
     run = [j for j in jobs if j.get("started_at")]
     start_lag = [(j["started_at"] - j["scheduled_for"]).total_seconds() * 1000 for j in run]
     claim_lag = [(j["created_at"] - j["scheduled_for"]).total_seconds() * 1000 for j in jobs]

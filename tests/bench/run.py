@@ -993,7 +993,7 @@ class Bench:
 
     def close(self):
         self.mongo.close()
-        self.store.stop()
+        self.store.close()
 
 
 def sizes_line():

@@ -9,15 +9,18 @@ _id alone; update_one by _id plus `attempt` and `status` conditions (what
 sked's status updates used before they became `_id`-only); and Agenda's
 lock query (find_one_and_update with its name/$or filter and
 nextRunAt/priority sort, matching nothing). Finds and updates pick
-documents spread over the whole collection: FerretDB's SQLite table has no
-index its `_id` queries can use, so a document near the start of the table
-is found sooner than one near its end. Last, the query plan SQLite makes
-for FerretDB's `_id` lookup, read from the store's own database file.
+documents spread over the whole collection: without deploy/store-indexer.py
+FerretDB's SQLite table has no index its `_id` queries can use, so a
+document near the start of the table is found sooner than one near its end.
+Each size is measured twice: as FerretDB leaves the table ("scan"), then
+after `store-indexer.py --once` ("index"). Last, the query plans SQLite
+makes for FerretDB's `_id` lookup, read from the store's own database file.
 """
 import datetime
 import glob
 import os
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 import conftest  # noqa: E402
 
 REPEAT = 30
+INDEXER = os.path.join(conftest.ROOT, "deploy", "store-indexer.py")
 
 
 def timed(fn):
@@ -75,30 +79,38 @@ def main():
     lock_q = {"name": "noop", "disabled": {"$ne": True},
               "$or": [{"lockedAt": {"$eq": None}, "nextRunAt": {"$lte": now}},
                       {"lockedAt": {"$lte": now - datetime.timedelta(minutes=10)}}]}
-    print("docs   insert  find_id  upd_id  upd_id+attempt+status  agenda_lock_query   (ms per call)")
+    print("docs  _id    insert  find_id  upd_id  upd_id+attempt+status  agenda_lock_query   (ms per call)")
     with tempfile.TemporaryDirectory() as d:
-        store = conftest.Store(d)
+        store = conftest.Store(d, indexer=False)
         client = pymongo.MongoClient(f"mongodb://127.0.0.1:{store.port}/")
         try:
             for n in sizes:
                 db = client[f"ops{n}"]
                 db.jobs.insert_many([job_doc(f"j{i}", now, later) for i in range(n)])
                 spread = [f"j{(i * 7919) % n}" for i in range(2 * REPEAT)]
-                ins = timed(lambda i: db.jobs.insert_one({"_id": f"new{i}", "attempt": 1, "status": "queued"}))
-                fnd = timed(lambda i: db.jobs.find_one({"_id": spread[i]}))
-                upd = timed(lambda i: db.jobs.update_one({"_id": spread[i]}, {"$set": {"status": "running"}}))
-                updf = timed(lambda i: db.jobs.update_one(
-                    {"_id": spread[i + REPEAT], "attempt": {"$lte": 1},
-                     "status": {"$in": ["queued", "retrying", "running"]}}, {"$set": {"status": "running"}}))
-                lock = timed(lambda i: db.jobs.find_one_and_update(
-                    lock_q, {"$set": {"lockedAt": now}}, sort=[("nextRunAt", 1), ("priority", -1)]))
-                print(f"{n:5d} {ins:7.1f} {fnd:8.1f} {upd:7.1f} {updf:22.1f} {lock:18.1f}", flush=True)
+                for how in ("scan", "index"):
+                    if how == "index":
+                        if n == sizes[-1]:
+                            query_plan(d, "jobs")
+                        subprocess.run([sys.executable, INDEXER, d, "--once"], check=True,
+                                       stdout=subprocess.DEVNULL)
+                    ins = timed(lambda i: db.jobs.insert_one({"_id": f"{how}{i}", "attempt": 1,
+                                                              "status": "queued"}))
+                    fnd = timed(lambda i: db.jobs.find_one({"_id": spread[i]}))
+                    upd = timed(lambda i: db.jobs.update_one({"_id": spread[i]}, {"$set": {"status": "running"}}))
+                    updf = timed(lambda i: db.jobs.update_one(
+                        {"_id": spread[i + REPEAT], "attempt": {"$lte": 1},
+                         "status": {"$in": ["queued", "retrying", "running"]}}, {"$set": {"status": "running"}}))
+                    lock = timed(lambda i: db.jobs.find_one_and_update(
+                        lock_q, {"$set": {"lockedAt": now}}, sort=[("nextRunAt", 1), ("priority", -1)]))
+                    print(f"{n:5d} {how:5s} {ins:7.1f} {fnd:8.1f} {upd:7.1f} {updf:22.1f} {lock:18.1f}",
+                          flush=True)
                 if n == sizes[-1]:
                     query_plan(d, "jobs")
                 client.drop_database(f"ops{n}")
         finally:
             client.close()
-            store.stop()
+            store.close()
 
 
 if __name__ == "__main__":

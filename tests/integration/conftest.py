@@ -124,12 +124,22 @@ class Store:
     """FerretDB (SQLite backend) on a loopback port; can be stopped and
     started again on the same port and data for outage tests."""
 
-    def __init__(self, d):
+    def __init__(self, d, indexer=None):
         self.dir = d
         self.port = free_port()
         self.ferretdb = shutil.which("ferretdb") or os.path.expanduser("~/.local/bin/ferretdb")
         self.proc = None
         self.start()
+        # The embedded store's `_id` index, as `make run` deploys it
+        # (deploy/store-indexer.py); SKED_STORE_INDEXER=0 leaves it out.
+        if indexer is None:
+            indexer = os.environ.get("SKED_STORE_INDEXER", "1") != "0"
+        self.indexer = None
+        if indexer:
+            self.indexer_log = open(os.path.join(self.dir, "store-indexer.log"), "a")
+            self.indexer = subprocess.Popen(
+                [sys.executable, os.path.join(ROOT, "deploy", "store-indexer.py"), self.dir,
+                 "--interval", "0.2"], stdout=self.indexer_log, stderr=subprocess.STDOUT)
 
     def start(self):
         self.log = open(os.path.join(self.dir, "ferretdb.log"), "a")
@@ -144,6 +154,16 @@ class Store:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.log.close()
+
+    def close(self):
+        """Stop the store for good, its indexer with it."""
+        if self.proc.poll() is None:
+            self.stop()
+        if self.indexer:
+            self.indexer.terminate()
+            self.indexer.wait(timeout=10)
+            self.indexer_log.close()
+            self.indexer = None
 
 
 class DelayProxy:
@@ -202,8 +222,7 @@ def store(tmp_path_factory):
     """One FerretDB for the session."""
     s = Store(str(tmp_path_factory.mktemp("store")))
     yield s
-    if s.proc.poll() is None:
-        s.stop()
+    s.close()
 
 
 class Proc:
