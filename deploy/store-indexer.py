@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """store-indexer: gives the embedded store's `_id` lookups an index they use.
 
-    deploy/store-indexer.py STORE_DIR [--once] [--interval SECONDS]
+    deploy/store-indexer.py STORE_DIR [--once] [--interval SECONDS] [--except PREFIX ...]
 
 sked's hot paths are `_id` lookups (docs/ARCHITECTURE.md, "Store rules").
 FerretDB v1.24 on SQLite indexes each collection's `_id` on the expression
@@ -24,7 +24,9 @@ it up to date and its planner picks it; dropping the collection drops it.
 A file nobody has written since its last look is not opened again. It runs
 beside the store and ends on SIGTERM or SIGINT (exit 0) or when the process
 that started it ends. --once indexes what is there and exits (for a store
-whose collections all exist, e.g. one restored from a backup).
+whose collections all exist, e.g. one restored from a backup). --except
+leaves the databases whose name starts with PREFIX as FerretDB made them
+(the tests use it for a store whose `_id` lookups are slow).
 
 Against MongoDB none of this applies: its `_id` index serves these lookups.
 Python's own sqlite3 module (stdlib, SQLite 3.38 or later for `->`) does the
@@ -84,11 +86,12 @@ def stamp(path):
     return tuple(out)
 
 
-def sweep(store_dir, seen):
+def sweep(store_dir, seen, excepted=()):
     """One look at every database file; `seen` maps a file to its stamp when
     it was last found with nothing to index, so files nobody writes are only
     stat()ed."""
-    paths = sorted(glob.glob(os.path.join(store_dir, "*.sqlite")))
+    paths = sorted(p for p in glob.glob(os.path.join(store_dir, "*.sqlite"))
+                   if not os.path.basename(p).startswith(tuple(excepted)))
     for path in paths:
         st = stamp(path)
         if seen.get(path) == st:
@@ -107,6 +110,8 @@ def main():
     ap.add_argument("store_dir")
     ap.add_argument("--once", action="store_true", help="index what is there and exit")
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between looks (0.5)")
+    ap.add_argument("--except", dest="excepted", action="append", default=[], metavar="PREFIX",
+                    help="leave databases whose name starts with PREFIX unindexed")
     args = ap.parse_args()
     if sqlite3.sqlite_version_info < (3, 38, 0):
         log(f"SQLite {sqlite3.sqlite_version} has no '->' operator; 3.38 or later is needed")
@@ -116,14 +121,14 @@ def main():
         return 1
     seen = {}
     if args.once:
-        sweep(args.store_dir, seen)
+        sweep(args.store_dir, seen, args.excepted)
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     parent = os.getppid()
     log(f"watching {args.store_dir} every {args.interval} s")
     while os.getppid() == parent:
-        sweep(args.store_dir, seen)
+        sweep(args.store_dir, seen, args.excepted)
         time.sleep(args.interval)
     return 0
 

@@ -102,6 +102,31 @@ struct flight {
 /* How long a STARTED waits before it is written (see s_on_started). */
 #define STARTED_DEFER_MS 1000
 
+/* The most FINISHED writes sent to the store in one bulk (dispatch_flush).
+ * FerretDB v1.24 holds one pooled SQLite connection per statement of an
+ * `update` command until the command ends, out of 100: a command of about
+ * 100 statements waits forever for a connection (measured: 150 hang; its
+ * handler/msg_update.go defers each statement's close). 16 from each of a
+ * few masters stays well clear, and already costs a third of one-by-one
+ * writes per job (docs/BENCHMARKS.md). */
+#define BATCH_MAX 16
+
+/* A bulk holds the loop (fires, heartbeats' credit) while it is written,
+ * so it is only as large as this many ms allow at the measured cost of a
+ * job write: on a store where one write takes tens of ms, each FINISHED is
+ * written on its own, as it comes. The cost starts at this budget (one
+ * write a bulk) and follows what the writes take. */
+#define BATCH_BUDGET_MS 20.0
+
+/* A FINISHED's write waiting for the next bulk, and whom to acknowledge
+ * once it is persisted. */
+typedef struct {
+    bson_t *filter, *update;
+    char job_id[PROTO_ID_MAX];
+    int attempt;
+    zframe_t *identity;
+} batched_t;
+
 /* The longest a takeover waits for workers to answer its PING, in worker
  * timeouts (s_workers_heard). */
 #define RECOVER_WAIT_TIMEOUTS 6
@@ -135,6 +160,11 @@ struct dispatch {
     int nlimits;
     uint64_t seq;
     uint64_t rng;
+    batched_t batch[BATCH_MAX]; /* FINISHED writes not yet sent (dispatch_flush) */
+    int nbatch;
+    zframe_t *batching; /* while a FINISHED is handled: its sender, and */
+    int batched;        /* whether its write joined the batch */
+    double write_ms;    /* a job write's cost, per job, moving average */
 };
 
 /* A job taken over from the store after gaining its partition. */
@@ -275,6 +305,7 @@ dispatch_t *dispatch_new(master_t *m)
     d->listed = zhashx_new();
     zhashx_set_destructor(d->recovering, s_rec_free);
     d->rng = (uint64_t)zclock_usecs() ^ ((uint64_t)(uintptr_t)d << 16);
+    d->write_ms = BATCH_BUDGET_MS;
     char list[sizeof m->cfg->task_limits];
     snprintf(list, sizeof list, "%s", m->cfg->task_limits);
     for (char *save = NULL, *kv = strtok_r(list, ",", &save); kv && d->nlimits < 32;
@@ -317,6 +348,11 @@ void dispatch_destroy(dispatch_t **self_p)
         free(d->recent_ring[i]);
     free(d->recent_ring);
     zhashx_destroy(&d->listed);
+    for (int i = 0; i < d->nbatch; i++) { /* not sent: the workers resend them */
+        bson_destroy(d->batch[i].filter);
+        bson_destroy(d->batch[i].update);
+        zframe_destroy(&d->batch[i].identity);
+    }
     free(d);
     *self_p = NULL;
 }
@@ -435,30 +471,71 @@ void job_live_append(bson_t *filter, const char *key, const char *op)
     bson_append_document_end(filter, &cond);
 }
 
+static void s_write_cost(dispatch_t *d, int64_t usecs, int jobs)
+{
+    d->write_ms = 0.7 * d->write_ms + 0.3 * ((double)usecs / 1000.0 / jobs);
+}
+
+/* For a guarded write: 1 if the job exists, is not final and is not past
+ * `attempt`; 0 if not (nothing to write); ERR_RETRY if the store is away. */
+static int s_guard_holds(dispatch_t *d, const char *job_id, int attempt)
+{
+    bson_t job;
+    err_t err = {0};
+    int rc = store_get_by_id(d->m->store, "jobs", job_id, &job, &err);
+    if (rc < 0) {
+        log_warn("cannot read job status", "job=%s reason=\"%s\"", job_id, err.msg);
+        return ERR_RETRY;
+    }
+    if (rc == 0)
+        return 0;
+    int holds = job_status_live(bj_get_str(&job, "status", "")) &&
+                bj_get_int(&job, "attempt", 1) <= attempt;
+    bson_destroy(&job);
+    return holds;
+}
+
 /* Applies `update` to a job; takes ownership of update.
  *
- * A job this master tracks in memory (a flight, a queued or waiting job)
- * is written by `_id` alone: the holder of its partition is its only
- * writer and has checked in memory that the write is current (store rule
- * 3). A filter on any other field makes FerretDB decode every job of the
- * collection in Go: 170 ms against 37 ms per update at 600 jobs here
- * (docs/BENCHMARKS.md). A write about a job not in memory (a worker's
- * report after a restart or takeover, a cancel of a job never loaded)
- * is `guarded`: it applies only while the job is not final and not past
- * `attempt`. */
+ * Every write is by `_id` alone: FerretDB pushes down only that filter,
+ * and on anything more decodes every job of the collection in Go (170 ms
+ * against 37 ms per update at 600 jobs, without the `_id` index;
+ * docs/BENCHMARKS.md). A job this master tracks in memory (a flight, a
+ * queued or waiting job) has been checked in memory: the holder of its
+ * partition is its only writer (store rule 2). A write about a job not in
+ * memory (a worker's report after a restart or takeover, a cancel of a
+ * job never loaded) is `guarded`: the job is read by `_id` first, and the
+ * write applies only while it is not final and not past `attempt`; the
+ * same single writer makes that read-then-write safe. */
 static int s_update_job(dispatch_t *d, const char *job_id, int attempt, bson_t *update, int guarded)
 {
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id));
     if (guarded) {
-        BCON_APPEND(filter, "attempt", "{", "$lte", BCON_INT32(attempt), "}");
-        job_live_append(filter, "status", "$in");
+        dispatch_flush(d); /* a batched write may be about this job */
+        int holds = s_guard_holds(d, job_id, attempt);
+        if (holds <= 0) {
+            bson_destroy(update);
+            return holds;
+        }
     }
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id));
+    if (d->batching) { /* a FINISHED's: it goes with the next bulk */
+        batched_t *b = &d->batch[d->nbatch++];
+        *b = (batched_t){filter, update, "", attempt, zframe_dup(d->batching)};
+        snprintf(b->job_id, sizeof b->job_id, "%s", job_id);
+        d->batched = 1;
+        int limit = (int)(BATCH_BUDGET_MS / d->write_ms);
+        if (d->nbatch >= (limit < 1 ? 1 : limit > BATCH_MAX ? BATCH_MAX : limit))
+            dispatch_flush(d);
+        return 0;
+    }
+    dispatch_flush(d); /* the store sees the writes in the order they were made */
     bson_error_t berr;
     int rc = 0;
     int64_t t0 = zclock_usecs();
     bool ok = mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, update, NULL,
                                            NULL, &berr);
     stats_store_op("update_job", zclock_usecs() - t0, !ok);
+    s_write_cost(d, zclock_usecs() - t0, 1);
     if (!ok) {
         log_warn("cannot save job status", "job=%s attempt=%d reason=\"%s\"", job_id, attempt,
                  berr.message);
@@ -930,11 +1007,11 @@ static void s_on_started(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
 }
 
 /* Tells the worker its FINISHED is persisted, so it stops resending it. */
-static void s_ack(dispatch_t *d, zframe_t *identity, const proto_msg_t *msg)
+static void s_ack(dispatch_t *d, zframe_t *identity, const char *job_id, int attempt)
 {
-    proto_msg_t ack = {.type = PROTO_ACK, .seq = ++d->seq, .attempt = msg->attempt};
+    proto_msg_t ack = {.type = PROTO_ACK, .seq = ++d->seq, .attempt = attempt};
     snprintf(ack.node_id, sizeof ack.node_id, "%s", d->m->cfg->node_id);
-    snprintf(ack.job_id, sizeof ack.job_id, "%s", msg->job_id);
+    snprintf(ack.job_id, sizeof ack.job_id, "%s", job_id);
     zmsg_t *z = proto_encode(&ack, NULL);
     if (!z)
         return;
@@ -987,15 +1064,17 @@ static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
     return s_save_outcome(d, msg->job_id, msg->attempt, &o, 0, 0, 1);
 }
 
-static void s_recent_key(char *buf, size_t size, const proto_msg_t *msg)
+static void s_recent_key(char *buf, size_t size, const char *job_id, int attempt)
 {
-    snprintf(buf, size, "%s#%d", msg->job_id, msg->attempt);
+    snprintf(buf, size, "%s#%d", job_id, attempt);
 }
 
-static void s_recent_add(dispatch_t *d, const proto_msg_t *msg)
+/* A FINISHED is persisted: remembered, and its worker told. */
+static void s_persisted(dispatch_t *d, zframe_t *identity, const char *job_id, int attempt)
 {
     char key[PROTO_ID_MAX + 16];
-    s_recent_key(key, sizeof key, msg);
+    s_recent_key(key, sizeof key, job_id, attempt);
+    s_ack(d, identity, job_id, attempt);
     if (zhashx_lookup(d->recent, key))
         return;
     char **slot = &d->recent_ring[d->recent_next];
@@ -1015,11 +1094,15 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
         f = NULL; /* a stale attempt's message */
     if (!f && msg->type == PROTO_FINISHED) {
         char key[PROTO_ID_MAX + 16];
-        s_recent_key(key, sizeof key, msg);
+        s_recent_key(key, sizeof key, msg->job_id, msg->attempt);
         if (zhashx_lookup(d->recent, key)) { /* a resend of one persisted here */
-            s_ack(d, identity, msg);
+            s_ack(d, identity, msg->job_id, msg->attempt);
             return;
         }
+        for (int i = 0; i < d->nbatch; i++) /* a resend of one in the batch: */
+            if (d->batch[i].attempt == msg->attempt && /* that one's ACK answers both */
+                strcmp(d->batch[i].job_id, msg->job_id) == 0)
+                return;
     }
     /* The job's partition is in its id ("<trigger>@<ms>"); only its holder writes. */
     char trig[64];
@@ -1060,9 +1143,62 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
     if (w && f && strcmp(f->worker_key, w->key) == 0 && w->credit < w->slots &&
         d->m->rx_now > w->credit_rx)
         w->credit++;
-    if (s_on_finished(d, f, msg) == 0) {
-        s_recent_add(d, msg);
-        s_ack(d, identity, msg);
+    /* Its write joins the batch (group commit); the ACK goes once the
+     * batch is persisted. A FINISHED that needed no write (a withdrawn
+     * fire's) or was written on its own is acknowledged now. */
+    d->batching = identity;
+    d->batched = 0;
+    int rc = s_on_finished(d, f, msg);
+    d->batching = NULL;
+    if (rc == 0 && !d->batched)
+        s_persisted(d, identity, msg->job_id, msg->attempt);
+}
+
+/* Sends the batched FINISHED writes as one ordered bulk and acknowledges
+ * those persisted. A write the store refused, and every one after it (an
+ * ordered bulk stops there), is not acknowledged: its worker resends it,
+ * and the resend is written as a job not in memory (guarded). */
+void dispatch_flush(dispatch_t *self)
+{
+    dispatch_t *d = self;
+    if (!d->nbatch)
+        return;
+    int n = d->nbatch;
+    d->nbatch = 0;
+    mongoc_bulk_operation_t *bulk =
+        mongoc_collection_create_bulk_operation_with_opts(store_coll(d->m->store, "jobs"), NULL);
+    bson_error_t berr = {0};
+    bool ok = true;
+    for (int i = 0; i < n && ok; i++)
+        ok = mongoc_bulk_operation_update_one_with_opts(bulk, d->batch[i].filter,
+                                                        d->batch[i].update, NULL, &berr);
+    bson_t reply = BSON_INITIALIZER; /* execute replaces it; stays empty if not run */
+    int64_t t0 = zclock_usecs();
+    ok = ok && mongoc_bulk_operation_execute(bulk, &reply, &berr);
+    stats_store_op("update_jobs", zclock_usecs() - t0, !ok);
+    s_write_cost(d, zclock_usecs() - t0, n);
+    int done = n; /* how many were persisted: those before the first error */
+    if (!ok) {
+        bson_iter_t it, err;
+        done = 0;
+        if (bson_iter_init_find(&it, &reply, "writeErrors") && bson_iter_recurse(&it, &err) &&
+            bson_iter_next(&err) && BSON_ITER_HOLDS_DOCUMENT(&err)) {
+            bson_iter_t idx;
+            if (bson_iter_recurse(&err, &idx) && bson_iter_find(&idx, "index"))
+                done = (int)bson_iter_as_int64(&idx);
+        }
+        log_warn("cannot save job statuses", "jobs=%d saved=%d reason=\"%s\"", n, done,
+                 berr.message);
+    }
+    bson_destroy(&reply);
+    mongoc_bulk_operation_destroy(bulk);
+    for (int i = 0; i < n; i++) {
+        batched_t *b = &d->batch[i];
+        if (i < done)
+            s_persisted(d, b->identity, b->job_id, b->attempt);
+        bson_destroy(b->filter);
+        bson_destroy(b->update);
+        zframe_destroy(&b->identity);
     }
 }
 

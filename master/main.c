@@ -168,6 +168,7 @@ static void s_drain(master_t *m, int64_t until, int fire)
         s_handle(m, z, rx);
         zmsg_destroy(&z);
     }
+    dispatch_flush(m->disp); /* the ends handled in this pass, in one bulk */
     stats_status_waiting(zlistx_size(m->waiting));
 }
 

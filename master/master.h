@@ -226,6 +226,10 @@ void dispatch_listed_reset(dispatch_t *self);
 void dispatch_listed_worker(dispatch_t *self, const char *node_id);
 /* Handles a worker message; identity is the ROUTER routing frame. */
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg);
+/* Writes the FINISHED outcomes handled since the last call in one bulk and
+ * acknowledges them (group commit); the loop calls it when it has drained
+ * what arrived, and it is called before any other job write. */
+void dispatch_flush(dispatch_t *self);
 /* Sends what can be sent and retries that are due; expires silent workers
  * and running jobs past max_execution_time + grace. */
 void dispatch_tick(dispatch_t *self);

@@ -79,9 +79,10 @@ def zulu(t):
 
 
 def insert_job_history(db, n):
-    """n final jobs of other triggers. On FerretDB/SQLite a job status
-    update costs time in proportion to the jobs collection, so this makes
-    each one slow (tens of ms at 6,000)."""
+    """n final jobs of other triggers. On FerretDB/SQLite without the `_id`
+    index (Cluster.unindexed), and for any filter besides `_id` alone, a
+    job status update costs time in proportion to the jobs collection, so
+    this makes each one slow (tens of ms at 6,000)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     db.jobs.insert_many([
         {"_id": f"filler{i}@1000", "trigger_id": f"filler{i}", "kind": "scheduled", "status": "succeeded",
@@ -120,6 +121,10 @@ def wait_for(pred, timeout, interval=0.1, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
+# Databases the store's indexer leaves alone (Cluster.unindexed).
+UNINDEXED_PREFIX = "unindexed_"
+
+
 class Store:
     """FerretDB (SQLite backend) on a loopback port; can be stopped and
     started again on the same port and data for outage tests."""
@@ -139,7 +144,8 @@ class Store:
             self.indexer_log = open(os.path.join(self.dir, "store-indexer.log"), "a")
             self.indexer = subprocess.Popen(
                 [sys.executable, os.path.join(ROOT, "deploy", "store-indexer.py"), self.dir,
-                 "--interval", "0.2"], stdout=self.indexer_log, stderr=subprocess.STDOUT)
+                 "--interval", "0.2", "--except", UNINDEXED_PREFIX],
+                stdout=self.indexer_log, stderr=subprocess.STDOUT)
 
     def start(self):
         self.log = open(os.path.join(self.dir, "ferretdb.log"), "a")
@@ -263,18 +269,27 @@ class Cluster:
         store_port = store.port
         self.store_port = store_port
         self.logdir = logdir
-        self.db_name = "t_" + uuid.uuid4().hex[:12]
-        self.uri = f"mongodb://127.0.0.1:{store_port}/{self.db_name}"
+        self.mongo = pymongo.MongoClient(f"mongodb://127.0.0.1:{store_port}/", serverSelectionTimeoutMS=5000,
+                                         tz_aware=True)
+        self.use_db("t_" + uuid.uuid4().hex[:12])
         self.secret = "test-secret-" + uuid.uuid4().hex
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.masters, self.workers, self.gateway = [], [], None
         self.master_ports = []
-        self.mongo = pymongo.MongoClient(f"mongodb://127.0.0.1:{store_port}/", serverSelectionTimeoutMS=5000,
-                                         tz_aware=True)
-        self.db = self.mongo[self.db_name]
         self.checked_stop = []
         self.cleanups = []  # run once the processes have stopped
+
+    def use_db(self, name):
+        self.db_name = name
+        self.uri = f"mongodb://127.0.0.1:{self.store_port}/{name}"
+        self.db = self.mongo[name]
+
+    def unindexed(self):
+        """Before start: a database the store's indexer leaves as FerretDB
+        makes it, where every `_id` lookup scans its collection (a slow
+        store, given a large one: insert_job_history)."""
+        self.use_db(UNINDEXED_PREFIX + uuid.uuid4().hex[:12])
 
     def env(self, **extra):
         e = dict(os.environ)

@@ -82,10 +82,12 @@ def test_killed_master_partitions_are_taken_over(cluster):
 
 def test_a_backlog_of_slow_status_writes_does_not_hold_up_lease_renewal(cluster):
     """A FINISHED for a job the master does not track is a guarded write:
-    the store filters it in one pass over every job. A burst of them takes
-    far longer than a lease's TTL (3 s here); the master renews its leases
-    between them instead of after the lot."""
+    the job is read by `_id` first, which on a store without the `_id`
+    index is a pass over every job. A burst of them takes far longer than
+    a lease's TTL (3 s here); the master renews its leases between them
+    instead of after the lot."""
     from test_retry import FakeWorker
+    cluster.unindexed()
     cluster.start(masters=1, workers=1)
     wait_for(lambda: cluster.health().get("masters", [{}])[0].get("partitions") == 8, 30,
              what="the master holding all 8 partitions")

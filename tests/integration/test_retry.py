@@ -8,7 +8,7 @@ import time
 
 import zmq
 
-from conftest import free_port, insert_job_history, wait_for, zulu
+from conftest import DelayProxy, free_port, insert_job_history, wait_for, zulu
 
 FINAL = ("succeeded", "failed", "timed_out", "lost", "cancelled")
 
@@ -281,7 +281,7 @@ def test_a_resent_finished_is_acknowledged_without_another_write(cluster):
 
 def test_freed_slots_get_new_jobs_while_a_burst_of_ends_is_written(cluster):
     """64 jobs due at once for a worker with 8 slots, on a store where each
-    status write is slow (6,000 jobs of history). Like a real worker whose
+    status write is slow (6,000 jobs of history, no usable `_id` index). Like a real worker whose
     slots are all taken, the fake one reports a full batch's ends first and
     then, in one heartbeat, its freed slots. The master hands out that
     credit at once, while the ends are still being written, instead of
@@ -289,6 +289,7 @@ def test_freed_slots_get_new_jobs_while_a_burst_of_ends_is_written(cluster):
     FINISHED are acknowledged (about 48 without it: one JOB per written end
     and a batch per heartbeat handled after its batch's ends)."""
     n, slots = 64, 8
+    cluster.unindexed()
     cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
                   master_env={"SKED_FIRE_AHEAD_MS": "0"})
     insert_job_history(cluster.db, 6000)
@@ -339,7 +340,8 @@ def test_freed_slots_get_new_jobs_while_a_burst_of_ends_is_written(cluster):
 
 
 def test_a_worker_that_dies_with_its_end_still_waiting_loses_nothing(cluster):
-    """On a store where each status write is slow (6,000 jobs of history),
+    """On a store where each status write is slow (6,000 jobs of history, no
+    usable `_id` index),
     a busy worker reports 64 ends at once; a second worker then reports
     the end of its one job and dies. Its FINISHED, read after the 64,
     waits behind them for
@@ -347,6 +349,7 @@ def test_a_worker_that_dies_with_its_end_still_waiting_loses_nothing(cluster):
     worker meanwhile. Its attempt is not taken for lost (and run again by
     a retry): the waiting FINISHED records it as it ran."""
     n, slots = 64, 64
+    cluster.unindexed()
     cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
                   master_env={"SKED_FIRE_AHEAD_MS": "0", "SKED_WORKER_TIMEOUT_MS": "1000"})
     insert_job_history(cluster.db, 6000)
@@ -399,3 +402,61 @@ def test_a_worker_that_dies_with_its_end_still_waiting_loses_nothing(cluster):
     finally:
         busy.close()
         dying.close()
+
+
+def test_a_burst_of_ends_is_written_in_bulks_and_each_ack_follows_its_write(cluster):
+    """48 jobs end at once on one worker. Their outcomes are written in
+    bulks (group commit) rather than one round trip each, and the ACK of
+    each FINISHED, which lets the worker forget it, comes only once its
+    outcome is in the store: the master's store requests are held 4 ms
+    each (a store a little away), the test reads the store directly."""
+    from test_metrics import scrape, val
+    n = 48
+    maddr = f"127.0.0.1:{free_port()}"
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
+                  master_env={"SKED_FIRE_AHEAD_MS": "0", "SKED_METRICS_ADDR": maddr,
+                              "SKED_MONGO_URI": f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"})
+    fake = FakeWorker(cluster.master_ports[0], "bulk-worker", "sleep")
+    try:
+        fake.send("HELLO", slots=n, free_slots=n, task_types="sleep")
+        start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=8)
+        for i in range(n):
+            r = cluster.api("POST", "/triggers/", json={
+                "name": f"bulk-{i}", "trigger_config": {"interval": 1, "unit": "hours", "start_at": zulu(start)},
+                "execution_config": {"task_type": "sleep", "parameters": {"seconds": 1}}})
+            assert r.status_code == 201, r.text
+        jobs, end = [], time.time() + 40
+        while len(jobs) < n and time.time() < end:
+            fake.send("HEARTBEAT", slots=n, free_slots=n - len(jobs), task_types="sleep")
+            while fake.sock.poll(100):
+                frames = fake.sock.recv_multipart()
+                if frames[1] == b"JOB":
+                    jobs.append(json.loads(frames[2]))
+        assert len(jobs) == n, len(jobs)
+        m, _ = scrape(f"http://{maddr}/metrics")
+        bulks_before = val(m, "sked_store_operation_duration_seconds_count", op="update_jobs")
+        proxy.delay = 0.004
+        for j in jobs:
+            at = int(time.time() * 1000)
+            fake.send("STARTED", job_id=j["job_id"], attempt=1, at=at)
+            fake.send("FINISHED", job_id=j["job_id"], attempt=1, at=at, status="succeeded",
+                      started_at=at, duration_ms=0, exit_code=0)
+        acked, unwritten, end = set(), [], time.time() + 30
+        while len(acked) < n and time.time() < end:
+            if fake.sock.poll(100):
+                frames = fake.sock.recv_multipart()
+                if frames[1] == b"ACK":
+                    jid = json.loads(frames[2])["job_id"]
+                    acked.add(jid)
+                    if cluster.db.jobs.find_one({"_id": jid})["status"] != "succeeded":
+                        unwritten.append(jid)
+        assert len(acked) == n, len(acked)
+        assert not unwritten, f"ACKs came before their outcome was written: {unwritten}"
+        m, _ = scrape(f"http://{maddr}/metrics")
+        bulks = val(m, "sked_store_operation_duration_seconds_count", op="update_jobs") - bulks_before
+        print(f"{n} ends written in {bulks:.0f} bulks")
+        assert 1 <= bulks <= n / 2, f"{n} ends took {bulks} writes"
+    finally:
+        fake.close()
