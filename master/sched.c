@@ -105,7 +105,18 @@ struct sched {
     int64_t recon_began;    /* monotonic ms the pass began */
     char (*stale)[64];      /* ids the pass found new or changed, to read whole */
     size_t nstale;
+    zhashx_t *ended;        /* id -> ended_t*: triggers here with nothing left to fire */
 };
+
+/* A trigger that reached its end (end_at, a one-off fired) keeps its
+ * definition: the gateway owns that document. Remembered, with the version
+ * it ended at, so that a reconcile pass does not take it for new and read
+ * it whole again every time (it did, for every ended trigger, each pass). */
+typedef struct {
+    int64_t version;
+    int partition;
+    unsigned seen; /* the reconcile pass that last found it */
+} ended_t;
 
 /* A reconcile pass reads its triggers' ids and versions this many at a
  * time, and a loop turn spends at most one read and RECONCILE_STEP_MS on
@@ -145,6 +156,20 @@ static void s_remove(sched_t *s, trig_t *t)
     zhashx_delete(s->by_id, t->id);
 }
 
+static void s_ended(sched_t *s, const char *id, int64_t version, int partition)
+{
+    ended_t *e = malloc(sizeof *e);
+    *e = (ended_t){version, partition, s->pass};
+    zhashx_update(s->ended, id, e);
+}
+
+/* Removes a trigger that has fired its last. */
+static void s_end(sched_t *s, trig_t *t)
+{
+    s_ended(s, t->id, t->version, t->partition);
+    s_remove(s, t);
+}
+
 static void s_str_free(void **item)
 {
     free(*item);
@@ -177,6 +202,8 @@ sched_t *sched_new(master_t *m)
     s->unsaved = zhashx_new();
     s->names = zhashx_new();
     zhashx_set_destructor(s->names, s_str_free);
+    s->ended = zhashx_new();
+    zhashx_set_destructor(s->ended, s_str_free);
     s->recon_parts = calloc((size_t)m->cfg->partitions, 1);
     s->stale = calloc(RECONCILE_BATCH, sizeof *s->stale);
     return s;
@@ -197,6 +224,7 @@ void sched_destroy(sched_t **self_p)
     zhashx_destroy(&s->unsaved);
     zhashx_destroy(&s->by_id);
     zhashx_destroy(&s->names); /* after the triggers that point into it */
+    zhashx_destroy(&s->ended);
     heap_free(&s->heap);
     free(s);
     *self_p = NULL;
@@ -458,6 +486,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
             next = s_next_after(t, t->first_ms - 1 > from ? t->first_ms - 1 : from);
     }
     if (next < 0) {
+        s_ended(s, id, version, t->partition);
         if (!fresh) {
             s_withdraw(s, t->id, NULL);
             s_remove(s, t);
@@ -466,6 +495,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
             s_trig_free((void **)&t);
         return NULL;
     }
+    zhashx_delete(s->ended, id);
     t->next_ms = next;
     t->hn.key = s_look_at(s, next);
     if (!fresh)
@@ -580,8 +610,27 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
     return rc;
 }
 
+/* Forgets the ended triggers of the partitions marked in `parts` that the
+ * reconcile pass `pass` did not find (all of them for a pass of 0). */
+static void s_forget_ended(sched_t *self, const char *parts, unsigned pass)
+{
+    zlistx_t *gone = zlistx_new();
+    for (ended_t *e = zhashx_first(self->ended); e; e = zhashx_next(self->ended))
+        if (e->partition >= 0 && e->partition < self->m->cfg->partitions &&
+            parts[e->partition] && (!pass || e->seen != pass))
+            zlistx_add_end(gone, strdup(zhashx_cursor(self->ended)));
+    zlistx_set_destructor(gone, s_str_free);
+    for (const char *id = zlistx_first(gone); id; id = zlistx_next(gone))
+        zhashx_delete(self->ended, id);
+    zlistx_destroy(&gone);
+}
+
 void sched_drop(sched_t *self, int partition)
 {
+    char *only = calloc((size_t)self->m->cfg->partitions, 1);
+    only[partition] = 1;
+    s_forget_ended(self, only, 0);
+    free(only);
     self->recon_parts[partition] = 0;
     zlistx_t *gone = zlistx_new();
     for (trig_t *t = zhashx_first(self->by_id); t; t = zhashx_next(self->by_id))
@@ -634,8 +683,11 @@ static void s_reconcile_one(sched_t *self, const bson_t *doc)
     if (!id || p < 0 || p >= self->m->cfg->partitions || !self->recon_parts[p])
         return;
     trig_t *t = zhashx_lookup(self->by_id, id);
+    ended_t *e = t ? NULL : zhashx_lookup(self->ended, id);
     if (t && t->version == bj_get_int(doc, "version", 0))
         t->seen = self->pass;
+    else if (e && e->version == bj_get_int(doc, "version", 0))
+        e->seen = self->pass; /* ended here, and unchanged since */
     else if (strlen(id) < sizeof self->stale[0]) /* new or changed, and its NOTIFY never came */
         snprintf(self->stale[self->nstale++], sizeof self->stale[0], "%s", id);
 }
@@ -692,6 +744,7 @@ static void s_reconcile_end(sched_t *self, int complete)
             s_remove(self, t);
         }
         zlistx_destroy(&gone);
+        s_forget_ended(self, self->recon_parts, self->pass); /* deleted since */
     }
     mongoc_cursor_destroy(self->recon);
     self->recon = NULL;
@@ -1127,7 +1180,7 @@ static int s_fire_decide(sched_t *s, trig_t *t, int64_t now, fire_t *f)
             t->next_ms = INT64_MAX;
             s_flush_skips(s); /* recorded before the state that says they were */
             s_save_state(s, t, missed);
-            s_remove(s, t);
+            s_end(s, t);
             return 0;
         }
         t->hn.key = s_look_at(s, t->next_ms);
@@ -1435,7 +1488,7 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
             }
             s_save_state(self, fires[i].t, fires[i].sf); /* its last: now, then it goes */
             log_info("trigger reached end_at", "trigger=%s", fires[i].t->id);
-            s_remove(self, fires[i].t);
+            s_end(self, fires[i].t);
         }
         /* A master behind its fires (a slow store) would otherwise stay
          * here batch after batch while its leases lapse: the rest waits

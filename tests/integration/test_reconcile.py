@@ -60,3 +60,34 @@ def test_triggers_changed_behind_the_masters_back_are_picked_up_by_the_reconcile
     # The others stay: the changed one fires on.
     before = jobs_of(cluster, changed["_id"])
     wait_for(lambda: jobs_of(cluster, changed["_id"]) > before, 10, what="the changed trigger firing on")
+
+
+def test_a_trigger_that_reached_its_end_is_not_read_again_by_every_pass(cluster):
+    """A trigger past its end_at keeps its definition (the gateway's), so
+    each pass finds it, unscheduled. It is remembered as ended: a pass
+    takes it for new only once it has changed."""
+    cluster.start(masters=1, workers=1)
+    master = cluster.masters[0]
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "ends", "trigger_config": {"interval": 1, "unit": "seconds",
+                                           "end_at": (now + dt.timedelta(seconds=3)).isoformat()},
+        "execution_config": {"task_type": "noop"}})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    wait_for(lambda: f"trigger reached end_at trigger={tid}" in master.text(), 20,
+             what="the trigger reaching its end_at")
+
+    def found():
+        return len(re.findall(r"reconcile found triggers new or changed", master.text()))
+    before, fired = found(), jobs_of(cluster, tid)
+    time.sleep(10)  # three passes at least (one every 10 heartbeats of 300 ms)
+    assert found() == before, "an ended trigger was read again by a reconcile pass"
+    assert jobs_of(cluster, tid) == fired
+
+    # Changed behind the master's back (no NOTIFY): a pass picks it up.
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    cluster.db.triggers.update_one({"_id": tid}, {"$set": {
+        "version": 2, "updated_at": dt.datetime.now(dt.timezone.utc), "schedule.end_at": later,
+        "trigger_config.end_at": later.isoformat()}})
+    wait_for(lambda: jobs_of(cluster, tid) >= fired + 2, 20, what="the changed trigger firing again")
