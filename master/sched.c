@@ -56,6 +56,7 @@ typedef struct {
     unsigned gen;
     unsigned seen;  /* the reconcile pass that last found (or loaded) it */
     unsigned batch; /* the sched's batch it was last decided in */
+    int ending;     /* fired its last: leaves once its state is saved */
     const char *task_type; /* shared copies (sched.names), as labels */
     const char *owner;
     char *parameters;
@@ -496,16 +497,15 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         return NULL;
     }
     zhashx_delete(s->ended, id);
+    t->ending = 0; /* changed while its last state waited: it goes on */
     t->next_ms = next;
     t->hn.key = s_look_at(s, next);
     if (!fresh)
         s_withdraw(s, t->id, t); /* its definition changed */
-    if (fresh) {
+    if (fresh)
         zhashx_insert(s->by_id, t->id, t);
-        heap_push(&s->heap, &t->hn);
-    } else {
-        heap_update(&s->heap, &t->hn);
-    }
+    heap_remove(&s->heap, &t->hn); /* if there (one ending is not) */
+    heap_push(&s->heap, &t->hn);
     return t;
 }
 
@@ -1022,30 +1022,49 @@ static void s_unsaved(sched_t *s, trig_t *t, int64_t last)
     zhashx_update(s->unsaved, t->id, t);
 }
 
+static void s_end(sched_t *s, trig_t *t);
+
+/* t's state is saved; one that fired its last leaves now. */
 static void s_saved(sched_t *s, trig_t *t)
 {
     t->unsaved_last = t->unsaved_since = 0;
     zhashx_delete(s->unsaved, t->id);
+    if (t->ending)
+        s_end(s, t);
 }
 
-/* Saves the same fire times in the existing states of group[0..k) with
- * one update_many. Returns 0 if every one was written, else -1 (the
- * caller saves them one by one). */
+/* Updates in one command of a group's save: FerretDB v1.24 never answers
+ * an `update` of about 100 statements (see dispatch.c, BATCH_MAX). */
+#define STATE_BULK 16
+
+/* Saves the same fire times in the existing states of group[0..k), by
+ * `_id`, STATE_BULK to a command. (An update_many by `_id` `$in` was one
+ * round trip, but FerretDB pushes down only an `_id` equality and
+ * decoded every state for it: 105 ms for 256 of 1,000.) Returns 0 if
+ * every one was written, else -1 (the caller saves them one by one). */
 static int s_save_group(sched_t *s, trig_t **group, size_t k, int64_t last_sf)
 {
-    const char *ids[k];
-    for (size_t i = 0; i < k; i++)
-        ids[i] = group[i]->id;
-    bson_t *filter = bson_new(), reply;
-    bj_append_in_utf8(filter, "_id", ids, k);
-    bson_t *update = BCON_NEW("$set", "{", "next_fire_at", BCON_DATE_TIME(group[0]->next_ms),
-                              "last_fire_at", BCON_DATE_TIME(last_sf), "updated_at",
-                              BCON_DATE_TIME(clock_wall_ms()), "}");
-    bson_error_t berr;
-    int64_t t0 = zclock_usecs();
-    bool ok = mongoc_collection_update_many(store_coll(s->m->store, "trigger_state"), filter,
-                                            update, NULL, &reply, &berr);
-    int64_t matched = ok ? bj_get_int(&reply, "matchedCount", -1) : -1;
+    mongoc_collection_t *coll = store_coll(s->m->store, "trigger_state");
+    int64_t now = clock_wall_ms(), matched = 0, t0 = zclock_usecs();
+    bson_error_t berr = {0};
+    bool ok = true;
+    for (size_t i = 0; i < k && ok; i += STATE_BULK) {
+        mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, NULL);
+        for (size_t j = i; j < k && j < i + STATE_BULK && ok; j++) {
+            bson_t *filter = BCON_NEW("_id", BCON_UTF8(group[j]->id));
+            bson_t *update = BCON_NEW("$set", "{", "next_fire_at", BCON_DATE_TIME(group[j]->next_ms),
+                                      "last_fire_at", BCON_DATE_TIME(last_sf), "updated_at",
+                                      BCON_DATE_TIME(now), "}");
+            ok = mongoc_bulk_operation_update_one_with_opts(bulk, filter, update, NULL, &berr);
+            bson_destroy(filter);
+            bson_destroy(update);
+        }
+        bson_t reply = BSON_INITIALIZER;
+        ok = ok && mongoc_bulk_operation_execute(bulk, &reply, &berr);
+        matched += bj_get_int(&reply, "nMatched", 0);
+        bson_destroy(&reply);
+        mongoc_bulk_operation_destroy(bulk);
+    }
     stats_store_op("save_states", zclock_usecs() - t0, !ok);
     if (!ok)
         log_warn("cannot save trigger states", "triggers=%zu reason=\"%s\"", k, berr.message);
@@ -1055,9 +1074,6 @@ static int s_save_group(sched_t *s, trig_t **group, size_t k, int64_t last_sf)
         for (size_t i = 0; i < k; i++)
             if (last_sf > group[i]->saved_last)
                 group[i]->saved_last = last_sf;
-    bson_destroy(&reply);
-    bson_destroy(filter);
-    bson_destroy(update);
     return ok ? 0 : -1;
 }
 
@@ -1148,9 +1164,7 @@ typedef struct {
 
 /* At most this many fires are claimed by one insert. */
 #define FIRE_BATCH 256
-/* Fewer triggers than this with the same fire times are saved one by one:
- * the store filters a list of `_id`s about six times slower per document
- * than it finds one `_id` (docs/BENCHMARKS.md). */
+/* Fewer triggers than this with the same fire times are saved one by one. */
 #define SAVE_GROUP_MIN 8
 /* At most this many states are saved by one store call: a group update
  * costs the store a pass per document (about 7 ms each at 1,000 states on
@@ -1486,9 +1500,13 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
                 s_unsaved(self, fires[i].t, fires[i].sf);
                 continue;
             }
-            s_save_state(self, fires[i].t, fires[i].sf); /* its last: now, then it goes */
+            /* Its last: its state is saved with the others' (a burst of
+             * one-off triggers is saved in groups, not one by one on the
+             * fire path), then it goes. */
+            fires[i].t->ending = 1;
+            heap_remove(&self->heap, &fires[i].t->hn);
+            s_unsaved(self, fires[i].t, fires[i].sf);
             log_info("trigger reached end_at", "trigger=%s", fires[i].t->id);
-            s_end(self, fires[i].t);
         }
         /* A master behind its fires (a slow store) would otherwise stay
          * here batch after batch while its leases lapse: the rest waits

@@ -127,3 +127,40 @@ def test_the_late_fires_of_many_triggers_are_recorded_in_one_insert(cluster):
         states = {st["_id"]: st for st in cluster.db.trigger_state.find({"_id": {"$in": ids}})}
         return all(t in states and states[t]["last_fire_at"] >= skipped[t] for t in ids)
     wait_for(states_saved, 15, interval=0.5, what="every trigger's state saved past its skipped fires")
+
+
+def test_one_off_triggers_ending_together_save_their_last_states_together(cluster):
+    """N triggers whose one fire is at the same time: their last states
+    (next fire: none) are saved in a group after they fire, not one store
+    call each on the fire path, and a restarted master fires none again."""
+    n = 24
+    maddr = f"127.0.0.1:{free_port()}"
+    cluster.start(masters=1, workers=1, master_env={"SKED_METRICS_ADDR": maddr})
+    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=8)
+    start_ms = int(start.timestamp() * 1000)
+    ids = []
+    for i in range(n):
+        r = cluster.api("POST", "/triggers/", json={
+            "name": f"once-{i}",
+            "trigger_config": {"interval": 1, "unit": "hours", "start_at": zulu(start),
+                               "end_at": zulu(start + dt.timedelta(seconds=1))},
+            "execution_config": {"task_type": "noop"}})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    assert time.time() < start.timestamp() - 1, "setup took too long for the test's start time"
+
+    def states_saved():
+        return cluster.db.trigger_state.count_documents(
+            {"_id": {"$in": ids}, "last_fire_at": start}) == n
+    wait_for(states_saved, 30, interval=0.5, what="every last state saved")
+    m, _ = scrape(f"http://{maddr}/metrics")
+    one_by_one = val(m, "sked_store_operation_duration_seconds_count", op="save_state")
+    assert one_by_one < n / 2, f"{one_by_one} of {n} last states saved one by one"
+    text = cluster.masters[0].text()
+    assert all(f"trigger reached end_at trigger={t}" in text for t in ids)
+
+    assert cluster.masters[0].stop(signal.SIGTERM) == 0
+    again = cluster.start_master(0, cluster.master_ports[0])
+    wait_for(lambda: "partitions gained" in again.text(), 30, what="the restarted master's load")
+    time.sleep(3)
+    assert cluster.db.jobs.count_documents({"trigger_id": {"$in": ids}}) == n
