@@ -139,6 +139,39 @@ int store_get_by_id(store_t *self, const char *coll, const char *id, bson_t *out
     return rc;
 }
 
+size_t store_update_by_ids(store_t *self, const char *coll, const char *const *ids,
+                           bson_t *const *updates, size_t n, int64_t *matched,
+                           bson_error_t *berr)
+{
+    for (size_t i = 0; i < n; i += STORE_BULK_MAX) {
+        size_t k = n - i < STORE_BULK_MAX ? n - i : STORE_BULK_MAX, done = k;
+        mongoc_bulk_operation_t *bulk =
+            mongoc_collection_create_bulk_operation_with_opts(store_coll(self, coll), NULL);
+        bool ok = true;
+        for (size_t j = 0; j < k && ok; j++) {
+            bson_t *filter = BCON_NEW("_id", BCON_UTF8(ids[i + j]));
+            ok = mongoc_bulk_operation_update_one_with_opts(bulk, filter, updates[i + j], NULL, berr);
+            bson_destroy(filter);
+        }
+        bson_t reply = BSON_INITIALIZER; /* execute replaces it; stays empty if not run */
+        ok = ok && mongoc_bulk_operation_execute(bulk, &reply, berr);
+        *matched += bj_get_int(&reply, "nMatched", 0);
+        if (!ok) { /* an ordered bulk stops at its first error */
+            bson_iter_t it, first, idx;
+            done = 0;
+            if (bson_iter_init_find(&it, &reply, "writeErrors") && bson_iter_recurse(&it, &first) &&
+                bson_iter_next(&first) && BSON_ITER_HOLDS_DOCUMENT(&first) &&
+                bson_iter_recurse(&first, &idx) && bson_iter_find(&idx, "index"))
+                done = (size_t)bson_iter_as_int64(&idx);
+        }
+        bson_destroy(&reply);
+        mongoc_bulk_operation_destroy(bulk);
+        if (done < k)
+            return i + done;
+    }
+    return n;
+}
+
 int store_ping(store_t *self, err_t *err)
 {
     bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));

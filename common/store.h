@@ -31,6 +31,21 @@ mongoc_collection_t *store_coll(store_t *store, const char *name);
  * call when found). Returns 1 found, 0 absent, or a negative code. */
 int store_get_by_id(store_t *store, const char *coll, const char *id, bson_t *out, err_t *err);
 
+/* The most updates sent in one command. FerretDB v1.24 holds one pooled
+ * SQLite connection per statement of an `update` command until the
+ * command ends, out of 100, so a command of about 100 statements waits
+ * forever (150 hung here; its handler/msg_update.go defers each
+ * statement's close). 16 from each of a few masters stays well clear. */
+#define STORE_BULK_MAX 16
+
+/* Applies updates[i] to the document of coll with _id ids[i], in order,
+ * STORE_BULK_MAX to a command (ordered bulks). Returns how many were
+ * applied before the first failure (n if none; *berr then says why);
+ * adds to *matched how many found their document. */
+size_t store_update_by_ids(store_t *store, const char *coll, const char *const *ids,
+                           bson_t *const *updates, size_t n, int64_t *matched,
+                           bson_error_t *berr);
+
 /* Round trip to the server; 0 or ERR_RETRY. */
 int store_ping(store_t *store, err_t *err);
 

@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/schedule.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -102,14 +103,10 @@ struct flight {
 /* How long a STARTED waits before it is written (see s_on_started). */
 #define STARTED_DEFER_MS 1000
 
-/* The most FINISHED writes sent to the store in one bulk (dispatch_flush).
- * FerretDB v1.24 holds one pooled SQLite connection per statement of an
- * `update` command until the command ends, out of 100: a command of about
- * 100 statements waits forever for a connection (measured: 150 hang; its
- * handler/msg_update.go defers each statement's close). 16 from each of a
- * few masters stays well clear, and already costs a third of one-by-one
- * writes per job (docs/BENCHMARKS.md). */
-#define BATCH_MAX 16
+/* The most FINISHED writes sent to the store together (dispatch_flush):
+ * one command's worth, which already costs a third of one-by-one writes
+ * per job (docs/BENCHMARKS.md). */
+#define BATCH_MAX STORE_BULK_MAX
 
 /* A bulk holds the loop (fires, heartbeats' credit) while it is written,
  * so it is only as large as this many ms allow at the measured cost of a
@@ -121,7 +118,7 @@ struct flight {
 /* A FINISHED's write waiting for the next bulk, and whom to acknowledge
  * once it is persisted. */
 typedef struct {
-    bson_t *filter, *update;
+    bson_t *update;
     char job_id[PROTO_ID_MAX];
     int attempt;
     zframe_t *identity;
@@ -349,7 +346,6 @@ void dispatch_destroy(dispatch_t **self_p)
     free(d->recent_ring);
     zhashx_destroy(&d->listed);
     for (int i = 0; i < d->nbatch; i++) { /* not sent: the workers resend them */
-        bson_destroy(d->batch[i].filter);
         bson_destroy(d->batch[i].update);
         zframe_destroy(&d->batch[i].identity);
     }
@@ -517,10 +513,9 @@ static int s_update_job(dispatch_t *d, const char *job_id, int attempt, bson_t *
             return holds;
         }
     }
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id));
     if (d->batching) { /* a FINISHED's: it goes with the next bulk */
         batched_t *b = &d->batch[d->nbatch++];
-        *b = (batched_t){filter, update, "", attempt, zframe_dup(d->batching)};
+        *b = (batched_t){update, "", attempt, zframe_dup(d->batching)};
         snprintf(b->job_id, sizeof b->job_id, "%s", job_id);
         d->batched = 1;
         int limit = (int)(BATCH_BUDGET_MS / d->write_ms);
@@ -529,6 +524,7 @@ static int s_update_job(dispatch_t *d, const char *job_id, int attempt, bson_t *
         return 0;
     }
     dispatch_flush(d); /* the store sees the writes in the order they were made */
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id));
     bson_error_t berr;
     int rc = 0;
     int64_t t0 = zclock_usecs();
@@ -654,15 +650,7 @@ static void s_slot_id(char *buf, size_t size, const char *type, int k)
 /* True if the job a slot names has ended (or its document is gone). */
 static int s_slot_stale(dispatch_t *d, const char *job_id)
 {
-    bson_t job;
-    int rc = store_get_by_id(d->m->store, "jobs", job_id, &job, NULL);
-    if (rc < 0)
-        return 0;
-    if (rc == 0)
-        return 1;
-    int stale = !job_status_live(bj_get_str(&job, "status", ""));
-    bson_destroy(&job);
-    return stale;
+    return s_guard_holds(d, job_id, INT_MAX) == 0;
 }
 
 /* Claims a slot for the job if its type is limited. 1 ok (or unlimited),
@@ -1165,38 +1153,24 @@ void dispatch_flush(dispatch_t *self)
         return;
     int n = d->nbatch;
     d->nbatch = 0;
-    mongoc_bulk_operation_t *bulk =
-        mongoc_collection_create_bulk_operation_with_opts(store_coll(d->m->store, "jobs"), NULL);
-    bson_error_t berr = {0};
-    bool ok = true;
-    for (int i = 0; i < n && ok; i++)
-        ok = mongoc_bulk_operation_update_one_with_opts(bulk, d->batch[i].filter,
-                                                        d->batch[i].update, NULL, &berr);
-    bson_t reply = BSON_INITIALIZER; /* execute replaces it; stays empty if not run */
-    int64_t t0 = zclock_usecs();
-    ok = ok && mongoc_bulk_operation_execute(bulk, &reply, &berr);
-    stats_store_op("update_jobs", zclock_usecs() - t0, !ok);
-    s_write_cost(d, zclock_usecs() - t0, n);
-    int done = n; /* how many were persisted: those before the first error */
-    if (!ok) {
-        bson_iter_t it, err;
-        done = 0;
-        if (bson_iter_init_find(&it, &reply, "writeErrors") && bson_iter_recurse(&it, &err) &&
-            bson_iter_next(&err) && BSON_ITER_HOLDS_DOCUMENT(&err)) {
-            bson_iter_t idx;
-            if (bson_iter_recurse(&err, &idx) && bson_iter_find(&idx, "index"))
-                done = (int)bson_iter_as_int64(&idx);
-        }
-        log_warn("cannot save job statuses", "jobs=%d saved=%d reason=\"%s\"", n, done,
-                 berr.message);
+    const char *ids[BATCH_MAX];
+    bson_t *updates[BATCH_MAX];
+    for (int i = 0; i < n; i++) {
+        ids[i] = d->batch[i].job_id;
+        updates[i] = d->batch[i].update;
     }
-    bson_destroy(&reply);
-    mongoc_bulk_operation_destroy(bulk);
+    bson_error_t berr = {0};
+    int64_t matched = 0, t0 = zclock_usecs();
+    size_t done = store_update_by_ids(d->m->store, "jobs", ids, updates, (size_t)n, &matched, &berr);
+    stats_store_op("update_jobs", zclock_usecs() - t0, done < (size_t)n);
+    s_write_cost(d, zclock_usecs() - t0, n);
+    if (done < (size_t)n)
+        log_warn("cannot save job statuses", "jobs=%d saved=%zu reason=\"%s\"", n, done,
+                 berr.message);
     for (int i = 0; i < n; i++) {
         batched_t *b = &d->batch[i];
-        if (i < done)
+        if ((size_t)i < done)
             s_persisted(d, b->identity, b->job_id, b->attempt);
-        bson_destroy(b->filter);
         bson_destroy(b->update);
         zframe_destroy(&b->identity);
     }
