@@ -610,14 +610,15 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
     return rc;
 }
 
-/* Forgets the ended triggers of the partitions marked in `parts` that the
- * reconcile pass `pass` did not find (all of them for a pass of 0). */
-static void s_forget_ended(sched_t *self, const char *parts, unsigned pass)
+/* Forgets the ended triggers of `partition`, or (-1) those of the
+ * reconcile pass's partitions that the pass did not find (deleted). */
+static void s_forget_ended(sched_t *self, int partition)
 {
     zlistx_t *gone = zlistx_new();
     for (ended_t *e = zhashx_first(self->ended); e; e = zhashx_next(self->ended))
-        if (e->partition >= 0 && e->partition < self->m->cfg->partitions &&
-            parts[e->partition] && (!pass || e->seen != pass))
+        if (partition >= 0 ? e->partition == partition
+                           : e->partition >= 0 && e->partition < self->m->cfg->partitions &&
+                                 self->recon_parts[e->partition] && e->seen != self->pass)
             zlistx_add_end(gone, strdup(zhashx_cursor(self->ended)));
     zlistx_set_destructor(gone, s_str_free);
     for (const char *id = zlistx_first(gone); id; id = zlistx_next(gone))
@@ -627,10 +628,7 @@ static void s_forget_ended(sched_t *self, const char *parts, unsigned pass)
 
 void sched_drop(sched_t *self, int partition)
 {
-    char *only = calloc((size_t)self->m->cfg->partitions, 1);
-    only[partition] = 1;
-    s_forget_ended(self, only, 0);
-    free(only);
+    s_forget_ended(self, partition);
     self->recon_parts[partition] = 0;
     zlistx_t *gone = zlistx_new();
     for (trig_t *t = zhashx_first(self->by_id); t; t = zhashx_next(self->by_id))
@@ -744,7 +742,7 @@ static void s_reconcile_end(sched_t *self, int complete)
             s_remove(self, t);
         }
         zlistx_destroy(&gone);
-        s_forget_ended(self, self->recon_parts, self->pass); /* deleted since */
+        s_forget_ended(self, -1); /* deleted since */
     }
     mongoc_cursor_destroy(self->recon);
     self->recon = NULL;
@@ -1022,8 +1020,6 @@ static void s_unsaved(sched_t *s, trig_t *t, int64_t last)
     zhashx_update(s->unsaved, t->id, t);
 }
 
-static void s_end(sched_t *s, trig_t *t);
-
 /* t's state is saved; one that fired its last leaves now. */
 static void s_saved(sched_t *s, trig_t *t)
 {
@@ -1033,38 +1029,26 @@ static void s_saved(sched_t *s, trig_t *t)
         s_end(s, t);
 }
 
-/* Updates in one command of a group's save: FerretDB v1.24 never answers
- * an `update` of about 100 statements (see dispatch.c, BATCH_MAX). */
-#define STATE_BULK 16
-
 /* Saves the same fire times in the existing states of group[0..k), by
- * `_id`, STATE_BULK to a command. (An update_many by `_id` `$in` was one
+ * `_id` (store_update_by_ids). (An update_many by `_id` `$in` was one
  * round trip, but FerretDB pushes down only an `_id` equality and
  * decoded every state for it: 105 ms for 256 of 1,000.) Returns 0 if
  * every one was written, else -1 (the caller saves them one by one). */
 static int s_save_group(sched_t *s, trig_t **group, size_t k, int64_t last_sf)
 {
-    mongoc_collection_t *coll = store_coll(s->m->store, "trigger_state");
-    int64_t now = clock_wall_ms(), matched = 0, t0 = zclock_usecs();
-    bson_error_t berr = {0};
-    bool ok = true;
-    for (size_t i = 0; i < k && ok; i += STATE_BULK) {
-        mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, NULL);
-        for (size_t j = i; j < k && j < i + STATE_BULK && ok; j++) {
-            bson_t *filter = BCON_NEW("_id", BCON_UTF8(group[j]->id));
-            bson_t *update = BCON_NEW("$set", "{", "next_fire_at", BCON_DATE_TIME(group[j]->next_ms),
-                                      "last_fire_at", BCON_DATE_TIME(last_sf), "updated_at",
-                                      BCON_DATE_TIME(now), "}");
-            ok = mongoc_bulk_operation_update_one_with_opts(bulk, filter, update, NULL, &berr);
-            bson_destroy(filter);
-            bson_destroy(update);
-        }
-        bson_t reply = BSON_INITIALIZER;
-        ok = ok && mongoc_bulk_operation_execute(bulk, &reply, &berr);
-        matched += bj_get_int(&reply, "nMatched", 0);
-        bson_destroy(&reply);
-        mongoc_bulk_operation_destroy(bulk);
+    const char *ids[k];
+    bson_t *same[k];
+    bson_t *update = BCON_NEW("$set", "{", "next_fire_at", BCON_DATE_TIME(group[0]->next_ms),
+                              "last_fire_at", BCON_DATE_TIME(last_sf), "updated_at",
+                              BCON_DATE_TIME(clock_wall_ms()), "}");
+    for (size_t i = 0; i < k; i++) {
+        ids[i] = group[i]->id;
+        same[i] = update;
     }
+    bson_error_t berr = {0};
+    int64_t matched = 0, t0 = zclock_usecs();
+    bool ok = store_update_by_ids(s->m->store, "trigger_state", ids, same, k, &matched, &berr) == k;
+    bson_destroy(update);
     stats_store_op("save_states", zclock_usecs() - t0, !ok);
     if (!ok)
         log_warn("cannot save trigger states", "triggers=%zu reason=\"%s\"", k, berr.message);
