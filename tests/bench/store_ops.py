@@ -63,11 +63,8 @@ def query_plan(store_dir, collection):
                 for (sql,) in con.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
                                           (table,)):
                     print(f"index: {sql}")
-                for q in (f'''SELECT _ferretdb_sjson FROM "{table}" WHERE _ferretdb_sjson->'$._id' = ?''',
-                          f'''UPDATE "{table}" SET _ferretdb_sjson = ? WHERE _ferretdb_sjson->'$._id' = ?'''):
-                    args = ('"j0"',) if q.startswith("SELECT") else ("{}", '"j0"')
-                    plan = "; ".join(r[3] for r in con.execute("EXPLAIN QUERY PLAN " + q, args))
-                    print(f"plan: {q.split(' WHERE')[0]} WHERE <_id> -> {plan}")
+                for verb, plan in conftest.id_lookup_plans(con, table).items():
+                    print(f"plan: {verb} {table} WHERE <_id> -> {plan}")
         finally:
             con.close()
 

@@ -121,6 +121,19 @@ def wait_for(pred, timeout, interval=0.1, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
+def id_lookup_plans(con, table):
+    """SQLite's plans for the statements FerretDB v1.24 runs to find and to
+    update a document of `table` by `_id`: {"SELECT": plan, "UPDATE": plan}
+    (deploy/store-indexer.py is what turns them from SCAN into SEARCH)."""
+    out = {}
+    for verb, q, args in (
+            ("SELECT", f'''SELECT _ferretdb_sjson FROM "{table}" WHERE _ferretdb_sjson->'$._id' = ?''', ('"x"',)),
+            ("UPDATE", f'''UPDATE "{table}" SET _ferretdb_sjson = ? WHERE _ferretdb_sjson->'$._id' = ?''',
+             ("{}", '"x"'))):
+        out[verb] = "; ".join(r[3] for r in con.execute("EXPLAIN QUERY PLAN " + q, args))
+    return out
+
+
 # Databases the store's indexer leaves alone (Cluster.unindexed).
 UNINDEXED_PREFIX = "unindexed_"
 

@@ -13,7 +13,7 @@ import uuid
 
 import pymongo
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, id_lookup_plans, wait_for
 
 INDEXER = os.path.join(ROOT, "deploy", "store-indexer.py")
 SKED_COLLECTIONS = {"triggers", "trigger_state", "jobs", "locks", "members", "audit"}
@@ -29,8 +29,7 @@ def id_plans(store_dir, db_name):
     try:
         out = {}
         for name, table in con.execute("SELECT name, table_name FROM _ferretdb_collections"):
-            q = f'''UPDATE "{table}" SET _ferretdb_sjson = ? WHERE _ferretdb_sjson->'$._id' = ?'''
-            out[name] = "; ".join(r[3] for r in con.execute("EXPLAIN QUERY PLAN " + q, ("{}", '"x"')))
+            out[name] = id_lookup_plans(con, table)["UPDATE"]
         return out
     finally:
         con.close()
