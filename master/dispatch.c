@@ -878,14 +878,32 @@ static int s_send(dispatch_t *d, worker_t *w, const job_t *job)
     return 0;
 }
 
+/* True while some worker can take a job. */
+static int s_credit_left(dispatch_t *d)
+{
+    for (worker_t *w = zhashx_first(d->workers); w; w = zhashx_next(d->workers))
+        if (!w->draining && w->credit > 0)
+            return 1;
+    return 0;
+}
+
 static void s_pump(dispatch_t *d)
 {
-    /* Rotate the queue once: each job is either sent or put back at the
-     * end, so order is kept and a task type nobody serves blocks no other. */
-    size_t n = zlistx_size(d->pending);
-    for (size_t i = 0; i < n; i++) {
-        job_t *job = zlistx_detach(d->pending, NULL);
+    /* Walk the queue oldest first, taking out the jobs sent: order is kept
+     * and a task type nobody serves blocks no other. The walk ends when no
+     * worker has credit left. It is the master's hottest path: called for
+     * every worker message, it once rotated the whole queue each time
+     * (25,000 pending jobs when 50,000 came due at once kept the masters'
+     * CPU busy with the rotation). */
+    const job_t *unserved = NULL; /* the last job no worker could take */
+    for (job_t *job = zlistx_first(d->pending); job && s_credit_left(d);
+         job = zlistx_next(d->pending)) {
+        if (unserved && strcmp(job->task_type, unserved->task_type) == 0 &&
+            strcmp(job->labels, unserved->labels) == 0)
+            continue; /* credit only shrinks during a walk: nobody takes it either */
         worker_t *w = s_pick(d, job);
+        if (!w)
+            unserved = job;
         if (w && !s_acquire_slot(d, job))
             w = NULL; /* its task type is at its cluster-wide limit */
         if (w && s_send(d, w, job) < 0) {
@@ -895,10 +913,9 @@ static void s_pump(dispatch_t *d)
             w->last_seen = INT64_MIN / 2; /* expires on the next tick */
             w = NULL;
         }
-        if (!w) {
-            zlistx_add_end(d->pending, job);
+        if (!w)
             continue;
-        }
+        zlistx_detach_cur(d->pending);
         flight_t *old = zhashx_lookup(d->flights, job->id);
         if (old) /* cannot happen: an attempt's flight ends before its retry */
             s_flight_done(d, old);

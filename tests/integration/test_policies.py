@@ -224,3 +224,35 @@ def test_task_type_limit_holds_across_masters(cluster):
     spread = sum(1 for ps in owners.values() if ps & parts)
     claimed = {j["master"] for j in cluster.db.jobs.find({"task_type": "sleep"})}
     assert len(claimed) == spread, (parts, owners, claimed)
+
+
+def test_the_pending_queue_goes_oldest_first_past_jobs_nobody_can_take(cluster):
+    """A master walks its pending queue oldest first whenever a worker has
+    credit: a job goes out when a worker can take it, in its turn, and the
+    jobs of a task type or labels nobody serves (at the head of the queue
+    here) hold none of the others up."""
+    cluster.start(masters=1, workers=1,
+                  worker_env={"SKED_TASK_TYPES": "noop,sleep", "SKED_WORKER_SLOTS": "1"})
+    unserved = create(cluster, "nobody-serves-echo", {"task_type": "echo"})
+    mars = create(cluster, "mars", {"task_type": "sleep", "parameters": {"seconds": 0.1},
+                                    "worker_labels": {"region": "mars"}})
+    wait_for(lambda: all(len(jobs_of(cluster, t)) >= 2 for t in (unserved, mars)), 15,
+             what="jobs nobody can take queued first")
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "one-slot", "trigger_config": {"cron_expression": "0 2 * * *"},
+        "execution_config": {"task_type": "sleep", "parameters": {"seconds": 0.3}}})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    ids = []
+    for _ in range(5):  # one slot: they queue, behind the others
+        r = cluster.api("POST", f"/triggers/{tid}/execute",
+                        json={"parameters": {"force_execution": True}})
+        assert r.status_code in (200, 201, 202), r.text
+        ids.append(r.json()["job_id"])
+    done = wait_for(lambda: (lambda js: js if all(j and j["status"] == "succeeded" for j in js) else None)(
+        [cluster.db.jobs.find_one({"_id": i}) for i in ids]), 30, what="the queued runs")
+    starts = [j["started_at"] for j in done]
+    assert starts == sorted(starts), "queued runs did not start oldest first"
+    assert [j["scheduled_for"] for j in done] == sorted(j["scheduled_for"] for j in done)
+    for t in (unserved, mars):
+        assert {j["status"] for j in jobs_of(cluster, t)} <= {"queued", "skipped"}
