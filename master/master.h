@@ -264,6 +264,7 @@ void stats_fires_skipped(const char *reason, size_t n);
 /* One store operation ("insert_job", "update_job", ...) that took usecs. */
 void stats_store_op(const char *op, int64_t usecs, int failed);
 /* Leases held now, and gained / lost since the last call. */
+void stats_reconcile(int64_t read_ms, int complete);
 void stats_leases(int held, int gained, int lost);
 /* Pending queue, workers' free and used slots, workers; also exports
  * proto_dropped. */

@@ -29,7 +29,7 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
-    metric_t *pruned, *waiting, *unsaved;
+    metric_t *pruned, *waiting, *unsaved, *recon_passes, *recon_seconds;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
 
@@ -66,6 +66,14 @@ void stats_init(void)
                               "Triggers that fired since their state was last saved (saves wait "
                               "their turn behind a slow store).",
                               "");
+    s.recon_passes = metrics_counter("sked_reconcile_passes_total",
+                                     "Reconcile passes over this master's triggers, by how they "
+                                     "ended (complete, or broken off by a store error).",
+                                     "result");
+    s.recon_seconds = metrics_counter("sked_reconcile_read_seconds_total",
+                                      "Time reconcile passes spent reading the store; the next "
+                                      "pass waits 20 times its predecessor's.",
+                                      "");
     s.queue = metrics_gauge("sked_queue_depth",
                             "Jobs due and waiting for a worker in this master's pending queue.", "");
     s.leases = metrics_gauge("sked_leases_held", "Partition leases this master holds.", "");
@@ -150,6 +158,12 @@ void stats_store_op(const char *op, int64_t usecs, int failed)
     metric_observe(s.store_seconds, (const char *[]){op}, usecs / 1e6);
     if (failed)
         metric_inc(s.store_errors, (const char *[]){op}, 1);
+}
+
+void stats_reconcile(int64_t read_ms, int complete)
+{
+    metric_inc(s.recon_passes, (const char *[]){complete ? "complete" : "broken"}, 1);
+    metric_inc(s.recon_seconds, NULL, read_ms / 1e3);
 }
 
 void stats_leases(int held, int gained, int lost)

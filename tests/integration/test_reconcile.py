@@ -8,7 +8,9 @@ import datetime as dt
 import re
 import time
 
-from conftest import imported_trigger as imported, wait_for
+import requests
+
+from conftest import free_port, imported_trigger as imported, wait_for
 
 
 def jobs_of(cluster, tid):
@@ -91,3 +93,52 @@ def test_a_trigger_that_reached_its_end_is_not_read_again_by_every_pass(cluster)
         "version": 2, "updated_at": dt.datetime.now(dt.timezone.utc), "schedule.end_at": later,
         "trigger_config.end_at": later.isoformat()}})
     wait_for(lambda: jobs_of(cluster, tid) >= fired + 2, 20, what="the changed trigger firing again")
+
+
+def test_passes_are_spaced_by_twenty_times_their_reading_time(cluster):
+    """On FerretDB every pass is a full scan of `triggers`, whatever the
+    partitions. With many triggers a pass every 10 ticks kept the store
+    busy all the time, so a pass begins no sooner than 20 times its
+    predecessor's reading time after that one ended."""
+    maddr = f"127.0.0.1:{free_port()}"
+    env = {"SKED_METRICS_ADDR": maddr}
+    cluster.start(masters=1, workers=1, master_env=env)
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "template", "trigger_config": {"interval": 3600, "unit": "seconds"},
+        "execution_config": {"task_type": "noop"}})
+    assert r.status_code == 201, r.text
+    template = cluster.db.triggers.find_one({"_id": r.json()["id"]})
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    cluster.db.triggers.insert_many([imported(template, f"q-{i}", later, 3600) for i in range(5000)])
+    # A new master loads them whole on gaining the partitions; its passes
+    # then read ids and versions only.
+    assert cluster.masters[0].stop() == 0
+    master = cluster.start_master(1, cluster.master_ports[0], **env)
+    wait_for(lambda: "partitions gained" in master.text(), 60, what="the new master's load")
+
+    def sample():
+        try:
+            text = requests.get(f"http://{maddr}/metrics", timeout=5).text
+        except requests.ConnectionError:
+            return None
+        passes = sum(float(v) for v in re.findall(
+            r'^sked_reconcile_passes_total\{result="complete"\} (\S+)', text, re.M))
+        read = re.search(r"^sked_reconcile_read_seconds_total (\S+)", text, re.M)
+        return passes, float(read.group(1)) if read else 0.0
+
+    ends = []  # (time the pass was seen ended, its reading time)
+    last = wait_for(sample, 10, what="the master's metrics")
+    deadline = time.time() + 60
+    while time.time() < deadline and len(ends) < 2:
+        cur = sample()
+        if cur and cur[0] > last[0]:
+            assert cur[0] == last[0] + 1, "two passes ended within 0.1 s"
+            ends.append((time.time(), cur[1] - last[1]))
+        last = cur or last
+        time.sleep(0.1)
+    assert len(ends) >= 2, f"fewer than two passes ended in 60 s: {ends}"
+    unpaced = 10 * 0.3  # a pass every 10 ticks of 300 ms
+    for (t0, read), (t1, _) in zip(ends, ends[1:]):
+        # Only a read long enough makes the spacing show against the ticks.
+        assert 20 * read > unpaced + 1, f"a pass read only {read:.3f} s: too few triggers"
+        assert t1 - t0 >= 20 * read - 0.3, f"passes {t1 - t0:.2f} s apart after reading {read:.2f} s"
