@@ -102,6 +102,11 @@ struct flight {
 
 /* How long a STARTED waits before it is written (see s_on_started). */
 #define STARTED_DEFER_MS 1000
+/* A loop turn spends at most about this long writing deferred STARTEDs
+ * (in bulks by `_id`); the rest go next turn, right after. One by one and
+ * all at once, 5,000 jobs started together held a master's loop past its
+ * leases' deadline. */
+#define STARTED_BUDGET_MS 20
 
 /* The most FINISHED writes sent to the store together (dispatch_flush):
  * one command's worth, which already costs a third of one-by-one writes
@@ -149,6 +154,7 @@ struct dispatch {
     int64_t lag_max[2];    /* largest fire lag (ms) in this and the previous minute */
     int64_t lag_minute;    /* monotonic minute lag_max[0] belongs to */
     int64_t unsaved_retry; /* monotonic ms of the next attempt to persist them */
+    int unsaved_more;      /* some are due and were left for the next turn */
     struct {
         char type[64];
         int limit;
@@ -1966,27 +1972,69 @@ static void s_timers(dispatch_t *d, int64_t now)
 }
 
 /* Persists deferred STARTED updates once due, and those that failed while
- * the store was away (then every second until they are written). A flight
- * of a partition no longer held is left to its next owner. Stops early
- * when a fire falls due (and is not late already). */
+ * the store was away (then every second until they are written), in
+ * ordered bulks by `_id`. A flight of a partition no longer held is left
+ * to its next owner. Stops when a fire falls due (and is not late
+ * already) or after STARTED_BUDGET_MS, leaving the rest to the next loop
+ * turn (dispatch_busy). */
 static void s_save_unsaved(dispatch_t *d, int64_t now)
 {
+    d->unsaved_more = 0;
     if (!d->unsaved || now < d->unsaved_retry)
         return;
-    for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights)) {
-        if (!f->started_unsaved || now < f->started_due)
-            continue;
-        if (sched_on_time_due(d->m->sched))
-            return; /* a fire is due: it goes first, the rest next tick */
-        if (s_owned(d, f->job) &&
-            s_update_job(d, f->id, f->job->attempt,
-                         s_started_update(f->started_at, f->worker_id, f->job->attempt), 0) < 0) {
+    int64_t until = clock_mono_ms() + STARTED_BUDGET_MS;
+    for (;;) {
+        flight_t *due[STORE_BULK_MAX];
+        size_t n = 0;
+        for (flight_t *f = zhashx_first(d->flights); f && n < STORE_BULK_MAX;
+             f = zhashx_next(d->flights)) {
+            if (!f->started_unsaved || now < f->started_due)
+                continue;
+            if (s_owned(d, f->job)) {
+                due[n++] = f;
+            } else { /* the partition's new holder learns it from the worker */
+                f->started_unsaved = 0;
+                d->unsaved--;
+            }
+        }
+        if (n == 0)
+            return;
+        if (sched_on_time_due(d->m->sched) || clock_mono_ms() >= until) {
+            d->unsaved_more = 1; /* a fire is due, or the turn is over: next turn */
+            return;
+        }
+        dispatch_flush(d); /* the store sees the writes in the order they were made */
+        const char *ids[STORE_BULK_MAX];
+        bson_t *updates[STORE_BULK_MAX];
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = due[i]->id;
+            updates[i] = s_started_update(due[i]->started_at, due[i]->worker_id,
+                                          due[i]->job->attempt);
+        }
+        bson_error_t berr = {0};
+        int64_t matched = 0, t0 = zclock_usecs();
+        size_t done = store_update_by_ids(d->m->store, "jobs", ids, updates, n, &matched, &berr);
+        stats_store_op("update_started", zclock_usecs() - t0, done < n);
+        s_write_cost(d, zclock_usecs() - t0, (int)n);
+        for (size_t i = 0; i < n; i++) {
+            bson_destroy(updates[i]);
+            if (i < done) {
+                due[i]->started_unsaved = 0;
+                d->unsaved--;
+            }
+        }
+        if (done < n) {
+            log_warn("cannot save job statuses", "jobs=%zu saved=%zu reason=\"%s\"", n, done,
+                     berr.message);
             d->unsaved_retry = now + 1000; /* still away */
             return;
         }
-        f->started_unsaved = 0;
-        d->unsaved--;
     }
+}
+
+int dispatch_busy(const dispatch_t *self)
+{
+    return self->unsaved_more;
 }
 
 void dispatch_tick(dispatch_t *self)

@@ -206,7 +206,8 @@ static int s_run(master_t *m)
         int64_t alerts = alert_next_ms(m->alert); /* curl's timeouts, alert retries */
         if (alerts < wait)
             wait = alerts;
-        if (wait < 0 || zlistx_size(m->waiting) || sched_reconciling(m->sched))
+        if (wait < 0 || zlistx_size(m->waiting) || sched_reconciling(m->sched) ||
+            dispatch_busy(m->disp))
             wait = 0;
         int nitems = 1 + alert_pollitems(m->alert, items + 1, MAX_ALERT_FDS);
         if (zmq_poll(items, nitems, (long)wait) < 0 && errno != EINTR)

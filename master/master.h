@@ -233,6 +233,9 @@ void dispatch_flush(dispatch_t *self);
 /* Sends what can be sent and retries that are due; expires silent workers
  * and running jobs past max_execution_time + grace. */
 void dispatch_tick(dispatch_t *self);
+/* True if dispatch_tick left due work (STARTED writes) for the next loop
+ * turn: the loop then does not wait. */
+int dispatch_busy(const dispatch_t *self);
 /* Milliseconds until dispatch_tick has a retry or a timeout to act on:
  * 0 if one is overdue, INT64_MAX if none. */
 int64_t dispatch_next_timer(const dispatch_t *self);

@@ -164,3 +164,37 @@ def test_one_off_triggers_ending_together_save_their_last_states_together(cluste
     wait_for(lambda: "partitions gained" in again.text(), 30, what="the restarted master's load")
     time.sleep(3)
     assert cluster.db.jobs.count_documents({"trigger_id": {"$in": ids}}) == n
+
+
+def test_jobs_started_together_have_their_starts_written_in_bulks(cluster):
+    """A STARTED is written a second after it comes (unless FINISHED comes
+    first and carries it). Jobs that started together have theirs written
+    in bulks by `_id`, a few a loop turn, not one store call each in one
+    go (5,000 of them held a master's loop past its leases' deadline)."""
+    n = 64
+    maddr = f"127.0.0.1:{free_port()}"
+    cluster.start(masters=1, workers=1, master_env={"SKED_METRICS_ADDR": maddr},
+                  worker_env={"SKED_WORKER_SLOTS": str(n)})
+    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=8)
+    ids = []
+    for i in range(n):
+        r = cluster.api("POST", "/triggers/", json={
+            "name": f"long-{i}",
+            "trigger_config": {"interval": 1, "unit": "hours", "start_at": zulu(start)},
+            "execution_config": {"task_type": "sleep", "parameters": {"seconds": 6}}})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    assert time.time() < start.timestamp() - 1, "setup took too long for the test's start time"
+    jobs = [f"{t}@{int(start.timestamp() * 1000)}" for t in ids]
+
+    def running():
+        return cluster.db.jobs.count_documents({"_id": {"$in": jobs}, "status": "running",
+                                                "started_at": {"$ne": None}})
+    wait_for(lambda: running() == n, 20, interval=0.3, what="every start written while it runs")
+    m, _ = scrape(f"http://{maddr}/metrics")
+    bulks = val(m, "sked_store_operation_duration_seconds_count", op="update_started")
+    singles = val(m, "sked_store_operation_duration_seconds_count", op="update_job")
+    assert 1 <= bulks <= n / 4, f"{bulks} bulks for {n} starts"
+    assert singles == 0, f"{singles} starts written one by one"
+    wait_for(lambda: cluster.db.jobs.count_documents({"_id": {"$in": jobs}, "status": "succeeded"}) == n,
+             30, interval=0.5, what="every job done")
