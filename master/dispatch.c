@@ -129,6 +129,10 @@ typedef struct {
     zframe_t *identity;
 } batched_t;
 
+/* A takeover's scan of `jobs` renews the leases every this many documents
+ * (and reads them this many a round trip). */
+#define RECOVER_RENEW_EVERY 256
+
 /* The longest a takeover waits for workers to answer its PING, in worker
  * timeouts (s_workers_heard). */
 #define RECOVER_WAIT_TIMEOUTS 6
@@ -1421,14 +1425,23 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
     bson_append_document_end(&or, &alt);
     BCON_APPEND(&or, "1", "{", "notify_pending", BCON_BOOL(true), "}");
     bson_append_array_end(filter, &or);
+    /* On FerretDB this reads every job (about 0.5 ms each): with tens of
+     * thousands it outlasts a lease's TTL, so it renews the leases every
+     * RECOVER_RENEW_EVERY documents, as a load does. A lease lost meanwhile
+     * is forgotten by the next tick; its jobs are not taken here. */
+    bson_t *opts = BCON_NEW("batchSize", BCON_INT32(RECOVER_RENEW_EVERY));
     mongoc_cursor_t *cur =
-        mongoc_collection_find_with_opts(store_coll(self->m->store, "jobs"), filter, NULL, NULL);
+        mongoc_collection_find_with_opts(store_coll(self->m->store, "jobs"), filter, opts, NULL);
+    bson_destroy(opts);
     const bson_t *doc;
-    int count = 0;
+    int count = 0, read = 0;
     while (mongoc_cursor_next(cur, &doc)) {
+        if (++read % RECOVER_RENEW_EVERY == 0)
+            partitions_keep(self->m);
         const char *id = bj_get_str(doc, "_id", NULL);
         if (!id || strlen(id) >= PROTO_ID_MAX || zhashx_lookup(self->flights, id) ||
-            zhashx_lookup(self->recovering, id))
+            zhashx_lookup(self->recovering, id) ||
+            !partitions_owned(self->m, (int)bj_get_int(doc, "partition", -1)))
             continue;
         const char *status = bj_get_str(doc, "status", "queued");
         if (!job_status_live(status)) {

@@ -15,6 +15,9 @@
  * here), read until PRUNE_BATCH of them may go, then one delete by their
  * `_id`s with the same conditions.
  * It stays off the fire path: a pass waits while an on-time fire is due.
+ * The first pass comes a period after start, not in the tick that gains
+ * the partitions (whose load and takeover scan are long already); a pass
+ * renews the leases due before its query and as it reads, as a load does.
  *
  * G1 does not depend on the retention. A scheduled job is deleted only
  * once its trigger's persisted state has moved past it (scheduled_for
@@ -57,9 +60,13 @@ void prune_tick(master_t *m, int64_t *next_mono)
     if (cfg->job_retention_s <= 0 || now < *next_mono)
         return;
     int64_t period = (int64_t)cfg->job_retention_s * 100;
+    int first = *next_mono == 0;
     *next_mono = now + (period < 1000 ? 1000 : period > 3600000 ? 3600000 : period);
+    if (first)
+        return; /* not in the tick that gains the partitions (and scans for them) */
     if (sched_on_time_due(m->sched))
         return; /* an on-time fire first; the pass comes round again */
+    partitions_keep(m); /* the scan below may be long: it starts on renewed leases */
     int parts[cfg->partitions], n = 0;
     for (int p = 0; p < cfg->partitions; p++)
         if (partitions_owned(m, p))
@@ -82,8 +89,10 @@ void prune_tick(master_t *m, int64_t *next_mono)
     BSON_APPEND_DOCUMENT_BEGIN(del, "_id", &idf);
     BSON_APPEND_ARRAY_BEGIN(&idf, "$in", &ids);
     const bson_t *doc;
-    int k = 0, kept = 0;
+    int k = 0, kept = 0, read = 0;
     while (k < PRUNE_BATCH && mongoc_cursor_next(cur, &doc)) {
+        if (++read % 256 == 0)
+            partitions_keep(m);
         const char *id = bj_get_str(doc, "_id", NULL);
         if (!id)
             continue;

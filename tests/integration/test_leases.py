@@ -1,11 +1,12 @@
 """Partition leases under contention and failover: one owner per epoch,
 epochs never overlap, a killed master's partitions are taken over."""
 import datetime as dt
+import re
 import signal
 import time
 from collections import defaultdict
 
-from conftest import DelayProxy, imported_trigger, insert_job_history, wait_for
+from conftest import DelayProxy, imported_trigger, insert_job_history, trigger_partition, wait_for
 
 
 def lease_chains(cluster):
@@ -160,3 +161,40 @@ def test_a_master_keeps_its_leases_on_a_store_that_answers_late(cluster):
     assert_chains_sound(cluster)
     assert all(len(docs) == 1 for docs in lease_chains(cluster).values()), "a lease changed hands"
     proxy.delay = 0
+
+
+def test_a_master_keeps_its_leases_while_a_takeover_scan_outlasts_their_ttl(cluster):
+    """Gaining partitions also scans `jobs` for the ones to take over, and
+    on FerretDB that reads every job. With 15,000 jobs waiting and each
+    store request held 50 ms, the scan takes longer than a lease's TTL
+    (3 s): it renews the leases as it reads instead of losing them all."""
+    n = 15000
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    far = f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"
+    cluster.start(masters=1, workers=1, master_env={"SKED_MONGO_URI": far})
+    now = dt.datetime.now(dt.timezone.utc)
+    cluster.db.jobs.insert_many([
+        {"_id": f"waiting{i}@1000", "trigger_id": f"waiting{i}", "partition": trigger_partition(f"waiting{i}"),
+         "kind": "scheduled", "task_type": "nobody-runs-this", "status": "queued", "attempt": 1,
+         "scheduled_for": now, "run_at": now, "created_at": now} for i in range(n)])
+    old = cluster.masters.pop(0)
+    assert old.stop() == 0  # SIGTERM: its leases are released at once
+    cluster.checked_stop.append(old)
+    proxy.delay = 0.05
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_MONGO_URI=far)
+    wait_for(lambda: f"jobs taken over count={n}" in m.text(), 120, interval=0.5,
+             what="every waiting job taken over")
+    text = m.text()
+    gained = re.search(r"^(\S+) .*partitions gained", text, re.M).group(1)
+    taken = re.search(r"^(\S+) .*jobs taken over", text, re.M).group(1)
+    scan_s = (dt.datetime.fromisoformat(taken.rstrip("Z")) - dt.datetime.fromisoformat(gained.rstrip("Z")))
+    assert scan_s.total_seconds() > 3, f"the scan took {scan_s}: not longer than a lease's TTL"
+    time.sleep(2)
+    text = m.text()
+    assert "lease lapsed" not in text and "lease lost" not in text, m.log_path
+    assert text.count("partitions gained") == 1, "gained once"
+    assert_chains_sound(cluster)
+    proxy.delay = 0
+    # Nobody serves their task type: they stay queued, none lost.
+    assert cluster.db.jobs.count_documents({"status": "queued", "task_type": "nobody-runs-this"}) == n
