@@ -427,6 +427,11 @@ def agenda_job(name, data, next_run, repeat=None, end=None):
     return doc
 
 
+def agenda_every_second(n, t0, s):
+    """n noop jobs repeating every second from t0 for s seconds."""
+    return [agenda_job("noop", {"k": i}, t0, "* * * * * *", t0 + s * 1000 - 500) for i in range(n)]
+
+
 class AgendaProc:
     def __init__(self, uri, out, logdir, name, concurrency, lock_lifetime=600000, seconds=900,
                  jobs="noop", process_every=AGENDA_PROCESS_EVERY_MS):
@@ -599,8 +604,7 @@ class Bench:
             a = AgendaRun(self, "accuracy")
             t0 = align(6000 + n * 2)
             try:
-                insert_many(a.db.agendaJobs, [agenda_job("noop", {"k": i}, t0, "* * * * * *", t0 + s * 1000 - 500)
-                                              for i in range(n)])
+                insert_many(a.db.agendaJobs, agenda_every_second(n, t0, s))
                 a.start(AGENDA_PROCS, max(100, n))
                 sleep_until_ms(t0 + s * 1000)
                 wait_progress(lambda: len(a.runs()), n * s, DRAIN_S)
@@ -904,8 +908,7 @@ class Bench:
             a = AgendaRun(self, "failover")
             t0 = align(6000 + n * 2)
             try:
-                insert_many(a.db.agendaJobs, [agenda_job("noop", {"k": i}, t0, "* * * * * *", t0 + s * 1000 - 500)
-                                              for i in range(n)])
+                insert_many(a.db.agendaJobs, agenda_every_second(n, t0, s))
                 procs = a.start(3, max(100, n), lock_lifetime=LEASE_TTL_MS)
                 sleep_until_ms(t0 + kill_after * 1000)
                 counts = {}

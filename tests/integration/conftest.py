@@ -99,6 +99,16 @@ def trigger_partition(tid, partitions=8):
     return h % partitions
 
 
+def template_trigger(cluster):
+    """An hourly noop trigger made through the API, as a document to copy
+    (imported_trigger)."""
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "template", "trigger_config": {"interval": 3600, "unit": "seconds"},
+        "execution_config": {"task_type": "noop"}})
+    assert r.status_code == 201, r.text
+    return cluster.db.triggers.find_one({"_id": r.json()["id"]})
+
+
 def imported_trigger(template, name, first, period_s):
     """A copy of an API-made trigger document under a new id, firing every
     period_s seconds from `first`: what a bulk import writes, with no

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from conftest import free_port, imported_trigger as imported, wait_for
+from conftest import free_port, imported_trigger as imported, template_trigger, wait_for
 
 
 def jobs_of(cluster, tid):
@@ -20,11 +20,7 @@ def jobs_of(cluster, tid):
 def test_triggers_changed_behind_the_masters_back_are_picked_up_by_the_reconcile(cluster):
     cluster.start(masters=1, workers=1)
     master = cluster.masters[0]
-    r = cluster.api("POST", "/triggers/", json={
-        "name": "template", "trigger_config": {"interval": 3600, "unit": "seconds"},
-        "execution_config": {"task_type": "noop"}})
-    assert r.status_code == 201, r.text
-    template = cluster.db.triggers.find_one({"_id": r.json()["id"]})
+    template = template_trigger(cluster)
     now = dt.datetime.now(dt.timezone.utc)
     later = now + dt.timedelta(hours=1)
     quiet = [imported(template, f"quiet-{i}", later, 3600) for i in range(600)]
@@ -103,11 +99,7 @@ def test_passes_are_spaced_by_twenty_times_their_reading_time(cluster):
     maddr = f"127.0.0.1:{free_port()}"
     env = {"SKED_METRICS_ADDR": maddr}
     cluster.start(masters=1, workers=1, master_env=env)
-    r = cluster.api("POST", "/triggers/", json={
-        "name": "template", "trigger_config": {"interval": 3600, "unit": "seconds"},
-        "execution_config": {"task_type": "noop"}})
-    assert r.status_code == 201, r.text
-    template = cluster.db.triggers.find_one({"_id": r.json()["id"]})
+    template = template_trigger(cluster)
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
     cluster.db.triggers.insert_many([imported(template, f"q-{i}", later, 3600) for i in range(5000)])
     # A new master loads them whole on gaining the partitions; its passes
