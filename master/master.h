@@ -266,8 +266,9 @@ void stats_job_lost(const char *task_type);
 void stats_fires_skipped(const char *reason, size_t n);
 /* One store operation ("insert_job", "update_job", ...) that took usecs. */
 void stats_store_op(const char *op, int64_t usecs, int failed);
-/* Leases held now, and gained / lost since the last call. */
+/* A reconcile pass ended (complete, or broken off) after reading read_ms. */
 void stats_reconcile(int64_t read_ms, int complete);
+/* Leases held now, and gained / lost since the last call. */
 void stats_leases(int held, int gained, int lost);
 /* Pending queue, workers' free and used slots, workers; also exports
  * proto_dropped. */

@@ -34,6 +34,8 @@
 #include <string.h>
 
 #define PRUNE_BATCH 500
+/* A pass renews the leases due every this many documents it reads. */
+#define PRUNE_RENEW_EVERY 256
 
 /* Appends the conditions every pruned job meets: final, finished before
  * the cutoff, no notice pending. */
@@ -91,7 +93,7 @@ void prune_tick(master_t *m, int64_t *next_mono)
     const bson_t *doc;
     int k = 0, kept = 0, read = 0;
     while (k < PRUNE_BATCH && mongoc_cursor_next(cur, &doc)) {
-        if (++read % 256 == 0)
+        if (++read % PRUNE_RENEW_EVERY == 0)
             partitions_keep(m);
         const char *id = bj_get_str(doc, "_id", NULL);
         if (!id)
