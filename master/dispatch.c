@@ -129,10 +129,6 @@ typedef struct {
     zframe_t *identity;
 } batched_t;
 
-/* A takeover's scan of `jobs` renews the leases every this many documents
- * (and reads them this many a round trip). */
-#define RECOVER_RENEW_EVERY 256
-
 /* The longest a takeover waits for workers to answer its PING, in worker
  * timeouts (s_workers_heard). */
 #define RECOVER_WAIT_TIMEOUTS 6
@@ -480,6 +476,23 @@ void job_live_append(bson_t *filter, const char *key, const char *op)
 static void s_write_cost(dispatch_t *d, int64_t usecs, int jobs)
 {
     d->write_ms = 0.7 * d->write_ms + 0.3 * ((double)usecs / 1000.0 / jobs);
+}
+
+/* Writes updates[i] to job ids[i] in ordered bulks (store op `op`), and
+ * learns the write cost. Returns how many were applied before the first
+ * failure (n if none). */
+static size_t s_write_jobs(dispatch_t *d, const char *op, const char *const *ids,
+                           bson_t *const *updates, size_t n)
+{
+    bson_error_t berr = {0};
+    int64_t matched = 0, t0 = zclock_usecs();
+    size_t done = store_update_by_ids(d->m->store, "jobs", ids, updates, n, &matched, &berr);
+    stats_store_op(op, zclock_usecs() - t0, done < n);
+    s_write_cost(d, zclock_usecs() - t0, (int)n);
+    if (done < n)
+        log_warn("cannot save job statuses", "jobs=%zu saved=%zu reason=\"%s\"", n, done,
+                 berr.message);
+    return done;
 }
 
 /* For a guarded write: 1 if the job exists, is not final and is not past
@@ -1180,20 +1193,13 @@ void dispatch_flush(dispatch_t *self)
         return;
     int n = d->nbatch;
     d->nbatch = 0;
-    const char *ids[BATCH_MAX];
-    bson_t *updates[BATCH_MAX];
+    const char *ids[BATCH_MAX] = {0};
+    bson_t *updates[BATCH_MAX] = {0};
     for (int i = 0; i < n; i++) {
         ids[i] = d->batch[i].job_id;
         updates[i] = d->batch[i].update;
     }
-    bson_error_t berr = {0};
-    int64_t matched = 0, t0 = zclock_usecs();
-    size_t done = store_update_by_ids(d->m->store, "jobs", ids, updates, (size_t)n, &matched, &berr);
-    stats_store_op("update_jobs", zclock_usecs() - t0, done < (size_t)n);
-    s_write_cost(d, zclock_usecs() - t0, n);
-    if (done < (size_t)n)
-        log_warn("cannot save job statuses", "jobs=%d saved=%zu reason=\"%s\"", n, done,
-                 berr.message);
+    size_t done = s_write_jobs(d, "update_jobs", ids, updates, (size_t)n);
     for (int i = 0; i < n; i++) {
         batched_t *b = &d->batch[i];
         if ((size_t)i < done)
@@ -1426,18 +1432,18 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
     BCON_APPEND(&or, "1", "{", "notify_pending", BCON_BOOL(true), "}");
     bson_append_array_end(filter, &or);
     /* On FerretDB this reads every job (about 0.5 ms each): with tens of
-     * thousands it outlasts a lease's TTL, so it renews the leases every
-     * RECOVER_RENEW_EVERY documents, as a load does. A lease lost meanwhile
-     * is forgotten by the next tick; its jobs are not taken here. */
-    bson_t *opts = BCON_NEW("batchSize", BCON_INT32(RECOVER_RENEW_EVERY));
+     * thousands it outlasts a lease's TTL, so it renews the leases as it
+     * reads, as a load does. A lease lost meanwhile is forgotten by the
+     * next tick; its jobs are not taken here. */
+    bson_t *opts = BCON_NEW("batchSize", BCON_INT32(LEASE_KEEP_EVERY));
     mongoc_cursor_t *cur =
         mongoc_collection_find_with_opts(store_coll(self->m->store, "jobs"), filter, opts, NULL);
     bson_destroy(opts);
     const bson_t *doc;
-    int count = 0, read = 0;
+    int count = 0;
+    size_t read = 0;
     while (mongoc_cursor_next(cur, &doc)) {
-        if (++read % RECOVER_RENEW_EVERY == 0)
-            partitions_keep(self->m);
+        partitions_keep_reading(self->m, &read);
         const char *id = bj_get_str(doc, "_id", NULL);
         if (!id || strlen(id) >= PROTO_ID_MAX || zhashx_lookup(self->flights, id) ||
             zhashx_lookup(self->recovering, id) ||
@@ -1984,6 +1990,32 @@ static void s_timers(dispatch_t *d, int64_t now)
     }
 }
 
+/* Writes the STARTED of due[0..*n) in one bulk and empties it; -1 if the
+ * store refused some (they are written again a second later). */
+static int s_save_started(dispatch_t *d, flight_t **due, size_t *n)
+{
+    dispatch_flush(d); /* the store sees the writes in the order they were made */
+    const char *ids[STORE_BULK_MAX] = {0};
+    bson_t *updates[STORE_BULK_MAX] = {0};
+    for (size_t i = 0; i < *n; i++) {
+        ids[i] = due[i]->id;
+        updates[i] = s_started_update(due[i]->started_at, due[i]->worker_id, due[i]->job->attempt);
+    }
+    size_t done = s_write_jobs(d, "update_started", ids, updates, *n);
+    for (size_t i = 0; i < *n; i++) {
+        bson_destroy(updates[i]);
+        if (i < done) {
+            due[i]->started_unsaved = 0;
+            d->unsaved--;
+        }
+    }
+    int rc = done < *n ? -1 : 0;
+    if (rc < 0)
+        d->unsaved_retry = clock_mono_ms() + 1000; /* still away */
+    *n = 0;
+    return rc;
+}
+
 /* Persists deferred STARTED updates once due, and those that failed while
  * the store was away (then every second until they are written), in
  * ordered bulks by `_id`. A flight of a partition no longer held is left
@@ -1996,53 +2028,26 @@ static void s_save_unsaved(dispatch_t *d, int64_t now)
     if (!d->unsaved || now < d->unsaved_retry)
         return;
     int64_t until = clock_mono_ms() + STARTED_BUDGET_MS;
-    for (;;) {
-        flight_t *due[STORE_BULK_MAX];
-        size_t n = 0;
-        for (flight_t *f = zhashx_first(d->flights); f && n < STORE_BULK_MAX;
-             f = zhashx_next(d->flights)) {
-            if (!f->started_unsaved || now < f->started_due)
-                continue;
-            if (s_owned(d, f->job)) {
-                due[n++] = f;
-            } else { /* the partition's new holder learns it from the worker */
-                f->started_unsaved = 0;
-                d->unsaved--;
-            }
+    flight_t *due[STORE_BULK_MAX];
+    size_t n = 0;
+    for (flight_t *f = zhashx_first(d->flights); f; f = zhashx_next(d->flights)) {
+        if (!f->started_unsaved || now < f->started_due)
+            continue;
+        if (!s_owned(d, f->job)) { /* the partition's new holder learns it from the worker */
+            f->started_unsaved = 0;
+            d->unsaved--;
+            continue;
         }
-        if (n == 0)
-            return;
         if (sched_on_time_due(d->m->sched) || clock_mono_ms() >= until) {
             d->unsaved_more = 1; /* a fire is due, or the turn is over: next turn */
             return;
         }
-        dispatch_flush(d); /* the store sees the writes in the order they were made */
-        const char *ids[STORE_BULK_MAX];
-        bson_t *updates[STORE_BULK_MAX];
-        for (size_t i = 0; i < n; i++) {
-            ids[i] = due[i]->id;
-            updates[i] = s_started_update(due[i]->started_at, due[i]->worker_id,
-                                          due[i]->job->attempt);
-        }
-        bson_error_t berr = {0};
-        int64_t matched = 0, t0 = zclock_usecs();
-        size_t done = store_update_by_ids(d->m->store, "jobs", ids, updates, n, &matched, &berr);
-        stats_store_op("update_started", zclock_usecs() - t0, done < n);
-        s_write_cost(d, zclock_usecs() - t0, (int)n);
-        for (size_t i = 0; i < n; i++) {
-            bson_destroy(updates[i]);
-            if (i < done) {
-                due[i]->started_unsaved = 0;
-                d->unsaved--;
-            }
-        }
-        if (done < n) {
-            log_warn("cannot save job statuses", "jobs=%zu saved=%zu reason=\"%s\"", n, done,
-                     berr.message);
-            d->unsaved_retry = now + 1000; /* still away */
+        due[n++] = f;
+        if (n == STORE_BULK_MAX && s_save_started(d, due, &n) < 0)
             return;
-        }
     }
+    if (n)
+        s_save_started(d, due, &n);
 }
 
 int dispatch_busy(const dispatch_t *self)

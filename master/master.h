@@ -110,6 +110,14 @@ int partitions_renew(master_t *m);
  * read on the loop thread (loading partitions): those lost are only
  * marked, and forgotten by partitions_tick once the read is over. */
 void partitions_keep(master_t *m);
+/* Documents a long read on the loop thread reads between two looks at
+ * the leases (partitions_keep_reading); also the batch such a read asks
+ * for, so that a round trip returns in time for the next look. */
+#define LEASE_KEEP_EVERY 256
+/* Counts a document of such a read (a load, a takeover scan, a prune
+ * pass: each a full scan on FerretDB) in *read, and renews the leases
+ * due every LEASE_KEEP_EVERY of them. */
+void partitions_keep_reading(master_t *m, size_t *read);
 /* True while this master may fire and write for partition p. */
 int partitions_owned(const master_t *m, int p);
 void partitions_release_all(master_t *m);

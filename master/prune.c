@@ -34,8 +34,6 @@
 #include <string.h>
 
 #define PRUNE_BATCH 500
-/* A pass renews the leases due every this many documents it reads. */
-#define PRUNE_RENEW_EVERY 256
 
 /* Appends the conditions every pruned job meets: final, finished before
  * the cutoff, no notice pending. */
@@ -91,10 +89,10 @@ void prune_tick(master_t *m, int64_t *next_mono)
     BSON_APPEND_DOCUMENT_BEGIN(del, "_id", &idf);
     BSON_APPEND_ARRAY_BEGIN(&idf, "$in", &ids);
     const bson_t *doc;
-    int k = 0, kept = 0, read = 0;
+    int k = 0, kept = 0;
+    size_t read = 0;
     while (k < PRUNE_BATCH && mongoc_cursor_next(cur, &doc)) {
-        if (++read % PRUNE_RENEW_EVERY == 0)
-            partitions_keep(m);
+        partitions_keep_reading(m, &read);
         const char *id = bj_get_str(doc, "_id", NULL);
         if (!id)
             continue;

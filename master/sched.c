@@ -126,8 +126,6 @@ typedef struct {
  * it (sched_reconcile_step). */
 #define RECONCILE_BATCH 256
 #define RECONCILE_STEP_MS 20
-/* A load looks at the leases' renewals every this many documents. */
-#define LOAD_RENEW_EVERY 256
 /* While fires are due or worker messages wait, a pass waits for a quiet
  * turn, but no longer than this: then it goes on a batch a turn anyway. */
 #define RECONCILE_PATIENCE_MS 10000
@@ -542,22 +540,13 @@ typedef struct {
     size_t n; /* documents read */
 } load_ctx_t;
 
-/* A load reads every trigger of the partitions (a full scan on FerretDB:
- * 16 s for 50,000 here, longer than a lease's TTL), so it renews the
- * leases as it goes. */
-static void s_keep_leases(load_ctx_t *ctx)
-{
-    if (++ctx->n % LOAD_RENEW_EVERY == 0)
-        partitions_keep(ctx->s->m);
-}
-
 static void s_collect_state(void *arg, const bson_t *doc)
 {
     load_ctx_t *ctx = arg;
     const char *id = bj_get_str(doc, "_id", NULL);
     if (id)
         zhashx_update(ctx->states, id, bson_copy(doc));
-    s_keep_leases(ctx);
+    partitions_keep_reading(ctx->s->m, &ctx->n);
 }
 
 static void s_collect_def(void *arg, const bson_t *doc)
@@ -565,7 +554,7 @@ static void s_collect_def(void *arg, const bson_t *doc)
     load_ctx_t *ctx = arg;
     const char *id = bj_get_str(doc, "_id", "");
     s_upsert(ctx->s, doc, zhashx_lookup(ctx->states, id));
-    s_keep_leases(ctx);
+    partitions_keep_reading(ctx->s->m, &ctx->n);
 }
 
 static void s_bson_free(void **item)
