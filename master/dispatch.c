@@ -6,7 +6,9 @@
  * slots in HELLO and every HEARTBEAT; the master sends a job only to a
  * worker serving the task type with credit left, choosing the one with the
  * most. Jobs nobody can take stay pending (status "queued" or "retrying"
- * in the store), neither lost nor failed.
+ * in the store), neither lost nor failed. A worker refuses a JOB it has
+ * no room for (REFUSED: several masters may spend one worker's credit);
+ * the job goes back to the pending queue, its attempt unchanged.
  *
  * A job sent to a worker is a flight (one per job id; it holds the job's
  * current attempt). An attempt ends with FINISHED, when its worker goes
@@ -1092,6 +1094,39 @@ static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
     return s_save_outcome(d, msg->job_id, msg->attempt, &o, 0, 0, 1);
 }
 
+/* A worker had no room for a JOB: stale credit, or credit another master
+ * spent as well (each master sees a worker's whole credit). The attempt
+ * never began, so no retry is spent: the job goes back to the head of
+ * its priority in the pending queue, for whichever worker has room, and
+ * the worker's credit is what it says it has now. */
+static void s_on_refused(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
+{
+    w->credit = msg->free_slots;
+    w->credit_rx = d->m->rx_now;
+    snprintf(w->task_types, sizeof w->task_types, "%s", msg->task_types);
+    flight_t *f = zhashx_lookup(d->flights, msg->job_id);
+    if (!f || f->job->attempt != msg->attempt || f->started_at ||
+        strcmp(f->worker_key, w->key) != 0)
+        return; /* not sent there by this master, or a stale attempt's */
+    stats_job_refused(f->job->task_type);
+    if (f->withdrawn) { /* its trigger changed meanwhile: the fire goes */
+        s_delete_withdrawn(d, f->job);
+        s_flight_finish(d, f);
+        return;
+    }
+    job_t *job = f->job;
+    f->job = NULL; /* the queue takes the job over, its task-type slot too */
+    s_flight_done(d, f);
+    if (!s_owned(d, job)) { /* the partition's new owner sends it */
+        s_release_slot(d, job);
+        s_job_final(d, &job);
+        return;
+    }
+    log_info("job refused by a worker with no room; queued again", "job=%s attempt=%d worker=%s",
+             job->id, job->attempt, w->node_id);
+    zlistx_insert(d->pending, job, true); /* first among its priority: it was sent first */
+}
+
 static void s_recent_key(char *buf, size_t size, const char *job_id, int attempt)
 {
     snprintf(buf, size, "%s#%d", job_id, attempt);
@@ -1810,6 +1845,10 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
     case PROTO_OUTPUT:
         s_on_output(self, msg);
         return;
+    case PROTO_REFUSED:
+        if (w)
+            s_on_refused(self, w, msg);
+        break;
     default:
         log_warn("unexpected message type from a worker", "type=%s", proto_type_name(msg->type));
         proto_dropped++;

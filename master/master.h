@@ -271,6 +271,8 @@ void stats_job_duration(const char *task_type, int64_t ms);
 void stats_job_finished(const char *task_type, const char *status);
 void stats_job_retried(const char *task_type);
 void stats_job_lost(const char *task_type);
+/* A worker refused a JOB (no room); it was queued again. */
+void stats_job_refused(const char *task_type);
 void stats_fires_skipped(const char *reason, size_t n);
 /* One store operation ("insert_job", "update_job", ...) that took usecs. */
 void stats_store_op(const char *op, int64_t usecs, int failed);

@@ -25,7 +25,7 @@ static const double s_store_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.0
 #define NB(a) ((int)(sizeof a / sizeof a[0]))
 
 static struct {
-    metric_t *fire_lag, *claim_lag, *duration, *finished, *retries, *skipped, *lost;
+    metric_t *fire_lag, *claim_lag, *duration, *finished, *retries, *skipped, *lost, *refused;
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
@@ -56,6 +56,10 @@ void stats_init(void)
     s.lost = metrics_counter("sked_jobs_lost_total",
                              "Attempts declared lost (worker silent, or unreported after a takeover).",
                              "task_type");
+    s.refused = metrics_counter("sked_jobs_refused_total",
+                                "JOBs a worker refused for want of a free slot, queued again "
+                                "(not an attempt: no retry is spent).",
+                                "task_type");
     s.buffered = metrics_gauge("sked_status_updates_buffered",
                                "Job status updates waiting for the store to come back.", "");
     s.waiting = metrics_gauge("sked_status_messages_waiting",
@@ -136,6 +140,11 @@ void stats_job_finished(const char *task_type, const char *status)
 void stats_job_retried(const char *task_type)
 {
     metric_inc(s.retries, (const char *[]){task_type}, 1);
+}
+
+void stats_job_refused(const char *task_type)
+{
+    metric_inc(s.refused, (const char *[]){task_type}, 1);
 }
 
 void stats_job_lost(const char *task_type)

@@ -19,9 +19,10 @@ enum { K_STR, K_INT, K_I64, K_HEAP_STR, K_OBJ_TEXT, K_STR_ARRAY };
 
 #define B(t) (1u << (t))
 #define WORKER_HELLO (B(PROTO_HELLO) | B(PROTO_HEARTBEAT))
+#define CREDIT (WORKER_HELLO | B(PROTO_REFUSED)) /* what a worker can take now */
 #define JOBISH                                                                               \
     (B(PROTO_JOB) | B(PROTO_STARTED) | B(PROTO_FINISHED) | B(PROTO_CANCEL) | B(PROTO_ACK) |      \
-     B(PROTO_OUTPUT))
+     B(PROTO_OUTPUT) | B(PROTO_REFUSED))
 
 typedef struct {
     const char *name;
@@ -38,9 +39,9 @@ typedef struct {
 static const field_t s_fields[] = {
     F("node_id", K_STR, node_id, PROTO_ID_MAX, ALL, 0),
     F("seq", K_I64, seq, 0, 0, ALL),
-    F("slots", K_INT, slots, 0, WORKER_HELLO, 0),
-    F("free_slots", K_INT, free_slots, 0, WORKER_HELLO, 0),
-    F("task_types", K_STR, task_types, 512, WORKER_HELLO, 0),
+    F("slots", K_INT, slots, 0, CREDIT, 0),
+    F("free_slots", K_INT, free_slots, 0, CREDIT, 0),
+    F("task_types", K_STR, task_types, 512, CREDIT, 0),
     F("labels", K_STR, labels, 512, 0, WORKER_HELLO),
     F("serves", K_STR, serves, 512, 0, WORKER_HELLO),
     F("echo", K_I64, echo, 0, 0, WORKER_HELLO | B(PROTO_BYE)),
@@ -68,7 +69,7 @@ static const field_t s_fields[] = {
 
 static const char *s_type_names[PROTO_TYPE_MAX] = {
     NULL, "HELLO", "HEARTBEAT", "JOB", "STARTED", "FINISHED", "NOTIFY", "BYE", "CANCEL", "ACK",
-    "OUTPUT", "PING",
+    "OUTPUT", "PING", "REFUSED",
 };
 
 const char *proto_type_name(proto_type_t type)

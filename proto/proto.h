@@ -33,6 +33,7 @@ typedef enum {
     PROTO_ACK,       /* master -> worker: FINISHED of this attempt is persisted */
     PROTO_OUTPUT,    /* worker -> master: a chunk of a running job's output */
     PROTO_PING,      /* master -> worker: answer at once, echoing this token */
+    PROTO_REFUSED,   /* worker -> master: no room for this JOB; it was not taken */
     PROTO_TYPE_MAX
 } proto_type_t;
 

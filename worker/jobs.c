@@ -6,8 +6,10 @@
  * below its max_concurrent; a job of a type this worker does not serve
  * starts and fails at once. Free slots are the worker's credit; the task
  * types that still have room are what HELLO/HEARTBEAT advertise, so
- * masters do not send what cannot start (jobs sent on stale credit wait
- * in the queue). A JOB with `start_at` (a fire its master claimed ahead of
+ * masters do not send what cannot start. A JOB that finds no room (sent
+ * on stale credit, or on credit another master spent too) is refused:
+ * its master queues it again for whichever worker has room, instead of it
+ * waiting here for a slot. A JOB with `start_at` (a fire its master claimed ahead of
  * its time) waits in the queue, holding its slot, until that time on this
  * worker's clock, at most HOLD_MAX_MS after it arrived: it starts on time
  * however busy its master is when the time comes.
@@ -216,12 +218,21 @@ static run_t *s_find(const runs_t *l, const char *job_id, int attempt, size_t *a
     return NULL;
 }
 
-void jobs_accept(jobs_t *self, int master, proto_msg_t *job)
+int jobs_accept(jobs_t *self, int master, proto_msg_t *job)
 {
+    /* A repeat first: refused, a job that runs here would be sent elsewhere. */
     if (s_find(&self->running, job->job_id, job->attempt, NULL) ||
         s_find(&self->queued, job->job_id, job->attempt, NULL)) {
         log_info("duplicate JOB ignored", "job=%s attempt=%d", job->job_id, job->attempt);
-        return;
+        return 1;
+    }
+    tasktype_t *tt = wconfig_find(self->cfg, job->task_type);
+    if (!self->shutting_down &&
+        (jobs_free_slots(self) == 0 ||
+         (tt && tt->max_concurrent && tt->running + tt->queued >= tt->max_concurrent))) {
+        log_info("JOB refused: no room", "job=%s attempt=%d task_type=%s", job->job_id,
+                 job->attempt, job->task_type);
+        return 0;
     }
     run_t *r = calloc(1, sizeof *r);
     snprintf(r->job_id, sizeof r->job_id, "%s", job->job_id);
@@ -236,7 +247,7 @@ void jobs_accept(jobs_t *self, int master, proto_msg_t *job)
         r->start_at = job->start_at - now > HOLD_MAX_MS ? now + HOLD_MAX_MS : job->start_at;
     r->parameters = job->parameters;
     job->parameters = NULL;
-    r->tt = wconfig_find(self->cfg, r->task_type);
+    r->tt = tt;
     r->out_fd = -1;
     if (self->shutting_down) {
         s_push(&self->running, r);
@@ -250,6 +261,7 @@ void jobs_accept(jobs_t *self, int master, proto_msg_t *job)
     }
     s_flush(self);
     s_start_queued(self);
+    return 1;
 }
 
 /* Ends a running job early (deadline, CANCEL, shutdown). */

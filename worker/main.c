@@ -87,7 +87,7 @@ static void s_send(worker_t *w, int master, proto_msg_t *msg)
 
 /* Worker metrics (docs/OBSERVABILITY.md); registered at start. */
 static metric_t *s_m_finished, *s_m_duration, *s_m_slots, *s_m_type_slots, *s_m_unacked,
-    *s_m_dropped;
+    *s_m_dropped, *s_m_refused;
 
 static void s_metrics_init(void)
 {
@@ -106,6 +106,10 @@ static void s_metrics_init(void)
                                 "FINISHED messages kept until a master acknowledges them.", "");
     s_m_dropped = metrics_gauge("sked_worker_malformed_messages_dropped",
                                 "Malformed ZeroMQ messages dropped since start.", "");
+    s_m_refused = metrics_counter("sked_worker_jobs_refused_total",
+                                  "JOBs refused for want of a free slot (sent back to their "
+                                  "master as REFUSED).",
+                                  "task_type");
 }
 
 static void s_metrics_update(worker_t *w)
@@ -185,6 +189,20 @@ static void s_announce_to(worker_t *w, proto_type_t type, int only)
     }
 }
 
+/* Tells the master that sent it that a JOB found no room here, with what
+ * room there is: it was not taken, and the master sends it elsewhere. */
+static void s_refuse(worker_t *w, int master, const proto_msg_t *job)
+{
+    proto_msg_t msg = {.type = PROTO_REFUSED, .attempt = job->attempt, .slots = w->slots,
+                       .free_slots = s_stop ? 0 : jobs_free_slots(w->jobs)};
+    snprintf(msg.job_id, sizeof msg.job_id, "%s", job->job_id);
+    snprintf(msg.trigger_id, sizeof msg.trigger_id, "%s", job->trigger_id);
+    snprintf(msg.task_type, sizeof msg.task_type, "%s", job->task_type);
+    jobs_advertise(w->jobs, msg.task_types, sizeof msg.task_types);
+    s_send(w, master, &msg);
+    metric_inc(s_m_refused, (const char *[]){job->task_type}, 1);
+}
+
 static void s_announce(worker_t *w, proto_type_t type)
 {
     s_announce_to(w, type, -1);
@@ -221,8 +239,8 @@ static void s_on_message(worker_t *w, int master)
             log_info("JOB for an attempt that already ran here; its FINISHED sent again",
                      "job=%s attempt=%d", msg.job_id, msg.attempt);
             s_send(w, master, done);
-        } else {
-            jobs_accept(w->jobs, master, &msg);
+        } else if (!jobs_accept(w->jobs, master, &msg)) {
+            s_refuse(w, master, &msg);
         }
     } else if (msg.type == PROTO_PING) {
         /* A master taking partitions over asks what runs here: the answer

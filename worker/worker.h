@@ -165,9 +165,11 @@ jobs_t *jobs_new(wconfig_t *cfg, int slots, int kill_grace_ms, jobs_send_fn *sen
 /* Kills and reaps what still runs, frees everything. */
 void jobs_destroy(jobs_t **self_p);
 
-/* Takes a JOB (and its parameters): starts it, or queues it until its
- * task type and the worker have a free slot. */
-void jobs_accept(jobs_t *self, int master, proto_msg_t *job);
+/* Takes a JOB (and its parameters): starts it, or holds it until its
+ * start_at. Returns 0, taking nothing, if the worker or the job's task
+ * type has no free slot (the caller answers REFUSED); 1 otherwise (a
+ * repeat of a JOB held here is ignored). */
+int jobs_accept(jobs_t *self, int master, proto_msg_t *job);
 
 /* Stops a job (CANCEL); returns 1 if it was here and not yet finished. */
 int jobs_cancel(jobs_t *self, const char *job_id, int attempt, const char *reason);

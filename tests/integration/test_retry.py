@@ -144,6 +144,7 @@ class FakeWorker:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(f"tcp://127.0.0.1:{port}")
         self.node_id, self.task_types = node_id, task_types
+        self.free_slots = 4  # the credit its heartbeats give
         self.next_hb = 0.0
         self.jobs = []
         self.cancels = []
@@ -158,7 +159,8 @@ class FakeWorker:
         while True:
             now = time.time()
             if now >= self.next_hb:
-                self.send("HEARTBEAT", slots=4, free_slots=4, task_types=self.task_types)
+                self.send("HEARTBEAT", slots=4, free_slots=self.free_slots,
+                          task_types=self.task_types)
                 self.next_hb = now + 0.3
             if now >= end:
                 return
@@ -235,6 +237,48 @@ def test_master_times_out_a_hung_attempt_and_ignores_its_late_messages(cluster):
         assert doc["result"] == {"exit_code": 3, "error": "bad"}, doc
         # max_retries 1 used up: nothing more is sent.
         fake.pump(2.0)
+        assert not fake.jobs, fake.jobs
+    finally:
+        fake.close()
+
+
+def test_a_refused_job_is_queued_again_and_sent_when_there_is_room(cluster):
+    """A worker with no room for a JOB (another master spent the same
+    credit) answers REFUSED: the master takes the job back, spends no
+    attempt on it, sends that worker nothing while it says it is full, and
+    sends the same attempt again once it has room."""
+    from test_metrics import scrape, val
+    maddr = f"127.0.0.1:{free_port()}"
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
+                  master_env={"SKED_METRICS_ADDR": maddr})
+    fake = FakeWorker(cluster.master_ports[0], "fake-worker", "sleep")
+    try:
+        fake.pump(0.5)
+        tid = one_shot(cluster, "refused", {"task_type": "sleep", "parameters": {"seconds": 1},
+                                            "retry_policy": {"max_retries": 0}})
+        j1 = fake.wait_job(timeout=20)
+        jid = j1["job_id"]
+        fake.free_slots = 0
+        fake.send("REFUSED", job_id=jid, attempt=1, slots=4, free_slots=0, task_types="sleep")
+        fake.pump(2.0)  # heartbeats saying it is full
+        assert not fake.jobs, fake.jobs
+        doc = cluster.db.jobs.find_one({"_id": jid})
+        assert (doc["status"], doc["attempt"]) == ("queued", 1), doc
+        m, _ = scrape(f"http://{maddr}/metrics")
+        assert val(m, "sked_jobs_refused_total", task_type="sleep") == 1
+        assert val(m, "sked_queue_depth") == 1
+
+        fake.free_slots = 4
+        j2 = fake.wait_job(timeout=5)
+        assert (j2["job_id"], j2["attempt"]) == (jid, 1), j2
+        now = int(time.time() * 1000)
+        fake.send("STARTED", job_id=jid, attempt=1, at=now)
+        fake.send("FINISHED", job_id=jid, attempt=1, at=now + 5, status="succeeded", exit_code=0,
+                  duration_ms=5)
+        doc = wait_final(cluster, tid, timeout=10, poll=lambda: fake.pump(0.1))
+        assert doc["status"] == "succeeded" and doc["attempt"] == 1, doc
+        assert [(a["attempt"], a["status"]) for a in doc["attempts"]] == [(1, "succeeded")], doc
+        fake.pump(1.0)
         assert not fake.jobs, fake.jobs
     finally:
         fake.close()

@@ -17,6 +17,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import requests
 import zmq
 
 from conftest import BIN, SANITIZER_MARKS, free_port, wait_for
@@ -367,8 +368,9 @@ class FakeMaster:
         self.sock.send_multipart([self.identity, b"SKED1", type_.encode(), json.dumps(body).encode()])
 
     def job(self, job_id, task_type, attempt=1, **extra):
+        extra.setdefault("parameters", {})
         self.send("JOB", job_id=job_id, trigger_id="t1", task_type=task_type, attempt=attempt,
-                  scheduled_for=int(time.time() * 1000), parameters={}, **extra)
+                  scheduled_for=int(time.time() * 1000), **extra)
 
 
 def test_credit_per_task_type_labels_output_and_cancel(cluster, tmp_path):
@@ -396,8 +398,12 @@ def test_credit_per_task_type_labels_output_and_cancel(cluster, tmp_path):
         # "one" is at its max_concurrent: no longer advertised, at once.
         hb = master.wait("HEARTBEAT", task_types="noop")
         assert hb["free_slots"] == 7 and hb["running"] == ["j1"], hb
-        # A job sent on stale credit waits for the type's slot.
+        # A job sent on stale credit is refused, not held: its master sends
+        # it elsewhere, or here again once there is room.
         master.job("j2", "one")
+        refused = master.wait("REFUSED", job_id="j2")
+        assert (refused["attempt"], refused["free_slots"], refused["task_types"]) == \
+            (1, 7, "noop"), refused
         master.pump(0.8)
         assert not master.all("STARTED", job_id="j2")
         # Live output, in chunks at most every ~250 ms.
@@ -413,7 +419,10 @@ def test_credit_per_task_type_labels_output_and_cancel(cluster, tmp_path):
         assert fin["status"] == "cancelled" and fin["attempt"] == 1, fin
         assert fin["error"] == "cancelled by a master (reason: cancelled)", fin
         assert fin["output"].startswith("line 0\n"), fin
-        master.wait("STARTED", job_id="j2")  # the slot went to the queued job
+        # The type has room again: said at once, and j2 sent again runs.
+        master.wait("HEARTBEAT", timeout=2, task_types="one,noop")
+        master.job("j2", "one")
+        master.wait("STARTED", job_id="j2")
         wait_for(lambda: len(pids(mark)) == 1, timeout=5, what="only j2's process")
 
         master.send("CANCEL", job_id="j2", attempt=1, reason="timed_out")
@@ -435,12 +444,14 @@ def test_credit_per_task_type_labels_output_and_cancel(cluster, tmp_path):
 
 
 @contextlib.contextmanager
-def worker_with_two_masters(cluster):
-    """A real worker (noop) connected to two fake masters, both greeted."""
+def worker_with_two_masters(cluster, **env):
+    """A real worker (noop unless env says) connected to two fake masters,
+    both greeted."""
     ctx = zmq.Context()
     a, b = FakeMaster(ctx), FakeMaster(ctx)
     try:
-        cluster.start_worker(0, SKED_MASTERS=f"{a.endpoint},{b.endpoint}", SKED_TASK_TYPES="noop")
+        cluster.start_worker(0, **{"SKED_MASTERS": f"{a.endpoint},{b.endpoint}",
+                                   "SKED_TASK_TYPES": "noop", **env})
         a.wait("HELLO")
         b.wait("HELLO")
         yield a, b
@@ -498,6 +509,33 @@ def test_a_job_sent_again_after_it_ran_is_answered_not_run(cluster):
         b.send("ACK", job_id="j1", attempt=1)
         b.job("j1", "noop", attempt=2)
         assert b.wait("STARTED", job_id="j1", attempt=2, timeout=5)
+
+
+def test_a_job_beyond_the_free_slots_is_refused_and_a_repeat_is_not(cluster):
+    """Two masters spend the same credit: the worker takes what its slots
+    hold and answers REFUSED, with the credit it has, for the rest; it
+    never queues a JOB behind a slot. A repeat of a JOB it runs is
+    ignored, not refused (refused, it would be sent elsewhere and run
+    twice)."""
+    port = free_port()
+    with worker_with_two_masters(cluster, SKED_TASK_TYPES="sleep", SKED_WORKER_SLOTS="1",
+                                 SKED_METRICS_ADDR=f"127.0.0.1:{port}") as (a, b):
+        a.job("j1", "sleep", parameters={"seconds": 3})
+        a.wait("STARTED", job_id="j1")
+        b.job("j2", "sleep", parameters={"seconds": 3})
+        refused = b.wait("REFUSED", job_id="j2", timeout=3)
+        assert (refused["attempt"], refused["slots"], refused["free_slots"]) == (1, 1, 0), refused
+        b.job("j1", "sleep", parameters={"seconds": 3})  # a takeover's repeat
+        assert a.wait("FINISHED", job_id="j1", timeout=10)["status"] == "succeeded"
+        a.pump(0.3)
+        b.pump(0.3)
+        assert not b.all("REFUSED", job_id="j1"), b.all("REFUSED")
+        assert not (a.all("STARTED", job_id="j2") + b.all("STARTED", job_id="j2")), \
+            "a refused JOB ran"
+        started = a.all("STARTED", job_id="j1") + b.all("STARTED", job_id="j1")
+        assert not started, started  # the one STARTED was consumed above
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'sked_worker_jobs_refused_total{task_type="sleep"} 1' in metrics, metrics
 
 
 def test_a_ping_is_answered_at_once_with_the_jobs_held_here(cluster):
@@ -568,14 +606,14 @@ def test_drain_timeout_ends_running_processes(cluster, tmp_path):
     path = write_config(tmp_path, {"task_types": {
         "long": {"handler": "exec", "argv": ["/bin/sh", "-c", f"sleep {mark}"], "env_allow": ["PATH"]},
         "queued": {"handler": "exec", "argv": ["/bin/true"], "max_concurrent": 1}},
-        "slots": 1})
+        "slots": 2})
     try:
         w = cluster.start_worker(0, SKED_MASTERS=master.endpoint, SKED_WORKER_CONFIG=path,
                                  SKED_DRAIN_TIMEOUT_MS="800", SKED_KILL_GRACE_MS="300")
         master.wait("HELLO")
         master.job("j1", "long")
         master.wait("STARTED", job_id="j1")
-        master.job("j2", "queued")  # no free slot: waits
+        master.job("j2", "queued", start_at=int(time.time() * 1000) + 60000)  # held till then
         wait_for(lambda: pids(f"sleep {mark}"), timeout=5, what="the job's sleep")
         w.popen.send_signal(signal.SIGTERM)
         bye = master.wait("BYE")  # lists its jobs, as a heartbeat does, for a takeover meanwhile

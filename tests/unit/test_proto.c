@@ -121,6 +121,38 @@ TEST(proto_ping_and_its_echo_roundtrip)
     CHECK(strstr(err.msg, "'echo' must be an integer") != NULL);
 }
 
+TEST(proto_refused_carries_the_job_and_the_credit)
+{
+    proto_msg_t m = {.type = PROTO_REFUSED, .attempt = 2, .slots = 4, .free_slots = 0};
+    snprintf(m.node_id, sizeof m.node_id, "w1");
+    snprintf(m.job_id, sizeof m.job_id, "j1");
+    snprintf(m.task_types, sizeof m.task_types, "noop");
+    err_t err = {0};
+    zmsg_t *z = proto_encode(&m, &err);
+    proto_msg_t d;
+    CHECK_INT(proto_decode(z, &d, &err), 0);
+    CHECK_INT(d.type, PROTO_REFUSED);
+    CHECK_STR(proto_type_name(d.type), "REFUSED");
+    CHECK_STR(d.job_id, "j1");
+    CHECK_INT(d.attempt, 2);
+    CHECK_INT(d.slots, 4);
+    CHECK_INT(d.free_slots, 0);
+    CHECK_STR(d.task_types, "noop");
+    zmsg_destroy(&z);
+    proto_msg_reset(&d);
+
+    CHECK(s_decode_raw("SKED1", "REFUSED",
+                       "{\"node_id\":\"w\",\"job_id\":\"j\",\"attempt\":1,\"slots\":1,"
+                       "\"task_types\":\"\"}",
+                       &d, &err) < 0);
+    CHECK(strstr(err.msg, "required field 'free_slots'") != NULL);
+    CHECK(s_decode_raw("SKED1", "REFUSED",
+                       "{\"node_id\":\"w\",\"attempt\":1,\"slots\":1,\"free_slots\":0,"
+                       "\"task_types\":\"\"}",
+                       &d, &err) < 0);
+    CHECK(strstr(err.msg, "required field 'job_id'") != NULL);
+}
+
 TEST(proto_encode_requires_fields)
 {
     proto_msg_t m = {.type = PROTO_STARTED, .attempt = 1};
