@@ -34,10 +34,18 @@ static void s_on_signal(int sig)
  * at most this many, then reading stops and ZeroMQ queues the rest. */
 #define WAITING_MAX 20000
 
+/* A waiting message: routing id, version, type and body packed in one
+ * allocation. Kept as received, each of its frames costs a czmq frame
+ * (about 340 bytes) and pins the connection's 8 KiB read buffer; the
+ * queue of a burst of 10,000 jobs' STARTED, FINISHED and their resends
+ * was most of a master's peak heap. */
+#define WAIT_FRAMES 4
+
 typedef struct {
-    zmsg_t *z;
-    uint64_t rx;                  /* its number in arrival order */
-    char end[PROTO_ID_MAX + 16]; /* a FINISHED: "<job id>#<attempt>" (key of ends_waiting) */
+    uint64_t rx;          /* its number in arrival order */
+    const char *end;      /* a FINISHED: "<job id>#<attempt>" (key of ends_waiting); else "" */
+    size_t size[WAIT_FRAMES];
+    unsigned char bytes[]; /* the frames back to back, then end's text */
 } waiting_t;
 
 /* The key of a FINISHED's attempt in m->ends_waiting: "" if the message
@@ -69,21 +77,52 @@ static void s_end_count(master_t *m, const char *key, int by)
         zhashx_delete(m->ends_waiting, key);
 }
 
+static int s_end_waiting(master_t *m, const char *key)
+{
+    return key[0] && zhashx_lookup(m->ends_waiting, key) != NULL;
+}
+
 int master_end_waiting(master_t *m, const char *job_id, int attempt)
 {
     char key[PROTO_ID_MAX + 16];
     snprintf(key, sizeof key, "%s#%d", job_id, attempt);
-    return zhashx_lookup(m->ends_waiting, key) != NULL;
+    return s_end_waiting(m, key);
 }
 
 static void s_waiting_free(void **item)
 {
-    waiting_t *w = *item;
-    if (w) {
-        zmsg_destroy(&w->z);
-        free(w);
-        *item = NULL;
+    free(*item);
+    *item = NULL;
+}
+
+/* Packs z (consumed) with its end key. */
+static waiting_t *s_pack(zmsg_t **z_p, uint64_t rx, const char *end)
+{
+    zmsg_t *z = *z_p;
+    size_t total = 0, off = 0, elen = strlen(end);
+    for (zframe_t *f = zmsg_first(z); f; f = zmsg_next(z))
+        total += zframe_size(f);
+    waiting_t *w = malloc(sizeof *w + total + elen + 1);
+    w->rx = rx;
+    int i = 0;
+    for (zframe_t *f = zmsg_first(z); f; f = zmsg_next(z), i++) {
+        w->size[i] = zframe_size(f);
+        memcpy(w->bytes + off, zframe_data(f), w->size[i]);
+        off += w->size[i];
     }
+    memcpy(w->bytes + off, end, elen + 1);
+    w->end = (const char *)w->bytes + off;
+    zmsg_destroy(z_p);
+    return w;
+}
+
+static zmsg_t *s_unpack(const waiting_t *w)
+{
+    zmsg_t *z = zmsg_new();
+    size_t off = 0;
+    for (int i = 0; i < WAIT_FRAMES; off += w->size[i++])
+        zmsg_addmem(z, w->bytes + off, w->size[i]);
+    return z;
 }
 
 static void s_handle(master_t *m, zmsg_t *z, uint64_t rx)
@@ -120,7 +159,7 @@ static int s_waits(master_t *m, zmsg_t *z)
     zmsg_first(z);
     zmsg_next(z);
     zframe_t *type = zmsg_next(z);
-    if (!type)
+    if (!type || zmsg_size(z) != WAIT_FRAMES) /* else malformed: dropped at once */
         return 0;
     return zframe_streq(type, "STARTED") || zframe_streq(type, "OUTPUT") ||
            zframe_streq(type, "FINISHED") ||
@@ -146,18 +185,24 @@ static void s_drain(master_t *m, int64_t until, int fire)
                 break;
             rx = ++m->rx;
             if (s_waits(m, z)) {
-                waiting_t *w = malloc(sizeof *w);
-                *w = (waiting_t){z, rx, ""};
-                s_end_key(z, w->end, sizeof w->end);
-                s_end_count(m, w->end, 1);
-                zlistx_add_end(m->waiting, w);
+                char end[PROTO_ID_MAX + 16];
+                s_end_key(z, end, sizeof end);
+                if (s_end_waiting(m, end)) {
+                    /* A resend (workers resend FINISHED until ACKed) of one
+                     * waiting already: that one's ACK answers both, and a
+                     * worker whose ACK goes astray resends again. */
+                    zmsg_destroy(&z);
+                    stats_status_resend_dropped();
+                    continue;
+                }
+                s_end_count(m, end, 1);
+                zlistx_add_end(m->waiting, s_pack(&z, rx, end));
                 continue;
             }
         } else if (zlistx_size(m->waiting)) {
             waiting_t *w = zlistx_first(m->waiting);
-            z = w->z;
+            z = s_unpack(w);
             rx = w->rx;
-            w->z = NULL;
             s_end_count(m, w->end, -1);
             zlistx_delete(m->waiting, zlistx_cursor(m->waiting));
         } else {

@@ -37,7 +37,7 @@ typedef struct {
     sched_t *sched;
     dispatch_t *disp;
     alert_t *alert; /* NULL: alerts off */
-    zlistx_t *waiting; /* worker status messages (zmsg_t*) not handled yet, arrival order (main.c) */
+    zlistx_t *waiting; /* worker status messages (packed) not handled yet, arrival order (main.c) */
     zhashx_t *ends_waiting; /* "<job id>#<attempt>" of the FINISHED in waiting -> count */
     uint64_t rx;       /* messages received so far; the one being handled is number rx_now */
     uint64_t rx_now;
@@ -293,6 +293,8 @@ void stats_notification(const char *event, const char *result);
 void stats_jobs_pruned(int64_t n);
 /* Worker status messages received and not yet handled (main.c). */
 void stats_status_waiting(size_t n);
+/* A FINISHED resend found its attempt's FINISHED waiting already: dropped. */
+void stats_status_resend_dropped(void);
 void stats_states_unsaved(size_t n);
 
 /* prune.c: deletes final jobs past SKED_JOB_RETENTION_S in the partitions

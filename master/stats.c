@@ -29,7 +29,7 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
-    metric_t *pruned, *waiting, *unsaved, *recon_passes, *recon_seconds;
+    metric_t *pruned, *waiting, *resends, *unsaved, *recon_passes, *recon_seconds;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
 
@@ -62,6 +62,10 @@ void stats_init(void)
                                 "task_type");
     s.buffered = metrics_gauge("sked_status_updates_buffered",
                                "Job status updates waiting for the store to come back.", "");
+    s.resends = metrics_counter("sked_status_resends_dropped_total",
+                                "FINISHED resends dropped on arrival because the same attempt's "
+                                "FINISHED was waiting its turn already.",
+                                "");
     s.waiting = metrics_gauge("sked_status_messages_waiting",
                               "Worker STARTED, OUTPUT and FINISHED messages received and not yet "
                               "handled (each may cost a store write).",
@@ -226,6 +230,11 @@ void stats_alerts_queued(size_t n)
 void stats_status_waiting(size_t n)
 {
     metric_set(s.waiting, NULL, (double)n);
+}
+
+void stats_status_resend_dropped(void)
+{
+    metric_inc(s.resends, NULL, 1);
 }
 
 void stats_states_unsaved(size_t n)
