@@ -478,7 +478,7 @@ int jobs_running_ids(const jobs_t *self, char **ids, int max)
     int n = 0;
     for (size_t i = 0; i < self->running.n && n < max; i++)
         ids[n++] = self->running.v[i]->job_id;
-    /* Received but waiting for a slot: also ours, so not "lost" on takeover. */
+    /* Received and held until its start_at: also ours, so not "lost" on takeover. */
     for (size_t i = 0; i < self->queued.n && n < max; i++)
         ids[n++] = self->queued.v[i]->job_id;
     return n;

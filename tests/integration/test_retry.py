@@ -345,11 +345,11 @@ def test_resends_of_a_finished_waiting_its_turn_are_dropped_on_arrival(cluster):
         now = int(time.time() * 1000)
         fin = dict(job_id=j["job_id"], attempt=1, at=now, status="succeeded", started_at=now - 5,
                    duration_ms=5)
-        proxy.delay = 0.5
-        # A STARTED of a job the master does not hold costs it a store
-        # round trip: the FINISHED and its resends arrive meanwhile.
+        proxy.delay = 0.1  # more holds the leases' renewals past their TTL
+        # A STARTED of a job the master does not hold costs it two store
+        # round trips: the FINISHED and its resends arrive meanwhile.
         fake.send("STARTED", job_id="not-held-here", attempt=1, at=now)
-        time.sleep(0.1)
+        time.sleep(0.03)
         for _ in range(30):
             fake.send("FINISHED", **fin)
         doc = wait_final(cluster, tid, timeout=20, poll=lambda: fake.pump(0.1))
