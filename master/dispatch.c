@@ -992,6 +992,17 @@ static worker_t *s_worker(dispatch_t *d, zframe_t *identity, const proto_msg_t *
     return w;
 }
 
+/* The credit a HELLO, HEARTBEAT or REFUSED reports replaces what was
+ * counted; a FINISHED handled later gives none back for a slot it
+ * already counted free (s_on_status). */
+static void s_take_credit(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
+{
+    snprintf(w->task_types, sizeof w->task_types, "%s", msg->task_types);
+    w->slots = msg->slots;
+    w->credit = msg->free_slots;
+    w->credit_rx = d->m->rx_now;
+}
+
 /* The STARTED write: the new attempt's own fields replace the last
  * attempt's outcome. */
 static bson_t *s_started_update(int64_t at, const char *worker_id, int attempt)
@@ -1101,27 +1112,23 @@ static int s_on_finished(dispatch_t *d, flight_t *f, const proto_msg_t *msg)
  * the worker's credit is what it says it has now. */
 static void s_on_refused(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
 {
-    w->credit = msg->free_slots;
-    w->credit_rx = d->m->rx_now;
-    snprintf(w->task_types, sizeof w->task_types, "%s", msg->task_types);
+    s_take_credit(d, w, msg);
     flight_t *f = zhashx_lookup(d->flights, msg->job_id);
     if (!f || f->job->attempt != msg->attempt || f->started_at ||
         strcmp(f->worker_key, w->key) != 0)
         return; /* not sent there by this master, or a stale attempt's */
     stats_job_refused(f->job->task_type);
-    if (f->withdrawn) { /* its trigger changed meanwhile: the fire goes */
-        s_delete_withdrawn(d, f->job);
+    /* A withdrawn fire (its trigger changed meanwhile) goes; a job of a
+     * partition no longer held here is its new owner's to send. */
+    if (f->withdrawn || !s_owned(d, f->job)) {
+        if (f->withdrawn)
+            s_delete_withdrawn(d, f->job);
         s_flight_finish(d, f);
         return;
     }
     job_t *job = f->job;
     f->job = NULL; /* the queue takes the job over, its task-type slot too */
     s_flight_done(d, f);
-    if (!s_owned(d, job)) { /* the partition's new owner sends it */
-        s_release_slot(d, job);
-        s_job_final(d, &job);
-        return;
-    }
     log_info("job refused by a worker with no room; queued again", "job=%s attempt=%d worker=%s",
              job->id, job->attempt, w->node_id);
     zlistx_insert(d->pending, job, true); /* first among its priority: it was sent first */
@@ -1813,12 +1820,9 @@ void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg)
     case PROTO_HELLO:
     case PROTO_HEARTBEAT:
         snprintf(w->node_id, sizeof w->node_id, "%s", msg->node_id);
-        snprintf(w->task_types, sizeof w->task_types, "%s", msg->task_types);
+        s_take_credit(self, w, msg);
         snprintf(w->labels, sizeof w->labels, "%s", msg->labels);
         snprintf(w->serves, sizeof w->serves, "%s", msg->serves[0] ? msg->serves : msg->task_types);
-        w->slots = msg->slots;
-        w->credit = msg->free_slots;
-        w->credit_rx = self->m->rx_now;
         w->draining = 0;
         w->echo = msg->echo;
         s_listed(w, msg);

@@ -183,6 +183,12 @@ static void s_start(jobs_t *self, run_t *r)
     }
 }
 
+/* True if the type's max_concurrent is taken, held jobs included. */
+static int s_type_full(const tasktype_t *tt)
+{
+    return tt && tt->max_concurrent && tt->running + tt->queued >= tt->max_concurrent;
+}
+
 static int s_has_room(const jobs_t *self, const tasktype_t *tt)
 {
     return (int)self->running.n < self->slots &&
@@ -227,9 +233,7 @@ int jobs_accept(jobs_t *self, int master, proto_msg_t *job)
         return 1;
     }
     tasktype_t *tt = wconfig_find(self->cfg, job->task_type);
-    if (!self->shutting_down &&
-        (jobs_free_slots(self) == 0 ||
-         (tt && tt->max_concurrent && tt->running + tt->queued >= tt->max_concurrent))) {
+    if (!self->shutting_down && (jobs_free_slots(self) == 0 || s_type_full(tt))) {
         log_info("JOB refused: no room", "job=%s attempt=%d task_type=%s", job->job_id,
                  job->attempt, job->task_type);
         return 0;
@@ -450,7 +454,7 @@ void jobs_advertise(const jobs_t *self, char *buf, size_t size)
     buf[0] = '\0';
     for (int i = 0; i < self->cfg->ntypes; i++) {
         const tasktype_t *t = &self->cfg->types[i];
-        if (t->max_concurrent && t->running + t->queued >= t->max_concurrent)
+        if (s_type_full(t))
             continue;
         int n = snprintf(buf + len, size - len, "%s%s", len ? "," : "", t->name);
         if (n < 0 || len + (size_t)n >= size)

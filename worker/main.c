@@ -154,12 +154,21 @@ static void s_send_resend(void *ctx, int master, proto_msg_t *msg)
         s_send(w, i, msg);
 }
 
+/* The credit a HELLO, HEARTBEAT, BYE or REFUSED carries, into msg. */
+static void s_credit(worker_t *w, proto_msg_t *msg)
+{
+    msg->slots = w->slots;
+    msg->free_slots = s_stop ? 0 : jobs_free_slots(w->jobs);
+    jobs_advertise(w->jobs, msg->task_types, sizeof msg->task_types);
+}
+
 /* Sends HELLO, HEARTBEAT or BYE to master `only`, or to all of them (-1). */
 static void s_announce_to(worker_t *w, proto_type_t type, int only)
 {
-    int free_slots = s_stop ? 0 : jobs_free_slots(w->jobs);
-    jobs_advertise(w->jobs, w->advertised, sizeof w->advertised);
-    w->advertised_free = free_slots;
+    proto_msg_t credit = {0};
+    s_credit(w, &credit);
+    snprintf(w->advertised, sizeof w->advertised, "%s", credit.task_types);
+    w->advertised_free = credit.free_slots;
     s_metrics_update(w);
     char *ids[PROTO_MAX_RUNNING + 1];
     /* A job whose FINISHED is not acknowledged yet is still ours to report:
@@ -176,9 +185,9 @@ static void s_announce_to(worker_t *w, proto_type_t type, int only)
     for (int i = 0; i < w->nsocks; i++) {
         if (only >= 0 && i != only)
             continue;
-        proto_msg_t msg = {.type = type, .slots = w->slots, .free_slots = free_slots,
+        proto_msg_t msg = {.type = type, .slots = credit.slots, .free_slots = credit.free_slots,
                            .echo = w->echo[i]};
-        snprintf(msg.task_types, sizeof msg.task_types, "%s", w->advertised);
+        snprintf(msg.task_types, sizeof msg.task_types, "%s", credit.task_types);
         snprintf(msg.labels, sizeof msg.labels, "%s", w->wcfg->labels);
         jobs_serves(w->jobs, msg.serves, sizeof msg.serves);
         if (listed) {
@@ -193,12 +202,11 @@ static void s_announce_to(worker_t *w, proto_type_t type, int only)
  * room there is: it was not taken, and the master sends it elsewhere. */
 static void s_refuse(worker_t *w, int master, const proto_msg_t *job)
 {
-    proto_msg_t msg = {.type = PROTO_REFUSED, .attempt = job->attempt, .slots = w->slots,
-                       .free_slots = s_stop ? 0 : jobs_free_slots(w->jobs)};
+    proto_msg_t msg = {.type = PROTO_REFUSED, .attempt = job->attempt};
+    s_credit(w, &msg);
     snprintf(msg.job_id, sizeof msg.job_id, "%s", job->job_id);
     snprintf(msg.trigger_id, sizeof msg.trigger_id, "%s", job->trigger_id);
     snprintf(msg.task_type, sizeof msg.task_type, "%s", job->task_type);
-    jobs_advertise(w->jobs, msg.task_types, sizeof msg.task_types);
     s_send(w, master, &msg);
     metric_inc(s_m_refused, (const char *[]){job->task_type}, 1);
 }
