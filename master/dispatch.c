@@ -1485,7 +1485,8 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
     int count = 0;
     size_t read = 0;
     while (mongoc_cursor_next(cur, &doc)) {
-        partitions_keep_reading(self->m, &read);
+        if (partitions_keep_reading(self->m, &read))
+            break; /* stopping: what is not taken over waits for the next owner */
         const char *id = bj_get_str(doc, "_id", NULL);
         if (!id || strlen(id) >= PROTO_ID_MAX || zhashx_lookup(self->flights, id) ||
             zhashx_lookup(self->recovering, id) ||

@@ -30,6 +30,11 @@ static void s_on_signal(int sig)
     s_stop = 1;
 }
 
+int master_stopping(void)
+{
+    return s_stop;
+}
+
 /* Worker messages that may cost a store write wait their turn (s_drain);
  * at most this many, then reading stops and ZeroMQ queues the rest. */
 #define WAITING_MAX 20000

@@ -96,6 +96,9 @@ typedef struct {
 /* True while a FINISHED for (job_id, attempt) waits its turn in m->waiting:
  * the attempt has ended, whatever else says otherwise meanwhile. */
 int master_end_waiting(master_t *m, const char *job_id, int attempt);
+/* True once SIGTERM or SIGINT came: the loop ends at its next turn, and a
+ * long read on the loop thread stops early (partitions_keep_reading). */
+int master_stopping(void);
 
 /* partitions.c */
 int partitions_init(master_t *m, err_t *err);
@@ -116,8 +119,10 @@ void partitions_keep(master_t *m);
 #define LEASE_KEEP_EVERY 256
 /* Counts a document of such a read (a load, a takeover scan, a prune
  * pass: each a full scan on FerretDB) in *read, and renews the leases
- * due every LEASE_KEEP_EVERY of them. */
-void partitions_keep_reading(master_t *m, size_t *read);
+ * due every LEASE_KEEP_EVERY of them. Returns 1 if the read is to stop
+ * there because the master is stopping (a load of 1,000,000 triggers
+ * takes minutes), else 0. */
+int partitions_keep_reading(master_t *m, size_t *read);
 /* True while this master may fire and write for partition p. */
 int partitions_owned(const master_t *m, int p);
 void partitions_release_all(master_t *m);

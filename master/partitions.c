@@ -183,10 +183,11 @@ static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
     return rc;
 }
 
-void partitions_keep_reading(master_t *m, size_t *read)
+int partitions_keep_reading(master_t *m, size_t *read)
 {
     if (++*read % LEASE_KEEP_EVERY == 0)
         partitions_keep(m);
+    return master_stopping();
 }
 
 /* Renews what we hold once a third of the TTL has passed since the last

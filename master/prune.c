@@ -92,7 +92,8 @@ void prune_tick(master_t *m, int64_t *next_mono)
     int k = 0, kept = 0;
     size_t read = 0;
     while (k < PRUNE_BATCH && mongoc_cursor_next(cur, &doc)) {
-        partitions_keep_reading(m, &read);
+        if (partitions_keep_reading(m, &read))
+            break; /* stopping: deletes what it found so far */
         const char *id = bj_get_str(doc, "_id", NULL);
         if (!id)
             continue;

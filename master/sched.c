@@ -517,18 +517,24 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     return t;
 }
 
-/* Runs `filter` on coll and calls fn for each document. */
+/* Runs `filter` on coll, LEASE_KEEP_EVERY documents a round trip, and
+ * calls fn for each document until fn returns non-zero (then ERR_RETRY). */
 static int s_query(store_t *st, const char *coll, bson_t *filter,
-                   void (*fn)(void *arg, const bson_t *doc), void *arg, err_t *err)
+                   int (*fn)(void *arg, const bson_t *doc), void *arg, err_t *err)
 {
+    bson_t *opts = BCON_NEW("batchSize", BCON_INT32(LEASE_KEEP_EVERY));
     mongoc_cursor_t *cur =
-        mongoc_collection_find_with_opts(store_coll(st, coll), filter, NULL, NULL);
+        mongoc_collection_find_with_opts(store_coll(st, coll), filter, opts, NULL);
+    bson_destroy(opts);
     const bson_t *doc;
-    while (mongoc_cursor_next(cur, &doc))
-        fn(arg, doc);
+    int stopped = 0;
+    while (!stopped && mongoc_cursor_next(cur, &doc))
+        stopped = fn(arg, doc);
     bson_error_t berr;
     int rc = 0;
-    if (mongoc_cursor_error(cur, &berr))
+    if (stopped)
+        rc = err_set(err, ERR_RETRY, "cannot load schedule: the master is stopping");
+    else if (mongoc_cursor_error(cur, &berr))
         rc = store_error(&berr, "load schedule", err);
     mongoc_cursor_destroy(cur);
     return rc;
@@ -540,21 +546,21 @@ typedef struct {
     size_t n; /* documents read */
 } load_ctx_t;
 
-static void s_collect_state(void *arg, const bson_t *doc)
+static int s_collect_state(void *arg, const bson_t *doc)
 {
     load_ctx_t *ctx = arg;
     const char *id = bj_get_str(doc, "_id", NULL);
     if (id)
         zhashx_update(ctx->states, id, bson_copy(doc));
-    partitions_keep_reading(ctx->s->m, &ctx->n);
+    return partitions_keep_reading(ctx->s->m, &ctx->n);
 }
 
-static void s_collect_def(void *arg, const bson_t *doc)
+static int s_collect_def(void *arg, const bson_t *doc)
 {
     load_ctx_t *ctx = arg;
     const char *id = bj_get_str(doc, "_id", "");
     s_upsert(ctx->s, doc, zhashx_lookup(ctx->states, id));
-    partitions_keep_reading(ctx->s->m, &ctx->n);
+    return partitions_keep_reading(ctx->s->m, &ctx->n);
 }
 
 static void s_bson_free(void **item)

@@ -142,6 +142,40 @@ def test_a_master_keeps_its_leases_while_a_load_outlasts_their_ttl(cluster):
     assert_leases_kept(cluster, m, proxy)
 
 
+def test_a_master_stops_at_once_on_sigterm_in_the_middle_of_a_load(cluster):
+    """A load of many triggers can take minutes (1,000,000 on FerretDB).
+    SIGTERM stops the read where it is: the master releases its leases
+    and exits 0 without loading the rest first."""
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    far = f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"
+    cluster.start(masters=1, workers=1, master_env={"SKED_MONGO_URI": far})
+    template = template_trigger(cluster)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    cluster.db.triggers.insert_many([imported_trigger(template, f"t{i}", later, 3600)
+                                     for i in range(6000)])
+    old = cluster.masters.pop(0)
+    assert old.stop() == 0
+    cluster.checked_stop.append(old)
+    proxy.delay = 0.1
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_MONGO_URI=far)
+    wait_for(lambda: "lease acquired" in m.text(), 30, interval=0.1, what="the load to begin")
+    time.sleep(1.0)  # reading: 256 triggers a round trip of 0.1 s or more (about 5 s in all)
+    assert "partitions gained" not in m.text(), "the load ended before SIGTERM; the test proves nothing"
+    t0 = time.time()
+    assert m.stop(timeout=30) == 0
+    took = time.time() - t0
+    cluster.masters.pop(0)
+    cluster.checked_stop.append(m)
+    text = m.text()
+    # Not loaded to the end first (a load that ends logs "partitions gained")
+    assert "partitions gained" not in text and "master is stopping" in text, m.log_path
+    assert "lease released" in text, m.log_path
+    assert took < 10, f"SIGTERM took {took:.1f} s to stop a load"  # releases: a round trip each
+    unreleased = [d["_id"] for d in cluster.db.locks.find({"kind": "lease"}) if "released_at" not in d]
+    assert not unreleased, unreleased
+
+
 def test_a_master_keeps_its_leases_on_a_store_that_answers_late(cluster):
     """With the store 60 ms away, renewing 32 leases one by one (two round
     trips each) takes longer than a lease's slack: all of a master's
