@@ -38,37 +38,46 @@
 /* A fire this late is a misfire, handled by the misfire policy. */
 #define MISFIRE_GRACE_MS 1000
 
+/* One per trigger scheduled here, so its size is the schedule's memory
+ * (the scale workload: 1,000,000 triggers; docs/BENCHMARKS.md). Widest
+ * fields first, no padding; strings and policies that many triggers share
+ * are one copy each (sched.names, s_retry_default, s_empty_params); the id
+ * is allocated to its length and is also the key in sched.by_id. */
 typedef struct {
     heap_node_t hn; /* first: key = when to look again at the trigger */
-    char id[64];
-    int partition;
     int64_t version;
     int64_t first_ms, period_ms;         /* INTERVAL */
     cron_t *cron;                        /* CRON, with its zone and DST policy */
     const tz_t *tz;
-    cron_dst_policy_t pol;
     int64_t start_ms, end_ms;            /* 0 = none */
     int64_t next_ms;                     /* next scheduled fire */
     int64_t saved_last;                  /* last_fire_at persisted in its state, 0 none */
     int64_t unsaved_last;                /* last_fire_at still to save (in s->unsaved), 0 none */
     int64_t unsaved_since;               /* monotonic ms it has been waiting since */
-    int next_flags;                      /* CRON_FIRE_* of next_ms */
+    int64_t catchup_ms;   /* trigger_config.catchup_window */
+    const char *task_type; /* shared copies (sched.names), as labels */
+    const char *owner;
+    const char *labels;   /* execution_config.worker_labels as "k=v,...", shared (sched.names) */
+    char *parameters;     /* JSON text, or s_empty_params */
+    char *notify;         /* notifications, as job_t.notify; NULL: none */
+    const retry_policy_t *retry; /* &s_retry_default or its own copy */
+    cron_dst_policy_t pol;
     unsigned gen;
     unsigned seen;  /* the reconcile pass that last found (or loaded) it */
     unsigned batch; /* the sched's batch it was last decided in */
-    int ending;     /* fired its last: leaves once its state is saved */
-    const char *task_type; /* shared copies (sched.names), as labels */
-    const char *owner;
-    char *parameters;
+    int partition;
     int max_execution_time;
     int priority;
-    retry_policy_t retry;
-    const char *labels;   /* execution_config.worker_labels as "k=v,...", shared (sched.names) */
-    overlap_t overlap;    /* execution_config.overlap_policy */
-    int misfire;          /* trigger_config.misfire_policy: MISFIRE_* */
-    int64_t catchup_ms;   /* trigger_config.catchup_window */
-    char *notify;         /* notifications, as job_t.notify; NULL: none */
+    uint8_t next_flags; /* CRON_FIRE_* of next_ms */
+    uint8_t ending;     /* fired its last: leaves once its state is saved */
+    uint8_t overlap;    /* execution_config.overlap_policy: overlap_t */
+    uint8_t misfire;    /* trigger_config.misfire_policy: MISFIRE_* */
+    char id[];          /* the trigger's _id */
 } trig_t;
+
+/* The policy and parameters most triggers have, shared by all of them. */
+static const retry_policy_t s_retry_default = RETRY_POLICY_DEFAULT;
+static char s_empty_params[] = "{}";
 
 enum { MISFIRE_FIRE_ONCE = 0, MISFIRE_FIRE_ALL, MISFIRE_SKIP };
 
@@ -146,12 +155,50 @@ static int64_t s_look_at(const sched_t *s, int64_t fire_ms)
 
 /* ---- triggers --------------------------------------------------------- */
 
+/* A new trigger record for id, zeroed but for its defaults. */
+static trig_t *s_trig_new(const char *id)
+{
+    size_t len = strlen(id);
+    trig_t *t = calloc(1, sizeof *t + len + 1);
+    memcpy(t->id, id, len + 1);
+    t->hn.idx = SIZE_MAX;
+    t->retry = &s_retry_default;
+    return t;
+}
+
+static void s_set_params(trig_t *t, char *json)
+{
+    if (t->parameters != s_empty_params)
+        free(t->parameters);
+    t->parameters = json;
+    if (json && strcmp(json, s_empty_params) == 0) {
+        free(json);
+        t->parameters = s_empty_params;
+    }
+}
+
+static void s_set_retry(trig_t *t, const retry_policy_t *rp)
+{
+    const retry_policy_t *d = &s_retry_default;
+    if (t->retry != d)
+        free((void *)t->retry);
+    t->retry = d;
+    if (rp->max_retries != d->max_retries || rp->initial_delay != d->initial_delay ||
+        rp->multiplier != d->multiplier || rp->max_delay != d->max_delay ||
+        rp->jitter != d->jitter) {
+        retry_policy_t *own = malloc(sizeof *own);
+        *own = *rp;
+        t->retry = own;
+    }
+}
+
 static void s_trig_free(void **item)
 {
     trig_t *t = *item;
     if (t) {
-        free(t->parameters);
+        s_set_params(t, NULL);
         free(t->notify);
+        s_set_retry(t, &s_retry_default);
         cron_destroy(&t->cron);
         free(t);
         *item = NULL;
@@ -206,9 +253,13 @@ sched_t *sched_new(master_t *m)
     sched_t *s = calloc(1, sizeof *s);
     s->m = m;
     s->ahead = m->cfg->fire_ahead_ms;
-    s->by_id = zhashx_new();
+    s->by_id = zhashx_new(); /* keyed by each trigger's own id, not a copy */
     zhashx_set_destructor(s->by_id, s_trig_free);
+    zhashx_set_key_duplicator(s->by_id, NULL);
+    zhashx_set_key_destructor(s->by_id, NULL);
     s->unsaved = zhashx_new();
+    zhashx_set_key_duplicator(s->unsaved, NULL);
+    zhashx_set_key_destructor(s->unsaved, NULL);
     s->names = zhashx_new();
     zhashx_set_destructor(s->names, s_str_free);
     s->ended = zhashx_new();
@@ -436,9 +487,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     }
     int fresh = t == NULL;
     if (fresh) {
-        t = calloc(1, sizeof *t);
-        snprintf(t->id, sizeof t->id, "%s", id);
-        t->hn.idx = SIZE_MAX;
+        t = s_trig_new(id);
     }
     t->gen = s->gen;
     t->seen = s->pass;
@@ -449,10 +498,11 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     t->owner = s_intern(s, bj_get_str(def, "owner", ""), 256);
     t->max_execution_time = (int)bj_get_int(def, "execution_config.max_execution_time", 0);
     t->priority = (int)bj_get_int(def, "execution_config.priority", 0);
-    s_read_retry(&t->retry, def);
+    retry_policy_t rp;
+    s_read_retry(&rp, def);
+    s_set_retry(t, &rp);
     s_read_policies(s, t, def);
-    free(t->parameters);
-    t->parameters = NULL;
+    s_set_params(t, NULL);
     bson_iter_t it, sub;
     if (bson_iter_init(&it, def) && bson_iter_find_descendant(&it, "execution_config.parameters", &sub) &&
         BSON_ITER_HOLDS_DOCUMENT(&sub)) {
@@ -462,7 +512,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         bson_iter_document(&sub, &len, &data);
         if (bson_init_static(&doc, data, len)) {
             json_t *j = bj_to_json(&doc);
-            t->parameters = json_dumps(j, JSON_COMPACT);
+            s_set_params(t, json_dumps(j, JSON_COMPACT));
             json_decref(j);
         }
     }
@@ -1140,7 +1190,7 @@ static job_t *s_new_job(const trig_t *t, int64_t sf)
     job->priority = t->priority;
     job->scheduled_for = sf;
     job->max_execution_time = t->max_execution_time;
-    job->retry = t->retry;
+    job->retry = *t->retry;
     job->parameters = t->parameters ? strdup(t->parameters) : NULL;
     job->notify = t->notify ? strdup(t->notify) : NULL;
     return job;
@@ -1272,21 +1322,20 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     }
     /* The trigger's policies: from the schedule, or (paused, not scheduled
      * here) from its definition. */
-    trig_t tmp, *t = zhashx_lookup(self->by_id, trigger_id);
+    trig_t *tmp = NULL, *t = zhashx_lookup(self->by_id, trigger_id);
     if (!t) {
-        memset(&tmp, 0, sizeof tmp);
-        snprintf(tmp.id, sizeof tmp.id, "%s", trigger_id);
-        tmp.retry = RETRY_POLICY_DEFAULT;
-        tmp.labels = "";
+        t = tmp = s_trig_new(trigger_id);
+        t->labels = "";
         if (store_get_by_id(m->store, "triggers", trigger_id, &def, NULL) == 1) {
-            s_read_retry(&tmp.retry, &def);
-            s_read_policies(self, &tmp, &def);
-            tmp.priority = (int)bj_get_int(&def, "execution_config.priority", 0);
-            tmp.max_execution_time =
+            retry_policy_t rp;
+            s_read_retry(&rp, &def);
+            s_set_retry(t, &rp);
+            s_read_policies(self, t, &def);
+            t->priority = (int)bj_get_int(&def, "execution_config.priority", 0);
+            t->max_execution_time =
                 (int)bj_get_int(&def, "execution_config.max_execution_time", 0);
             bson_destroy(&def);
         }
-        t = &tmp;
     }
     job_t *job = calloc(1, sizeof *job);
     snprintf(job->id, sizeof job->id, "%s", job_id);
@@ -1298,7 +1347,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     job->priority = t->priority;
     job->scheduled_for = bj_get_date(&doc, "scheduled_for", clock_wall_ms());
     job->max_execution_time = t->max_execution_time;
-    job->retry = t->retry;
+    job->retry = *t->retry;
     job->notify = t->notify ? strdup(t->notify) : NULL;
     bson_iter_t it;
     if (bson_iter_init_find(&it, &doc, "parameters") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
@@ -1343,10 +1392,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         log_info("manual run queued", "job=%s force=%d", job_id, forced);
         dispatch_submit(m->disp, &job);
     }
-    if (t == &tmp) {
-        cron_destroy(&tmp.cron);
-        free(tmp.notify);
-    }
+    s_trig_free((void **)&tmp);
 }
 
 int64_t sched_saved_last_fire(sched_t *self, const char *trigger_id)
@@ -1366,7 +1412,7 @@ int sched_fill_job(sched_t *self, job_t *job)
     trig_t *t = zhashx_lookup(self->by_id, job->trigger_id);
     if (!t)
         return -1;
-    job->retry = t->retry;
+    job->retry = *t->retry;
     job->priority = t->priority;
     job->max_execution_time = t->max_execution_time;
     snprintf(job->labels, sizeof job->labels, "%s", t->labels);
