@@ -36,7 +36,7 @@ struct cron {
     uint8_t flags; /* S_DOM_STAR | S_DOW_STAR */
 };
 
-_Static_assert(sizeof(struct cron) == 32, "cron_t is meant to stay 32 bytes");
+_Static_assert(sizeof(struct cron) == CRON_SIZE, "cron_t is meant to stay 32 bytes");
 
 enum { F_SEC, F_MIN, F_HOUR, F_DOM, F_MON, F_DOW, F_COUNT };
 
@@ -236,7 +236,7 @@ static int s_check_can_fire(const cron_t *c, err_t *err)
                    days, strchr(months, ',') ? "months" : "month", months);
 }
 
-cron_t *cron_new(const char *expr, err_t *err)
+static int s_parse(struct cron *c, const char *expr, err_t *err)
 {
     s_tok_t toks[F_COUNT];
     uint64_t masks[F_COUNT];
@@ -249,28 +249,21 @@ cron_t *cron_new(const char *expr, err_t *err)
                 if (n > 1) {
                     err_set(err, ERR_INVALID, "unexpected field '%.*s' after macro '%.*s'",
                             (int)(toks[1].n > 64 ? 64 : toks[1].n), toks[1].p, len, toks[0].p);
-                    return NULL;
+                    return ERR_INVALID;
                 }
-                return cron_new(s_macros[i].expr, err);
+                return s_parse(c, s_macros[i].expr, err);
             }
         }
-        err_set(err, ERR_INVALID, "unknown macro '%.*s'", len, toks[0].p);
-        return NULL;
+        return err_set(err, ERR_INVALID, "unknown macro '%.*s'", len, toks[0].p);
     }
-    if (n != 5 && n != 6) {
-        err_set(err, ERR_INVALID, "expected 5 or 6 fields, got %d", n);
-        return NULL;
-    }
+    if (n != 5 && n != 6)
+        return err_set(err, ERR_INVALID, "expected 5 or 6 fields, got %d", n);
     int first = n == 5 ? F_MIN : F_SEC;
     masks[F_SEC] = 1; /* second 0 */
     for (int i = 0; i < n; i++)
         if (s_field(first + i, toks[i], &masks[first + i], err))
-            return NULL;
-    cron_t *c = calloc(1, sizeof *c);
-    if (!c) {
-        err_set(err, ERR_SYS, "cannot parse cron expression: out of memory");
-        return NULL;
-    }
+            return ERR_INVALID;
+    memset(c, 0, sizeof *c);
     c->sec = masks[F_SEC];
     c->min = masks[F_MIN];
     c->hour = (uint32_t)masks[F_HOUR];
@@ -282,10 +275,33 @@ cron_t *cron_new(const char *expr, err_t *err)
         c->flags |= S_DOM_STAR;
     if (dow0 == '*' || dow0 == '?')
         c->flags |= S_DOW_STAR;
-    if (s_check_can_fire(c, err))
-        cron_destroy(&c);
-    return c;
+    return s_check_can_fire(c, err) ? ERR_INVALID : 0;
 }
+
+cron_t *cron_new(const char *expr, err_t *err)
+{
+    struct cron c;
+    if (s_parse(&c, expr, err))
+        return NULL;
+    cron_t *own = malloc(sizeof *own);
+    if (!own) {
+        err_set(err, ERR_SYS, "cannot parse cron expression: out of memory");
+        return NULL;
+    }
+    *own = c;
+    return own;
+}
+
+cron_t *cron_parse_into(void *mem, const char *expr, err_t *err)
+{
+    struct cron c;
+    if (s_parse(&c, expr, err))
+        return NULL;
+    memcpy(mem, &c, sizeof c);
+    return mem;
+}
+
+
 
 void cron_destroy(cron_t **self_p)
 {

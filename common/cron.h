@@ -69,6 +69,15 @@ typedef struct {
  * naming the field and problem in err (the expression is not repeated). */
 cron_t *cron_new(const char *expr, err_t *err);
 
+/* The size of a cron_t, for one kept inside a caller's own allocation. */
+#define CRON_SIZE 32
+
+/* As cron_new(), into caller memory `mem` of CRON_SIZE bytes aligned for
+ * a uint64_t (a master keeps each trigger's cron inside the trigger's
+ * record: a separate allocation costs 48 bytes a trigger). Returns mem as
+ * a cron_t, not to be given to cron_destroy(), or NULL with err set. */
+cron_t *cron_parse_into(void *mem, const char *expr, err_t *err);
+
 /* Frees a cron_t; NULL-safe, sets *self_p = NULL. */
 void cron_destroy(cron_t **self_p);
 

@@ -378,6 +378,37 @@ TEST(cron_api_misc)
     CHECK(c == NULL);
 }
 
+TEST(cron_parse_into_caller_memory)
+{
+    /* Kept inside a caller's record: the same schedule as cron_new's, the
+     * same errors, and a macro too. */
+    _Alignas(int64_t) unsigned char mem[CRON_SIZE];
+    err_t err = {0};
+    const tz_t *utc = tz_get("UTC", &err);
+    const char *exprs[] = {"*/7 3-5 * * MON-FRI", "@monthly", "30 0 29 2 *"};
+    for (size_t e = 0; e < sizeof exprs / sizeof exprs[0]; e++) {
+        cron_t *own = cron_new(exprs[e], &err);
+        const cron_t *in = cron_parse_into(mem, exprs[e], &err);
+        CHECK(own != NULL);
+        CHECK(in == (const cron_t *)mem);
+        int64_t a = s_ms("2025-01-01T00:00:00Z"), b = a;
+        for (int i = 0; i < 20; i++) {
+            cron_fire_t fa, fb;
+            CHECK_INT(cron_next(own, utc, CRON_DST_POLICY_DEFAULT, a, &fa), 0);
+            CHECK_INT(cron_next(in, utc, CRON_DST_POLICY_DEFAULT, b, &fb), 0);
+            CHECK_INT(fa.at_ms, fb.at_ms);
+            a = fa.at_ms;
+            b = fb.at_ms;
+        }
+        cron_destroy(&own);
+    }
+    CHECK(cron_parse_into(mem, "0 0 30 2 *", &err) == NULL);
+    CHECK_INT(err.code, ERR_INVALID);
+    CHECK_STR(err.msg, s_err("0 0 30 2 *"));
+    CHECK(cron_parse_into(mem, "@often", &err) == NULL);
+    CHECK_STR(err.msg, "unknown macro '@often'");
+}
+
 /* ---- brute-force cross-check --------------------------------------- */
 
 typedef struct {
