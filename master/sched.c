@@ -46,9 +46,16 @@
 typedef struct {
     heap_node_t hn; /* first: key = when to look again at the trigger */
     int64_t version;
-    int64_t first_ms, period_ms;         /* INTERVAL */
-    cron_t *cron;                        /* CRON, with its zone and DST policy */
-    const tz_t *tz;
+    union {
+        struct {
+            int64_t first_ms, period_ms;
+        } iv; /* kind SCHED_INTERVAL */
+        struct {
+            _Alignas(int64_t) unsigned char cron[CRON_SIZE]; /* a cron_t: s_cron() */
+            const tz_t *tz;
+            cron_dst_policy_t pol;
+        } cr; /* kind SCHED_CRON */
+    } u;
     int64_t start_ms, end_ms;            /* 0 = none */
     int64_t next_ms;                     /* next scheduled fire */
     int64_t saved_last;                  /* last_fire_at persisted in its state, 0 none */
@@ -61,7 +68,6 @@ typedef struct {
     char *parameters;     /* JSON text, or s_empty_params */
     char *notify;         /* notifications, as job_t.notify; NULL: none */
     const retry_policy_t *retry; /* &s_retry_default or its own copy */
-    cron_dst_policy_t pol;
     unsigned gen;
     unsigned seen;  /* the reconcile pass that last found (or loaded) it */
     unsigned batch; /* the sched's batch it was last decided in */
@@ -72,8 +78,17 @@ typedef struct {
     uint8_t ending;     /* fired its last: leaves once its state is saved */
     uint8_t overlap;    /* execution_config.overlap_policy: overlap_t */
     uint8_t misfire;    /* trigger_config.misfire_policy: MISFIRE_* */
+    uint8_t kind;       /* SCHED_NONE (nothing to schedule), SCHED_INTERVAL, SCHED_CRON */
     char id[];          /* the trigger's _id */
 } trig_t;
+
+enum { SCHED_NONE = 0, SCHED_INTERVAL, SCHED_CRON };
+
+/* A CRON trigger's cron, kept in its record; NULL for any other kind. */
+static const cron_t *s_cron(const trig_t *t)
+{
+    return t->kind == SCHED_CRON ? (const cron_t *)t->u.cr.cron : NULL;
+}
 
 /* The policy and parameters most triggers have, shared by all of them. */
 static const retry_policy_t s_retry_default = RETRY_POLICY_DEFAULT;
@@ -96,9 +111,20 @@ typedef struct {
     long more;    /* skipped beyond MAX_SKIP_RECORDS, not recorded */
 } skip_run_t;
 
+/* The schedule's triggers by id: open addressing, linear probing, an
+ * array of record pointers at most half full, keyed by each record's own
+ * id. Hand-written rather than czmq's zhashx for memory: a zhashx entry
+ * is a 48-byte allocation plus its bucket, about 60 bytes a trigger; this
+ * is 8 bytes a slot, 16-32 a trigger (docs/BENCHMARKS.md, 1,000,000
+ * triggers). */
+typedef struct {
+    trig_t **v;
+    size_t cap, n; /* cap: a power of two, 0 before the first add */
+} idx_t;
+
 struct sched {
     master_t *m;
-    zhashx_t *by_id; /* id -> trig_t*, owns */
+    idx_t by_id;     /* id -> trig_t*, owns */
     zhashx_t *unsaved; /* id -> trig_t* whose state is to be saved, not owned */
     heap_t heap;     /* of trig_t, by hn.key */
     unsigned gen;
@@ -199,17 +225,93 @@ static void s_trig_free(void **item)
         s_set_params(t, NULL);
         free(t->notify);
         s_set_retry(t, &s_retry_default);
-        cron_destroy(&t->cron);
         free(t);
         *item = NULL;
     }
+}
+
+/* FNV-1a, 64 bits. */
+static uint64_t s_hash(const char *id)
+{
+    uint64_t h = UINT64_C(14695981039346656037);
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * UINT64_C(1099511628211);
+    return h;
+}
+
+/* The slot that holds id, or the empty one where it would go. */
+static size_t s_idx_slot(const idx_t *x, const char *id)
+{
+    size_t mask = x->cap - 1, i = (size_t)s_hash(id) & mask;
+    while (x->v[i] && strcmp(x->v[i]->id, id) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static trig_t *s_idx_find(const idx_t *x, const char *id)
+{
+    return x->cap ? x->v[s_idx_slot(x, id)] : NULL;
+}
+
+/* Adds t, whose id is not in x yet. */
+static void s_idx_add(idx_t *x, trig_t *t)
+{
+    if (2 * (x->n + 1) > x->cap) {
+        trig_t **old = x->v;
+        size_t old_cap = x->cap;
+        x->cap = old_cap ? 2 * old_cap : 1024;
+        x->v = calloc(x->cap, sizeof *x->v);
+        if (!x->v)
+            abort(); /* as czmq does on no memory */
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i])
+                x->v[s_idx_slot(x, old[i]->id)] = old[i];
+        free(old);
+    }
+    x->v[s_idx_slot(x, t->id)] = t;
+    x->n++;
+}
+
+/* Takes t out (if it is in), shifting back the entries after it that
+ * belong nearer their home slot, so that no probe sequence breaks. */
+static void s_idx_remove(idx_t *x, const trig_t *t)
+{
+    if (!x->cap)
+        return;
+    size_t mask = x->cap - 1, i = s_idx_slot(x, t->id);
+    if (x->v[i] != t)
+        return;
+    x->v[i] = NULL;
+    x->n--;
+    for (size_t j = (i + 1) & mask; x->v[j]; j = (j + 1) & mask) {
+        size_t home = (size_t)s_hash(x->v[j]->id) & mask;
+        /* v[j] may fill the hole at i unless its home is in (i, j] */
+        int stays = i < j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            x->v[i] = x->v[j];
+            x->v[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+/* The first trigger of x (after == NULL) or the one after `after`, in
+ * slot order; NULL at the end. x must not change while it is walked. */
+static trig_t *s_idx_next(const idx_t *x, const trig_t *after)
+{
+    size_t i = after ? s_idx_slot(x, after->id) + 1 : 0;
+    for (; i < x->cap; i++)
+        if (x->v[i])
+            return x->v[i];
+    return NULL;
 }
 
 static void s_remove(sched_t *s, trig_t *t)
 {
     zhashx_delete(s->unsaved, t->id); /* not ours any more, or saved before */
     heap_remove(&s->heap, &t->hn);
-    zhashx_delete(s->by_id, t->id);
+    s_idx_remove(&s->by_id, t);
+    s_trig_free((void **)&t);
 }
 
 static void s_ended(sched_t *s, const char *id, int64_t version, int partition)
@@ -253,10 +355,6 @@ sched_t *sched_new(master_t *m)
     sched_t *s = calloc(1, sizeof *s);
     s->m = m;
     s->ahead = m->cfg->fire_ahead_ms;
-    s->by_id = zhashx_new(); /* keyed by each trigger's own id, not a copy */
-    zhashx_set_destructor(s->by_id, s_trig_free);
-    zhashx_set_key_duplicator(s->by_id, NULL);
-    zhashx_set_key_destructor(s->by_id, NULL);
     s->unsaved = zhashx_new();
     zhashx_set_key_duplicator(s->unsaved, NULL);
     zhashx_set_key_destructor(s->unsaved, NULL);
@@ -282,7 +380,9 @@ void sched_destroy(sched_t **self_p)
     free(s->recon_parts);
     free(s->stale);
     zhashx_destroy(&s->unsaved);
-    zhashx_destroy(&s->by_id);
+    for (size_t i = 0; i < s->by_id.cap; i++)
+        s_trig_free((void **)&s->by_id.v[i]);
+    free(s->by_id.v);
     zhashx_destroy(&s->names); /* after the triggers that point into it */
     zhashx_destroy(&s->ended);
     heap_free(&s->heap);
@@ -307,15 +407,15 @@ static int64_t s_next_after(trig_t *t, int64_t after)
 {
     int64_t next = -1;
     t->next_flags = 0;
-    if (t->cron) {
+    if (t->kind == SCHED_CRON) {
         cron_fire_t f;
         int64_t from = t->start_ms && t->start_ms - 1 > after ? t->start_ms - 1 : after;
-        if (cron_next(t->cron, t->tz, t->pol, from, &f) == 0) {
+        if (cron_next(s_cron(t), t->u.cr.tz, t->u.cr.pol, from, &f) == 0) {
             next = f.at_ms;
-            t->next_flags = f.flags;
+            t->next_flags = (uint8_t)f.flags;
         }
-    } else if (t->period_ms > 0) {
-        next = sched_interval_next(t->first_ms, t->period_ms, after);
+    } else if (t->kind == SCHED_INTERVAL) {
+        next = sched_interval_next(t->u.iv.first_ms, t->u.iv.period_ms, after);
     }
     if (next >= 0 && t->end_ms && next > t->end_ms)
         return -1;
@@ -349,8 +449,8 @@ static void s_withdraw(sched_t *s, const char *trigger_id, trig_t *t)
  * (misfire policy fire_once runs that one for all that were missed). */
 static int64_t s_latest_missed(trig_t *t, int64_t missed, int64_t now)
 {
-    if (!t->cron) /* never past end_at: nothing is due after it */
-        return sched_interval_prev(t->first_ms, t->period_ms,
+    if (t->kind != SCHED_CRON) /* never past end_at: nothing is due after it */
+        return sched_interval_prev(t->u.iv.first_ms, t->u.iv.period_ms,
                                    t->end_ms && t->end_ms < now ? t->end_ms : now);
     int64_t latest = missed;
     for (int i = 0; i < 100000; i++) {
@@ -366,28 +466,33 @@ static int64_t s_latest_missed(trig_t *t, int64_t missed, int64_t now)
 static int s_read_schedule(trig_t *t, const bson_t *def)
 {
     const char *kind = bj_get_str(def, "schedule.kind", "");
-    cron_destroy(&t->cron);
-    t->period_ms = 0;
+    memset(&t->u, 0, sizeof t->u);
+    t->kind = SCHED_NONE;
     t->start_ms = bj_get_date(def, "schedule.start_at", 0);
     t->end_ms = bj_get_date(def, "schedule.end_at", 0);
     if (strcmp(kind, "interval") == 0) {
-        t->first_ms = bj_get_date(def, "schedule.first_fire_at", 0);
-        t->period_ms = bj_get_int(def, "schedule.period_ms", 0);
-        return t->period_ms > 0 ? 0 : -1;
+        t->u.iv.first_ms = bj_get_date(def, "schedule.first_fire_at", 0);
+        t->u.iv.period_ms = bj_get_int(def, "schedule.period_ms", 0);
+        if (t->u.iv.period_ms <= 0)
+            return -1;
+        t->kind = SCHED_INTERVAL;
+        return 0;
     }
     if (strcmp(kind, "cron") != 0)
         return -1; /* MANUAL: nothing to schedule */
     err_t err = {0};
-    t->cron = cron_new(bj_get_str(def, "schedule.cron_expression", ""), &err);
-    t->tz = tz_get(bj_get_str(def, "schedule.timezone", "UTC"), &err);
-    t->pol = CRON_DST_POLICY_DEFAULT;
+    const cron_t *cron =
+        cron_parse_into(t->u.cr.cron, bj_get_str(def, "schedule.cron_expression", ""), &err);
+    t->u.cr.tz = tz_get(bj_get_str(def, "schedule.timezone", "UTC"), &err);
+    t->u.cr.pol = CRON_DST_POLICY_DEFAULT;
     cron_dst_policy_parse(bj_get_str(def, "schedule.dst_gap", "fire_after"),
-                          bj_get_str(def, "schedule.dst_overlap", "first"), &t->pol, &err);
-    if (!t->cron || !t->tz) {
+                          bj_get_str(def, "schedule.dst_overlap", "first"), &t->u.cr.pol, &err);
+    if (!cron || !t->u.cr.tz) {
         log_warn("trigger has an unusable cron schedule", "trigger=%s reason=\"%s\"", t->id,
                  err.msg);
         return -1;
     }
+    t->kind = SCHED_CRON;
     return 0;
 }
 
@@ -479,7 +584,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     if (!id || strlen(id) >= 64)
         return NULL;
     int64_t version = bj_get_int(def, "version", 0);
-    trig_t *t = zhashx_lookup(s->by_id, id);
+    trig_t *t = s_idx_find(&s->by_id, id);
     if (t && t->version == version) {
         t->gen = s->gen;
         t->seen = s->pass;
@@ -529,9 +634,10 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
          * start_at, a resume), nor a fire at a replaced cron time. */
         int current = stored_next > 0 && state &&
                       bj_get_date(state, "updated_at", 0) >= def_updated;
-        int on_grid = t->cron ? 1
-                              : stored_next >= t->first_ms &&
-                                    (stored_next - t->first_ms) % t->period_ms == 0;
+        int on_grid = t->kind == SCHED_CRON
+                          ? 1
+                          : stored_next >= t->u.iv.first_ms &&
+                                (stored_next - t->u.iv.first_ms) % t->u.iv.period_ms == 0;
         /* Fires already made since the change are not made again. */
         int64_t last = current ? bj_get_date(state, "last_fire_at", 0) : 0;
         int64_t from = last > def_updated ? last : def_updated;
@@ -539,10 +645,10 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
             next = -1; /* it already reached its end_at */
         else if (current && on_grid)
             next = stored_next;
-        else if (t->cron)
+        else if (t->kind == SCHED_CRON)
             next = s_next_after(t, from);
         else
-            next = s_next_after(t, t->first_ms - 1 > from ? t->first_ms - 1 : from);
+            next = s_next_after(t, t->u.iv.first_ms - 1 > from ? t->u.iv.first_ms - 1 : from);
     }
     if (next < 0) {
         s_ended(s, id, version, t->partition);
@@ -561,7 +667,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     if (!fresh)
         s_withdraw(s, t->id, t); /* its definition changed */
     if (fresh)
-        zhashx_insert(s->by_id, t->id, t);
+        s_idx_add(&s->by_id, t);
     heap_remove(&s->heap, &t->hn); /* if there (one ending is not) */
     heap_push(&s->heap, &t->hn);
     return t;
@@ -649,7 +755,7 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
         /* Sweep: triggers of these partitions that were not seen are gone
          * (deleted or paused) and leave the schedule. */
         zlistx_t *gone = zlistx_new();
-        for (trig_t *t = zhashx_first(self->by_id); t; t = zhashx_next(self->by_id))
+        for (trig_t *t = s_idx_next(&self->by_id, NULL); t; t = s_idx_next(&self->by_id, t))
             for (int i = 0; i < n; i++)
                 if (t->partition == parts[i] && t->gen != self->gen)
                     zlistx_add_end(gone, t);
@@ -686,7 +792,7 @@ void sched_drop(sched_t *self, int partition)
     s_forget_ended(self, partition);
     self->recon_parts[partition] = 0;
     zlistx_t *gone = zlistx_new();
-    for (trig_t *t = zhashx_first(self->by_id); t; t = zhashx_next(self->by_id))
+    for (trig_t *t = s_idx_next(&self->by_id, NULL); t; t = s_idx_next(&self->by_id, t))
         if (t->partition == partition)
             zlistx_add_end(gone, t);
     for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone))
@@ -736,7 +842,7 @@ static void s_reconcile_one(sched_t *self, const bson_t *doc)
     int p = (int)bj_get_int(doc, "partition", -1);
     if (!id || p < 0 || p >= self->m->cfg->partitions || !self->recon_parts[p])
         return;
-    trig_t *t = zhashx_lookup(self->by_id, id);
+    trig_t *t = s_idx_find(&self->by_id, id);
     ended_t *e = t ? NULL : zhashx_lookup(self->ended, id);
     if (t && t->version == bj_get_int(doc, "version", 0))
         t->seen = self->pass;
@@ -789,7 +895,7 @@ static void s_reconcile_end(sched_t *self, int complete)
         complete = 0;
     } else if (complete) {
         zlistx_t *gone = zlistx_new();
-        for (trig_t *t = zhashx_first(self->by_id); t; t = zhashx_next(self->by_id))
+        for (trig_t *t = s_idx_next(&self->by_id, NULL); t; t = s_idx_next(&self->by_id, t))
             if (t->partition >= 0 && t->partition < self->m->cfg->partitions &&
                 self->recon_parts[t->partition] && t->seen != self->pass)
                 zlistx_add_end(gone, t);
@@ -845,7 +951,7 @@ void sched_reload(sched_t *self, const char *trigger_id)
     int have_def = store_get_by_id(self->m->store, "triggers", trigger_id, &def, NULL);
     if (have_def < 0)
         return; /* the periodic reconcile will catch up */
-    trig_t *t = zhashx_lookup(self->by_id, trigger_id);
+    trig_t *t = s_idx_find(&self->by_id, trigger_id);
     if (have_def == 0 || strcmp(bj_get_str(&def, "status", ""), "active") != 0) {
         s_withdraw(self, trigger_id, NULL);
         if (t)
@@ -1322,7 +1428,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     }
     /* The trigger's policies: from the schedule, or (paused, not scheduled
      * here) from its definition. */
-    trig_t *tmp = NULL, *t = zhashx_lookup(self->by_id, trigger_id);
+    trig_t *tmp = NULL, *t = s_idx_find(&self->by_id, trigger_id);
     if (!t) {
         t = tmp = s_trig_new(trigger_id);
         t->labels = "";
@@ -1397,19 +1503,19 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
 
 int64_t sched_saved_last_fire(sched_t *self, const char *trigger_id)
 {
-    trig_t *t = zhashx_lookup(self->by_id, trigger_id);
+    trig_t *t = s_idx_find(&self->by_id, trigger_id);
     return t ? t->saved_last : -1;
 }
 
 const char *sched_trigger_notify(sched_t *self, const char *trigger_id)
 {
-    trig_t *t = zhashx_lookup(self->by_id, trigger_id);
+    trig_t *t = s_idx_find(&self->by_id, trigger_id);
     return t ? t->notify : NULL;
 }
 
 int sched_fill_job(sched_t *self, job_t *job)
 {
-    trig_t *t = zhashx_lookup(self->by_id, job->trigger_id);
+    trig_t *t = s_idx_find(&self->by_id, job->trigger_id);
     if (!t)
         return -1;
     job->retry = *t->retry;
