@@ -118,11 +118,11 @@ def test_a_backlog_of_slow_status_writes_does_not_hold_up_lease_renewal(cluster)
     w.ctx.term()
 
 
-def test_a_master_keeps_its_leases_while_a_load_outlasts_their_ttl(cluster):
-    """Gaining partitions reads all their triggers before any fires. With
-    6,000 triggers and each store request held 50 ms, that load takes
-    longer than a lease's TTL (3 s): it renews the leases as it reads
-    instead of losing them all, taking them again and loading again."""
+def restart_behind_a_slow_store(cluster, n, delay):
+    """One master, n triggers due in an hour; the master stopped (SIGTERM:
+    its leases released at once) and started again with each store request
+    held `delay` s, so that it gains every partition and loads them slowly.
+    Returns the new master, the proxy and the time it was started."""
     proxy = DelayProxy(cluster.store_port)
     cluster.cleanups.append(proxy.stop)
     far = f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"
@@ -130,13 +130,21 @@ def test_a_master_keeps_its_leases_while_a_load_outlasts_their_ttl(cluster):
     template = template_trigger(cluster)
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
     cluster.db.triggers.insert_many([imported_trigger(template, f"t{i}", later, 3600)
-                                     for i in range(6000)])
+                                     for i in range(n)])
     old = cluster.masters.pop(0)
-    assert old.stop() == 0  # SIGTERM: its leases are released at once
+    assert old.stop() == 0
     cluster.checked_stop.append(old)
-    proxy.delay = 0.05
+    proxy.delay = delay
     t0 = time.time()
-    m = cluster.start_master(0, cluster.master_ports[0], SKED_MONGO_URI=far)
+    return cluster.start_master(0, cluster.master_ports[0], SKED_MONGO_URI=far), proxy, t0
+
+
+def test_a_master_keeps_its_leases_while_a_load_outlasts_their_ttl(cluster):
+    """Gaining partitions reads all their triggers before any fires. With
+    6,000 triggers and each store request held 50 ms, that load takes
+    longer than a lease's TTL (3 s): it renews the leases as it reads
+    instead of losing them all, taking them again and loading again."""
+    m, proxy, t0 = restart_behind_a_slow_store(cluster, 6000, 0.05)
     wait_for(lambda: "triggers=6001" in m.text(), 90, interval=0.5, what="the 6,001 triggers loaded")
     assert time.time() - t0 > 3, "the load outlasts a lease TTL"
     assert_leases_kept(cluster, m, proxy)
@@ -146,19 +154,7 @@ def test_a_master_stops_at_once_on_sigterm_in_the_middle_of_a_load(cluster):
     """A load of many triggers can take minutes (1,000,000 on FerretDB).
     SIGTERM stops the read where it is: the master releases its leases
     and exits 0 without loading the rest first."""
-    proxy = DelayProxy(cluster.store_port)
-    cluster.cleanups.append(proxy.stop)
-    far = f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"
-    cluster.start(masters=1, workers=1, master_env={"SKED_MONGO_URI": far})
-    template = template_trigger(cluster)
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
-    cluster.db.triggers.insert_many([imported_trigger(template, f"t{i}", later, 3600)
-                                     for i in range(6000)])
-    old = cluster.masters.pop(0)
-    assert old.stop() == 0
-    cluster.checked_stop.append(old)
-    proxy.delay = 0.1
-    m = cluster.start_master(0, cluster.master_ports[0], SKED_MONGO_URI=far)
+    m, _, _ = restart_behind_a_slow_store(cluster, 6000, 0.1)
     wait_for(lambda: "lease acquired" in m.text(), 30, interval=0.1, what="the load to begin")
     time.sleep(1.0)  # reading: 256 triggers a round trip of 0.1 s or more (about 5 s in all)
     assert "partitions gained" not in m.text(), "the load ended before SIGTERM; the test proves nothing"
