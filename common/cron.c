@@ -280,28 +280,20 @@ static int s_parse(struct cron *c, const char *expr, err_t *err)
 
 cron_t *cron_new(const char *expr, err_t *err)
 {
-    struct cron c;
-    if (s_parse(&c, expr, err))
-        return NULL;
-    cron_t *own = malloc(sizeof *own);
-    if (!own) {
+    cron_t *c = malloc(sizeof *c);
+    if (!c) {
         err_set(err, ERR_SYS, "cannot parse cron expression: out of memory");
         return NULL;
     }
-    *own = c;
-    return own;
+    if (s_parse(c, expr, err))
+        cron_destroy(&c);
+    return c;
 }
 
 cron_t *cron_parse_into(void *mem, const char *expr, err_t *err)
 {
-    struct cron c;
-    if (s_parse(&c, expr, err))
-        return NULL;
-    memcpy(mem, &c, sizeof c);
-    return mem;
+    return s_parse(mem, expr, err) ? NULL : mem;
 }
-
-
 
 void cron_destroy(cron_t **self_p)
 {

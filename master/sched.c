@@ -295,17 +295,6 @@ static void s_idx_remove(idx_t *x, const trig_t *t)
     }
 }
 
-/* The first trigger of x (after == NULL) or the one after `after`, in
- * slot order; NULL at the end. x must not change while it is walked. */
-static trig_t *s_idx_next(const idx_t *x, const trig_t *after)
-{
-    size_t i = after ? s_idx_slot(x, after->id) + 1 : 0;
-    for (; i < x->cap; i++)
-        if (x->v[i])
-            return x->v[i];
-    return NULL;
-}
-
 static void s_remove(sched_t *s, trig_t *t)
 {
     zhashx_delete(s->unsaved, t->id); /* not ours any more, or saved before */
@@ -507,28 +496,29 @@ static double s_get_double(const bson_t *doc, const char *dotted, double def)
     return def;
 }
 
-/* Reads execution_config.retry_policy; absent fields take the defaults,
- * out-of-range ones (the gateway validates, the store may hold anything)
- * are clamped. */
-static void s_read_retry(retry_policy_t *rp, const bson_t *def)
+/* Reads execution_config.retry_policy into t (shared when it is the
+ * default); absent fields take the defaults, out-of-range ones (the
+ * gateway validates, the store may hold anything) are clamped. */
+static void s_read_retry(trig_t *t, const bson_t *def)
 {
-    *rp = RETRY_POLICY_DEFAULT;
-    rp->max_retries = (int)bj_get_int(def, "execution_config.retry_policy.max_retries", 0);
-    rp->max_retries = rp->max_retries < 0 ? 0 : rp->max_retries > 100 ? 100 : rp->max_retries;
-    rp->initial_delay = s_get_double(def, "execution_config.retry_policy.initial_delay", 1.0);
-    rp->multiplier = s_get_double(def, "execution_config.retry_policy.backoff_multiplier", 2.0);
-    rp->max_delay = s_get_double(def, "execution_config.retry_policy.max_delay", 300.0);
-    if (!(rp->initial_delay >= 0))
-        rp->initial_delay = 0;
-    if (!(rp->multiplier >= 1))
-        rp->multiplier = 1;
-    if (!(rp->max_delay >= 0))
-        rp->max_delay = 0;
+    retry_policy_t rp = RETRY_POLICY_DEFAULT;
+    rp.max_retries = (int)bj_get_int(def, "execution_config.retry_policy.max_retries", 0);
+    rp.max_retries = rp.max_retries < 0 ? 0 : rp.max_retries > 100 ? 100 : rp.max_retries;
+    rp.initial_delay = s_get_double(def, "execution_config.retry_policy.initial_delay", 1.0);
+    rp.multiplier = s_get_double(def, "execution_config.retry_policy.backoff_multiplier", 2.0);
+    rp.max_delay = s_get_double(def, "execution_config.retry_policy.max_delay", 300.0);
+    if (!(rp.initial_delay >= 0))
+        rp.initial_delay = 0;
+    if (!(rp.multiplier >= 1))
+        rp.multiplier = 1;
+    if (!(rp.max_delay >= 0))
+        rp.max_delay = 0;
     bson_iter_t it, sub;
     if (bson_iter_init(&it, def) &&
         bson_iter_find_descendant(&it, "execution_config.retry_policy.jitter", &sub) &&
         BSON_ITER_HOLDS_BOOL(&sub))
-        rp->jitter = bson_iter_bool(&sub);
+        rp.jitter = bson_iter_bool(&sub);
+    s_set_retry(t, &rp);
 }
 
 /* Reads labels, overlap and misfire policies (validated by the gateway;
@@ -591,9 +581,8 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         return t;
     }
     int fresh = t == NULL;
-    if (fresh) {
+    if (fresh)
         t = s_trig_new(id);
-    }
     t->gen = s->gen;
     t->seen = s->pass;
     t->version = version;
@@ -603,9 +592,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     t->owner = s_intern(s, bj_get_str(def, "owner", ""), 256);
     t->max_execution_time = (int)bj_get_int(def, "execution_config.max_execution_time", 0);
     t->priority = (int)bj_get_int(def, "execution_config.priority", 0);
-    retry_policy_t rp;
-    s_read_retry(&rp, def);
-    s_set_retry(t, &rp);
+    s_read_retry(t, def);
     s_read_policies(s, t, def);
     s_set_params(t, NULL);
     bson_iter_t it, sub;
@@ -755,10 +742,12 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
         /* Sweep: triggers of these partitions that were not seen are gone
          * (deleted or paused) and leave the schedule. */
         zlistx_t *gone = zlistx_new();
-        for (trig_t *t = s_idx_next(&self->by_id, NULL); t; t = s_idx_next(&self->by_id, t))
-            for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < self->by_id.cap; k++) {
+            trig_t *t = self->by_id.v[k]; /* empty slots are NULL */
+            for (int i = 0; t && i < n; i++)
                 if (t->partition == parts[i] && t->gen != self->gen)
                     zlistx_add_end(gone, t);
+        }
         for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone)) {
             s_withdraw(self, t->id, NULL);
             s_remove(self, t);
@@ -792,9 +781,11 @@ void sched_drop(sched_t *self, int partition)
     s_forget_ended(self, partition);
     self->recon_parts[partition] = 0;
     zlistx_t *gone = zlistx_new();
-    for (trig_t *t = s_idx_next(&self->by_id, NULL); t; t = s_idx_next(&self->by_id, t))
-        if (t->partition == partition)
+    for (size_t k = 0; k < self->by_id.cap; k++) {
+        trig_t *t = self->by_id.v[k];
+        if (t && t->partition == partition)
             zlistx_add_end(gone, t);
+    }
     for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone))
         s_remove(self, t);
     zlistx_destroy(&gone);
@@ -895,10 +886,12 @@ static void s_reconcile_end(sched_t *self, int complete)
         complete = 0;
     } else if (complete) {
         zlistx_t *gone = zlistx_new();
-        for (trig_t *t = s_idx_next(&self->by_id, NULL); t; t = s_idx_next(&self->by_id, t))
-            if (t->partition >= 0 && t->partition < self->m->cfg->partitions &&
+        for (size_t k = 0; k < self->by_id.cap; k++) {
+            trig_t *t = self->by_id.v[k];
+            if (t && t->partition >= 0 && t->partition < self->m->cfg->partitions &&
                 self->recon_parts[t->partition] && t->seen != self->pass)
                 zlistx_add_end(gone, t);
+        }
         for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone)) {
             log_info("trigger unscheduled", "trigger=%s reason=reconcile", t->id);
             s_withdraw(self, t->id, NULL);
@@ -1433,9 +1426,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         t = tmp = s_trig_new(trigger_id);
         t->labels = "";
         if (store_get_by_id(m->store, "triggers", trigger_id, &def, NULL) == 1) {
-            retry_policy_t rp;
-            s_read_retry(&rp, &def);
-            s_set_retry(t, &rp);
+            s_read_retry(t, &def);
             s_read_policies(self, t, &def);
             t->priority = (int)bj_get_int(&def, "execution_config.priority", 0);
             t->max_execution_time =
