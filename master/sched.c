@@ -32,17 +32,42 @@
 #include "common/log.h"
 #include "common/schedule.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 /* A fire this late is a misfire, handled by the misfire policy. */
 #define MISFIRE_GRACE_MS 1000
 
+/* What a trigger's definition says besides when it fires and its
+ * parameters: its execution settings, policies, bounds and zone.
+ * Triggers that say the same share one counted copy (sched.confs,
+ * s_conf_get): a record then carries 8 bytes of it instead of about 110
+ * (docs/BENCHMARKS.md, 1,000,000 triggers). Parameters stay in the
+ * record: where they differ, shared settings would not be shared. Never
+ * changed once shared. */
+typedef struct {
+    const char *task_type; /* shared copies (sched.names), as labels */
+    const char *owner;
+    const char *labels;   /* execution_config.worker_labels as "k=v,...", shared (sched.names) */
+    char *notify;         /* notifications, as job_t.notify; NULL: none */
+    const tz_t *tz;       /* CRON: its zone; NULL otherwise */
+    retry_policy_t retry;
+    int64_t start_ms, end_ms; /* schedule.start_at, end_at; 0 = none */
+    int64_t catchup_ms;   /* trigger_config.catchup_window */
+    int max_execution_time;
+    int priority;
+    cron_dst_policy_t pol; /* CRON: its DST policy; the default otherwise */
+    unsigned refs;        /* triggers that point to it */
+    uint8_t overlap;      /* execution_config.overlap_policy: overlap_t */
+    uint8_t misfire;      /* trigger_config.misfire_policy: MISFIRE_* */
+} conf_t;
+
 /* One per trigger scheduled here, so its size is the schedule's memory
  * (the scale workload: 1,000,000 triggers; docs/BENCHMARKS.md). Widest
- * fields first, no padding; strings and policies that many triggers share
- * are one copy each (sched.names, s_retry_default, s_empty_params); the id
- * is allocated to its length and is also the key in sched.by_id. */
+ * fields first, no padding; what many triggers share is one copy each
+ * (conf_t); the id is allocated to its length and is also the key in
+ * sched.by_id. */
 typedef struct {
     heap_node_t hn; /* first: key = when to look again at the trigger */
     int64_t version;
@@ -50,48 +75,39 @@ typedef struct {
         struct {
             int64_t first_ms, period_ms;
         } iv; /* kind SCHED_INTERVAL */
-        struct {
-            _Alignas(int64_t) unsigned char cron[CRON_SIZE]; /* a cron_t: s_cron() */
-            const tz_t *tz;
-            cron_dst_policy_t pol;
-        } cr; /* kind SCHED_CRON */
+        _Alignas(int64_t) unsigned char cron[CRON_SIZE]; /* kind SCHED_CRON: s_cron() */
     } u;
-    int64_t start_ms, end_ms;            /* 0 = none */
-    int64_t next_ms;                     /* next scheduled fire */
-    int64_t saved_last;                  /* last_fire_at persisted in its state, 0 none */
-    int64_t unsaved_last;                /* last_fire_at still to save (in s->unsaved), 0 none */
-    int64_t unsaved_since;               /* monotonic ms it has been waiting since */
-    int64_t catchup_ms;   /* trigger_config.catchup_window */
-    const char *task_type; /* shared copies (sched.names), as labels */
-    const char *owner;
-    const char *labels;   /* execution_config.worker_labels as "k=v,...", shared (sched.names) */
-    char *parameters;     /* JSON text, or s_empty_params */
-    char *notify;         /* notifications, as job_t.notify; NULL: none */
-    const retry_policy_t *retry; /* &s_retry_default or its own copy */
+    int64_t next_ms;    /* next scheduled fire */
+    int64_t saved_last; /* last_fire_at persisted in its state, 0 none */
+    const conf_t *c;    /* its settings, shared; never NULL */
+    char *parameters;   /* JSON text, or s_empty_params: often a trigger's own */
     unsigned gen;
     unsigned seen;  /* the reconcile pass that last found (or loaded) it */
     unsigned batch; /* the sched's batch it was last decided in */
     int partition;
-    int max_execution_time;
-    int priority;
     uint8_t next_flags; /* CRON_FIRE_* of next_ms */
     uint8_t ending;     /* fired its last: leaves once its state is saved */
-    uint8_t overlap;    /* execution_config.overlap_policy: overlap_t */
-    uint8_t misfire;    /* trigger_config.misfire_policy: MISFIRE_* */
     uint8_t kind;       /* SCHED_NONE (nothing to schedule), SCHED_INTERVAL, SCHED_CRON */
     char id[];          /* the trigger's _id */
 } trig_t;
+
+/* A trigger whose state is still to be saved (sched.unsaved): kept apart
+ * from its record, as few are at a time. */
+typedef struct {
+    trig_t *t;
+    int64_t last;  /* last_fire_at to save: the newest fire claimed or recorded */
+    int64_t since; /* monotonic ms it has been waiting since */
+} unsaved_t;
 
 enum { SCHED_NONE = 0, SCHED_INTERVAL, SCHED_CRON };
 
 /* A CRON trigger's cron, kept in its record; NULL for any other kind. */
 static const cron_t *s_cron(const trig_t *t)
 {
-    return t->kind == SCHED_CRON ? (const cron_t *)t->u.cr.cron : NULL;
+    return t->kind == SCHED_CRON ? (const cron_t *)t->u.cron : NULL;
 }
 
-/* The policy and parameters most triggers have, shared by all of them. */
-static const retry_policy_t s_retry_default = RETRY_POLICY_DEFAULT;
+/* The parameters most triggers have: one copy for all of them. */
 static char s_empty_params[] = "{}";
 
 enum { MISFIRE_FIRE_ONCE = 0, MISFIRE_FIRE_ALL, MISFIRE_SKIP };
@@ -125,7 +141,7 @@ typedef struct {
 struct sched {
     master_t *m;
     idx_t by_id;     /* id -> trig_t*, owns */
-    zhashx_t *unsaved; /* id -> trig_t* whose state is to be saved, not owned */
+    zhashx_t *unsaved; /* id -> unsaved_t*, owned */
     heap_t heap;     /* of trig_t, by hn.key */
     unsigned gen;
     unsigned batch;  /* sched_fire_due's batches, counted */
@@ -135,6 +151,7 @@ struct sched {
     skip_run_t *runs; /* which trigger each stretch of skips is of */
     size_t nruns, runs_cap;
     zhashx_t *names;        /* owner, task type or labels -> its one copy (char*, owned) */
+    zhashx_t *confs;        /* conf_t -> itself, the one copy (owned by its triggers) */
     mongoc_cursor_t *recon; /* the reconcile pass's read of `triggers`; NULL between passes */
     char *recon_parts;      /* partitions the pass sweeps: held since it began, not reloaded */
     unsigned pass;          /* reconcile passes begun */
@@ -179,16 +196,96 @@ static int64_t s_look_at(const sched_t *s, int64_t fire_ms)
     return fire_ms == INT64_MAX ? INT64_MAX : fire_ms - s->ahead;
 }
 
-/* ---- triggers --------------------------------------------------------- */
+/* ---- settings and triggers ------------------------------------------- */
 
-/* A new trigger record for id, zeroed but for its defaults. */
+/* FNV-1a, 64 bits, of n bytes on from h (start: FNV_OFFSET). */
+#define FNV_OFFSET UINT64_C(14695981039346656037)
+static uint64_t s_fnv(uint64_t h, const void *data, size_t n)
+{
+    for (const unsigned char *p = data, *end = p + n; p < end; p++)
+        h = (h ^ *p) * UINT64_C(1099511628211);
+    return h;
+}
+
+static uint64_t s_hash(const char *id)
+{
+    return s_fnv(FNV_OFFSET, id, strlen(id));
+}
+
+static int s_str_same(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* zhashx hasher of sched.confs. The interned strings hash by address
+ * (one copy each), the policy's doubles are only compared. */
+static size_t s_conf_hash(const void *key)
+{
+    const conf_t *c = key;
+    const int64_t f[] = {(intptr_t)c->task_type, (intptr_t)c->owner, (intptr_t)c->labels,
+                         (intptr_t)c->tz, c->start_ms, c->end_ms, c->catchup_ms,
+                         c->max_execution_time, c->priority, c->retry.max_retries,
+                         c->retry.jitter, c->pol.gap, c->pol.overlap, c->overlap, c->misfire};
+    uint64_t h = s_fnv(FNV_OFFSET, f, sizeof f);
+    if (c->notify)
+        h = s_fnv(h, c->notify, strlen(c->notify));
+    return (size_t)h;
+}
+
+/* zhashx comparator of sched.confs: 0 if the same settings. */
+static int s_conf_cmp(const void *a, const void *b)
+{
+    const conf_t *x = a, *y = b;
+    const retry_policy_t *p = &x->retry, *q = &y->retry;
+    int same = x->task_type == y->task_type && x->owner == y->owner && x->labels == y->labels &&
+               x->tz == y->tz && x->start_ms == y->start_ms && x->end_ms == y->end_ms &&
+               x->catchup_ms == y->catchup_ms && x->max_execution_time == y->max_execution_time &&
+               x->priority == y->priority && x->pol.gap == y->pol.gap &&
+               x->pol.overlap == y->pol.overlap && x->overlap == y->overlap &&
+               x->misfire == y->misfire && p->max_retries == q->max_retries &&
+               p->initial_delay == q->initial_delay && p->multiplier == q->multiplier &&
+               p->max_delay == q->max_delay && p->jitter == q->jitter &&
+               s_str_same(x->notify, y->notify);
+    return !same;
+}
+
+
+/* The one copy of the settings *c (whose strings it takes over), counted
+ * once more. Give it back with s_conf_put. */
+static const conf_t *s_conf_get(sched_t *s, conf_t *c)
+{
+    conf_t *have = zhashx_lookup(s->confs, c);
+    if (have) {
+        free(c->notify);
+    } else {
+        have = malloc(sizeof *have);
+        *have = *c;
+        have->refs = 0;
+        zhashx_insert(s->confs, have, have);
+    }
+    have->refs++;
+    return have;
+}
+
+/* A trigger lets go of its settings; NULL-safe. The last one frees them. */
+static void s_conf_put(sched_t *s, const conf_t *c)
+{
+    conf_t *own = (conf_t *)c;
+    if (own && --own->refs == 0) {
+        zhashx_delete(s->confs, own);
+        free(own->notify);
+        free(own);
+    }
+}
+
+/* A new trigger record for id, zeroed; its settings (t->c) are set by
+ * the caller before anything else reads it. */
 static trig_t *s_trig_new(const char *id)
 {
     size_t len = strlen(id);
-    trig_t *t = calloc(1, sizeof *t + len + 1);
+    trig_t *t = calloc(1, offsetof(trig_t, id) + len + 1); /* not sizeof: its tail padding */
     memcpy(t->id, id, len + 1);
     t->hn.idx = SIZE_MAX;
-    t->retry = &s_retry_default;
     return t;
 }
 
@@ -203,40 +300,14 @@ static void s_set_params(trig_t *t, char *json)
     }
 }
 
-static void s_set_retry(trig_t *t, const retry_policy_t *rp)
+static void s_trig_free(sched_t *s, trig_t **t_p)
 {
-    const retry_policy_t *d = &s_retry_default;
-    if (t->retry != d)
-        free((void *)t->retry);
-    t->retry = d;
-    if (rp->max_retries != d->max_retries || rp->initial_delay != d->initial_delay ||
-        rp->multiplier != d->multiplier || rp->max_delay != d->max_delay ||
-        rp->jitter != d->jitter) {
-        retry_policy_t *own = malloc(sizeof *own);
-        *own = *rp;
-        t->retry = own;
+    if (*t_p) {
+        s_conf_put(s, (*t_p)->c);
+        s_set_params(*t_p, NULL);
+        free(*t_p);
+        *t_p = NULL;
     }
-}
-
-static void s_trig_free(void **item)
-{
-    trig_t *t = *item;
-    if (t) {
-        s_set_params(t, NULL);
-        free(t->notify);
-        s_set_retry(t, &s_retry_default);
-        free(t);
-        *item = NULL;
-    }
-}
-
-/* FNV-1a, 64 bits. */
-static uint64_t s_hash(const char *id)
-{
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        h = (h ^ *p) * UINT64_C(1099511628211);
-    return h;
 }
 
 /* The slot that holds id, or the empty one where it would go. */
@@ -300,7 +371,7 @@ static void s_remove(sched_t *s, trig_t *t)
     zhashx_delete(s->unsaved, t->id); /* not ours any more, or saved before */
     heap_remove(&s->heap, &t->hn);
     s_idx_remove(&s->by_id, t);
-    s_trig_free((void **)&t);
+    s_trig_free(s, &t);
 }
 
 static void s_ended(sched_t *s, const char *id, int64_t version, int partition)
@@ -317,7 +388,7 @@ static void s_end(sched_t *s, trig_t *t)
     s_remove(s, t);
 }
 
-static void s_str_free(void **item)
+static void s_item_free(void **item)
 {
     free(*item);
     *item = NULL;
@@ -347,10 +418,16 @@ sched_t *sched_new(master_t *m)
     s->unsaved = zhashx_new();
     zhashx_set_key_duplicator(s->unsaved, NULL);
     zhashx_set_key_destructor(s->unsaved, NULL);
+    zhashx_set_destructor(s->unsaved, s_item_free); /* an unsaved_t */
     s->names = zhashx_new();
-    zhashx_set_destructor(s->names, s_str_free);
+    zhashx_set_destructor(s->names, s_item_free);
+    s->confs = zhashx_new();
+    zhashx_set_key_hasher(s->confs, s_conf_hash);
+    zhashx_set_key_comparator(s->confs, s_conf_cmp);
+    zhashx_set_key_duplicator(s->confs, NULL);
+    zhashx_set_key_destructor(s->confs, NULL);
     s->ended = zhashx_new();
-    zhashx_set_destructor(s->ended, s_str_free);
+    zhashx_set_destructor(s->ended, s_item_free);
     s->recon_parts = calloc((size_t)m->cfg->partitions, 1);
     s->stale = calloc(RECONCILE_BATCH, sizeof *s->stale);
     return s;
@@ -370,8 +447,9 @@ void sched_destroy(sched_t **self_p)
     free(s->stale);
     zhashx_destroy(&s->unsaved);
     for (size_t i = 0; i < s->by_id.cap; i++)
-        s_trig_free((void **)&s->by_id.v[i]);
+        s_trig_free(s, &s->by_id.v[i]);
     free(s->by_id.v);
+    zhashx_destroy(&s->confs); /* empty: its settings went with the triggers */
     zhashx_destroy(&s->names); /* after the triggers that point into it */
     zhashx_destroy(&s->ended);
     heap_free(&s->heap);
@@ -398,15 +476,16 @@ static int64_t s_next_after(trig_t *t, int64_t after)
     t->next_flags = 0;
     if (t->kind == SCHED_CRON) {
         cron_fire_t f;
-        int64_t from = t->start_ms && t->start_ms - 1 > after ? t->start_ms - 1 : after;
-        if (cron_next(s_cron(t), t->u.cr.tz, t->u.cr.pol, from, &f) == 0) {
+        int64_t start = t->c->start_ms;
+        int64_t from = start && start - 1 > after ? start - 1 : after;
+        if (cron_next(s_cron(t), t->c->tz, t->c->pol, from, &f) == 0) {
             next = f.at_ms;
             t->next_flags = (uint8_t)f.flags;
         }
     } else if (t->kind == SCHED_INTERVAL) {
         next = sched_interval_next(t->u.iv.first_ms, t->u.iv.period_ms, after);
     }
-    if (next >= 0 && t->end_ms && next > t->end_ms)
+    if (next >= 0 && t->c->end_ms && next > t->c->end_ms)
         return -1;
     return next;
 }
@@ -440,7 +519,7 @@ static int64_t s_latest_missed(trig_t *t, int64_t missed, int64_t now)
 {
     if (t->kind != SCHED_CRON) /* never past end_at: nothing is due after it */
         return sched_interval_prev(t->u.iv.first_ms, t->u.iv.period_ms,
-                                   t->end_ms && t->end_ms < now ? t->end_ms : now);
+                                   t->c->end_ms && t->c->end_ms < now ? t->c->end_ms : now);
     int64_t latest = missed;
     for (int i = 0; i < 100000; i++) {
         int64_t n = s_next_after(t, latest);
@@ -451,14 +530,13 @@ static int64_t s_latest_missed(trig_t *t, int64_t missed, int64_t now)
     return latest;
 }
 
-/* Reads the derived schedule of a trigger document; 0 or -1 if unusable. */
+/* Reads the derived schedule of a trigger document into t (whose
+ * settings are read already); 0, or -1 if there is nothing to schedule. */
 static int s_read_schedule(trig_t *t, const bson_t *def)
 {
     const char *kind = bj_get_str(def, "schedule.kind", "");
     memset(&t->u, 0, sizeof t->u);
     t->kind = SCHED_NONE;
-    t->start_ms = bj_get_date(def, "schedule.start_at", 0);
-    t->end_ms = bj_get_date(def, "schedule.end_at", 0);
     if (strcmp(kind, "interval") == 0) {
         t->u.iv.first_ms = bj_get_date(def, "schedule.first_fire_at", 0);
         t->u.iv.period_ms = bj_get_int(def, "schedule.period_ms", 0);
@@ -471,12 +549,10 @@ static int s_read_schedule(trig_t *t, const bson_t *def)
         return -1; /* MANUAL: nothing to schedule */
     err_t err = {0};
     const cron_t *cron =
-        cron_parse_into(t->u.cr.cron, bj_get_str(def, "schedule.cron_expression", ""), &err);
-    t->u.cr.tz = tz_get(bj_get_str(def, "schedule.timezone", "UTC"), &err);
-    t->u.cr.pol = CRON_DST_POLICY_DEFAULT;
-    cron_dst_policy_parse(bj_get_str(def, "schedule.dst_gap", "fire_after"),
-                          bj_get_str(def, "schedule.dst_overlap", "first"), &t->u.cr.pol, &err);
-    if (!cron || !t->u.cr.tz) {
+        cron_parse_into(t->u.cron, bj_get_str(def, "schedule.cron_expression", ""), &err);
+    if (cron && !t->c->tz) /* its settings have none: an unknown zone, and why */
+        tz_get(bj_get_str(def, "schedule.timezone", "UTC"), &err);
+    if (!cron || !t->c->tz) {
         log_warn("trigger has an unusable cron schedule", "trigger=%s reason=\"%s\"", t->id,
                  err.msg);
         return -1;
@@ -496,45 +572,44 @@ static double s_get_double(const bson_t *doc, const char *dotted, double def)
     return def;
 }
 
-/* Reads execution_config.retry_policy into t (shared when it is the
- * default); absent fields take the defaults, out-of-range ones (the
- * gateway validates, the store may hold anything) are clamped. */
-static void s_read_retry(trig_t *t, const bson_t *def)
+/* Reads execution_config.retry_policy; absent fields take the defaults,
+ * out-of-range ones (the gateway validates, the store may hold anything)
+ * are clamped. */
+static void s_read_retry(retry_policy_t *rp, const bson_t *def)
 {
-    retry_policy_t rp = RETRY_POLICY_DEFAULT;
-    rp.max_retries = (int)bj_get_int(def, "execution_config.retry_policy.max_retries", 0);
-    rp.max_retries = rp.max_retries < 0 ? 0 : rp.max_retries > 100 ? 100 : rp.max_retries;
-    rp.initial_delay = s_get_double(def, "execution_config.retry_policy.initial_delay", 1.0);
-    rp.multiplier = s_get_double(def, "execution_config.retry_policy.backoff_multiplier", 2.0);
-    rp.max_delay = s_get_double(def, "execution_config.retry_policy.max_delay", 300.0);
-    if (!(rp.initial_delay >= 0))
-        rp.initial_delay = 0;
-    if (!(rp.multiplier >= 1))
-        rp.multiplier = 1;
-    if (!(rp.max_delay >= 0))
-        rp.max_delay = 0;
+    *rp = RETRY_POLICY_DEFAULT;
+    rp->max_retries = (int)bj_get_int(def, "execution_config.retry_policy.max_retries", 0);
+    rp->max_retries = rp->max_retries < 0 ? 0 : rp->max_retries > 100 ? 100 : rp->max_retries;
+    rp->initial_delay = s_get_double(def, "execution_config.retry_policy.initial_delay", 1.0);
+    rp->multiplier = s_get_double(def, "execution_config.retry_policy.backoff_multiplier", 2.0);
+    rp->max_delay = s_get_double(def, "execution_config.retry_policy.max_delay", 300.0);
+    if (!(rp->initial_delay >= 0))
+        rp->initial_delay = 0;
+    if (!(rp->multiplier >= 1))
+        rp->multiplier = 1;
+    if (!(rp->max_delay >= 0))
+        rp->max_delay = 0;
     bson_iter_t it, sub;
     if (bson_iter_init(&it, def) &&
         bson_iter_find_descendant(&it, "execution_config.retry_policy.jitter", &sub) &&
         BSON_ITER_HOLDS_BOOL(&sub))
-        rp.jitter = bson_iter_bool(&sub);
-    s_set_retry(t, &rp);
+        rp->jitter = bson_iter_bool(&sub);
 }
 
-/* Reads labels, overlap and misfire policies (validated by the gateway;
- * anything unexpected falls back to the defaults). */
-static void s_read_policies(sched_t *s, trig_t *t, const bson_t *def)
+/* Reads labels, notifications, overlap and misfire policies (validated by
+ * the gateway; anything unexpected falls back to the defaults). */
+static void s_read_policies(sched_t *s, conf_t *c, const bson_t *def, const char *id)
 {
     const char *ov = bj_get_str(def, "execution_config.overlap_policy", "forbid");
-    t->overlap = strcmp(ov, "allow") == 0        ? OVERLAP_ALLOW
+    c->overlap = strcmp(ov, "allow") == 0        ? OVERLAP_ALLOW
                  : strcmp(ov, "replace") == 0    ? OVERLAP_REPLACE
                  : strcmp(ov, "buffer_one") == 0 ? OVERLAP_BUFFER_ONE
                                                  : OVERLAP_FORBID;
     const char *mp = bj_get_str(def, "trigger_config.misfire_policy", "fire_once");
-    t->misfire = strcmp(mp, "fire_all") == 0 ? MISFIRE_FIRE_ALL
+    c->misfire = strcmp(mp, "fire_all") == 0 ? MISFIRE_FIRE_ALL
                  : strcmp(mp, "skip") == 0   ? MISFIRE_SKIP
                                              : MISFIRE_FIRE_ONCE;
-    t->catchup_ms = bj_get_int(def, "trigger_config.catchup_window", 3600) * 1000;
+    c->catchup_ms = bj_get_int(def, "trigger_config.catchup_window", 3600) * 1000;
     char labels[sizeof ((job_t *)0)->labels] = "";
     bson_iter_t it, sub;
     if (bson_iter_init(&it, def) &&
@@ -546,24 +621,56 @@ static void s_read_policies(sched_t *s, trig_t *t, const bson_t *def)
                                     "%s%s=%s", len ? "," : "", bson_iter_key(&it),
                                     bson_iter_utf8(&it, NULL));
         if (len >= sizeof labels)
-            log_warn("worker_labels too long; ignored", "trigger=%s", t->id);
+            log_warn("worker_labels too long; ignored", "trigger=%s", id);
         if (len >= sizeof labels)
             labels[0] = '\0';
     }
-    t->labels = s_intern(s, labels, sizeof labels);
-    free(t->notify);
-    t->notify = NULL;
+    c->labels = s_intern(s, labels, sizeof labels);
+    c->notify = NULL;
     if (bson_iter_init_find(&it, def, "notifications") && BSON_ITER_HOLDS_ARRAY(&it)) {
         json_t *all = bj_to_json(def);
         json_t *hooks = json_object_get(all, "notifications");
         if (json_array_size(hooks) > 0) {
             json_t *n = json_pack("{s:s, s:O}", "trigger_name", bj_get_str(def, "name", ""),
                                   "hooks", hooks);
-            t->notify = n ? json_dumps(n, JSON_COMPACT) : NULL;
+            c->notify = n ? json_dumps(n, JSON_COMPACT) : NULL;
             json_decref(n);
         }
         json_decref(all);
     }
+}
+
+/* Reads the settings of trigger `id` from its definition into *c (its
+ * notifications owned by c, until s_conf_get takes them). */
+static void s_read_conf(sched_t *s, conf_t *c, const bson_t *def, const char *id)
+{
+    memset(c, 0, sizeof *c);
+    c->task_type = s_intern(s, bj_get_str(def, "execution_config.task_type", "noop"),
+                            sizeof ((job_t *)0)->task_type);
+    c->owner = s_intern(s, bj_get_str(def, "owner", ""), 256);
+    c->max_execution_time = (int)bj_get_int(def, "execution_config.max_execution_time", 0);
+    c->priority = (int)bj_get_int(def, "execution_config.priority", 0);
+    s_read_retry(&c->retry, def);
+    s_read_policies(s, c, def, id);
+    c->start_ms = bj_get_date(def, "schedule.start_at", 0);
+    c->end_ms = bj_get_date(def, "schedule.end_at", 0);
+    c->pol = CRON_DST_POLICY_DEFAULT;
+    if (strcmp(bj_get_str(def, "schedule.kind", ""), "cron") == 0) {
+        err_t err = {0}; /* an unusable zone is told when the schedule is read */
+        c->tz = tz_get(bj_get_str(def, "schedule.timezone", "UTC"), &err);
+        cron_dst_policy_parse(bj_get_str(def, "schedule.dst_gap", "fire_after"),
+                              bj_get_str(def, "schedule.dst_overlap", "first"), &c->pol, &err);
+    }
+}
+
+/* Sets t's settings to those of def, shared. */
+static void s_set_conf(sched_t *s, trig_t *t, const bson_t *def)
+{
+    conf_t c;
+    s_read_conf(s, &c, def, t->id);
+    const conf_t *old = t->c;
+    t->c = s_conf_get(s, &c);
+    s_conf_put(s, old);
 }
 
 /* Builds or refreshes a trigger from its definition and optional state.
@@ -587,13 +694,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
     t->seen = s->pass;
     t->version = version;
     t->partition = (int)bj_get_int(def, "partition", 0);
-    t->task_type = s_intern(s, bj_get_str(def, "execution_config.task_type", "noop"),
-                            sizeof ((job_t *)0)->task_type);
-    t->owner = s_intern(s, bj_get_str(def, "owner", ""), 256);
-    t->max_execution_time = (int)bj_get_int(def, "execution_config.max_execution_time", 0);
-    t->priority = (int)bj_get_int(def, "execution_config.priority", 0);
-    s_read_retry(t, def);
-    s_read_policies(s, t, def);
+    s_set_conf(s, t, def);
     s_set_params(t, NULL);
     bson_iter_t it, sub;
     if (bson_iter_init(&it, def) && bson_iter_find_descendant(&it, "execution_config.parameters", &sub) &&
@@ -628,7 +729,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
         /* Fires already made since the change are not made again. */
         int64_t last = current ? bj_get_date(state, "last_fire_at", 0) : 0;
         int64_t from = last > def_updated ? last : def_updated;
-        if (current && (stored_next == INT64_MAX || (t->end_ms && stored_next > t->end_ms)))
+        if (current && (stored_next == INT64_MAX || (t->c->end_ms && stored_next > t->c->end_ms)))
             next = -1; /* it already reached its end_at */
         else if (current && on_grid)
             next = stored_next;
@@ -644,7 +745,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const bson_t *state)
             s_remove(s, t);
         }
         else
-            s_trig_free((void **)&t);
+            s_trig_free(s, &t);
         return NULL;
     }
     zhashx_delete(s->ended, id);
@@ -770,7 +871,7 @@ static void s_forget_ended(sched_t *self, int partition)
                            : e->partition >= 0 && e->partition < self->m->cfg->partitions &&
                                  self->recon_parts[e->partition] && e->seen != self->pass)
             zlistx_add_end(gone, strdup(zhashx_cursor(self->ended)));
-    zlistx_set_destructor(gone, s_str_free);
+    zlistx_set_destructor(gone, s_item_free);
     for (const char *id = zlistx_first(gone); id; id = zlistx_next(gone))
         zhashx_delete(self->ended, id);
     zlistx_destroy(&gone);
@@ -986,8 +1087,8 @@ static bson_t *s_job_doc(sched_t *s, const trig_t *t, int64_t sf, int misfire, i
     char job_id[PROTO_ID_MAX];
     sched_job_id(job_id, sizeof job_id, t->id, sf);
     bson_t *doc = BCON_NEW("_id", BCON_UTF8(job_id), "trigger_id", BCON_UTF8(t->id), "owner",
-                           BCON_UTF8(t->owner), "partition", BCON_INT32(t->partition), "kind",
-                           BCON_UTF8("scheduled"), "task_type", BCON_UTF8(t->task_type),
+                           BCON_UTF8(t->c->owner), "partition", BCON_INT32(t->partition), "kind",
+                           BCON_UTF8("scheduled"), "task_type", BCON_UTF8(t->c->task_type),
                            "scheduled_for", BCON_DATE_TIME(sf), "status",
                            BCON_UTF8(skip_reason ? "skipped" : "queued"), "attempt", BCON_INT32(1),
                            "created_at", BCON_DATE_TIME(now), "run_at", BCON_DATE_TIME(sf), "epoch",
@@ -997,7 +1098,7 @@ static bson_t *s_job_doc(sched_t *s, const trig_t *t, int64_t sf, int misfire, i
         BSON_APPEND_UTF8(doc, "skip_reason", skip_reason);
         BSON_APPEND_DATE_TIME(doc, "finished_at", now);
         /* A notice goes out about it: marked until delivered (or given up). */
-        if (notice && alert_hooks_want(t->notify, "skipped"))
+        if (notice && alert_hooks_want(t->c->notify, "skipped"))
             BSON_APPEND_BOOL(doc, "notify_pending", true);
     }
     if (dst_flags & CRON_FIRE_GAP_SHIFTED)
@@ -1066,12 +1167,12 @@ static size_t s_insert_many(sched_t *s, const char *coll, bson_t **docs, size_t 
 static void s_notify_skipped(sched_t *s, const trig_t *t, int64_t sf, const char *reason,
                              long count)
 {
-    if (!t->notify)
+    if (!t->c->notify)
         return;
     char job_id[PROTO_ID_MAX];
     sched_job_id(job_id, sizeof job_id, t->id, sf);
     notice_t n = {.event = "skipped", .job_id = job_id, .trigger_id = t->id,
-                  .task_type = t->task_type, .notify = t->notify, .status = "skipped",
+                  .task_type = t->c->task_type, .notify = t->c->notify, .status = "skipped",
                   .attempt = 1, .scheduled_for = sf, .skip_reason = reason, .skipped = count};
     alert_notify(s->m->alert, &n);
 }
@@ -1177,17 +1278,20 @@ static int s_save_state(sched_t *s, trig_t *t, int64_t last_sf)
  * claimed or recorded) and its next_fire_at as it will be then. */
 static void s_unsaved(sched_t *s, trig_t *t, int64_t last)
 {
-    if (last > t->unsaved_last)
-        t->unsaved_last = last;
-    if (!t->unsaved_since)
-        t->unsaved_since = clock_mono_ms();
-    zhashx_update(s->unsaved, t->id, t);
+    unsaved_t *u = zhashx_lookup(s->unsaved, t->id);
+    if (!u) {
+        u = malloc(sizeof *u);
+        *u = (unsaved_t){t, last, clock_mono_ms()};
+        zhashx_insert(s->unsaved, t->id, u);
+    }
+    if (last > u->last)
+        u->last = last;
 }
 
-/* t's state is saved; one that fired its last leaves now. */
-static void s_saved(sched_t *s, trig_t *t)
+/* u's state is saved (u goes); a trigger that fired its last leaves now. */
+static void s_saved(sched_t *s, unsaved_t *u)
 {
-    t->unsaved_last = t->unsaved_since = 0;
+    trig_t *t = u->t;
     zhashx_delete(s->unsaved, t->id);
     if (t->ending)
         s_end(s, t);
@@ -1198,15 +1302,16 @@ static void s_saved(sched_t *s, trig_t *t)
  * round trip, but FerretDB pushes down only an `_id` equality and
  * decoded every state for it: 105 ms for 256 of 1,000.) Returns 0 if
  * every one was written, else -1 (the caller saves them one by one). */
-static int s_save_group(sched_t *s, trig_t **group, size_t k, int64_t last_sf)
+static int s_save_group(sched_t *s, unsaved_t **group, size_t k)
 {
     const char *ids[k];
     bson_t *same[k];
-    bson_t *update = BCON_NEW("$set", "{", "next_fire_at", BCON_DATE_TIME(group[0]->next_ms),
+    int64_t last_sf = group[0]->last;
+    bson_t *update = BCON_NEW("$set", "{", "next_fire_at", BCON_DATE_TIME(group[0]->t->next_ms),
                               "last_fire_at", BCON_DATE_TIME(last_sf), "updated_at",
                               BCON_DATE_TIME(clock_wall_ms()), "}");
     for (size_t i = 0; i < k; i++) {
-        ids[i] = group[i]->id;
+        ids[i] = group[i]->t->id;
         same[i] = update;
     }
     bson_error_t berr = {0};
@@ -1220,8 +1325,8 @@ static int s_save_group(sched_t *s, trig_t **group, size_t k, int64_t last_sf)
         ok = false;
     if (ok)
         for (size_t i = 0; i < k; i++)
-            if (last_sf > group[i]->saved_last)
-                group[i]->saved_last = last_sf;
+            if (last_sf > group[i]->t->saved_last)
+                group[i]->t->saved_last = last_sf;
     return ok ? 0 : -1;
 }
 
@@ -1231,14 +1336,14 @@ static int s_save_group(sched_t *s, trig_t **group, size_t k, int64_t last_sf)
 static int64_t s_misfire(sched_t *s, trig_t *t, int64_t now)
 {
     int64_t sf = t->next_ms;
-    switch (t->misfire) {
+    switch (t->c->misfire) {
     case MISFIRE_SKIP:
         t->next_ms = s_record_skipped(s, t, sf, now + 1, "misfire_skipped");
         return -1;
     case MISFIRE_FIRE_ALL: {
         /* Every missed fire within the window runs, oldest first; the loop
          * in sched_fire_due brings the next one round at once. */
-        int64_t first = s_record_skipped(s, t, sf, now - t->catchup_ms,
+        int64_t first = s_record_skipped(s, t, sf, now - t->c->catchup_ms,
                                          "misfire_outside_catchup_window");
         if (first < 0 || first > now) {
             t->next_ms = first;
@@ -1261,7 +1366,7 @@ static const char *s_overlap(sched_t *s, const trig_t *t, int *buffer)
     *buffer = 0;
     if (dispatch_active(s->m->disp, t->id) == 0)
         return NULL;
-    switch (t->overlap) {
+    switch (t->c->overlap) {
     case OVERLAP_ALLOW:
         return NULL;
     case OVERLAP_REPLACE:
@@ -1282,16 +1387,16 @@ static job_t *s_new_job(const trig_t *t, int64_t sf)
     job_t *job = calloc(1, sizeof *job);
     sched_job_id(job->id, sizeof job->id, t->id, sf);
     snprintf(job->trigger_id, sizeof job->trigger_id, "%s", t->id);
-    snprintf(job->task_type, sizeof job->task_type, "%s", t->task_type);
-    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    snprintf(job->task_type, sizeof job->task_type, "%s", t->c->task_type);
+    snprintf(job->labels, sizeof job->labels, "%s", t->c->labels);
     job->partition = t->partition;
     job->attempt = 1;
-    job->priority = t->priority;
+    job->priority = t->c->priority;
     job->scheduled_for = sf;
-    job->max_execution_time = t->max_execution_time;
-    job->retry = *t->retry;
+    job->max_execution_time = t->c->max_execution_time;
+    job->retry = t->c->retry;
     job->parameters = t->parameters ? strdup(t->parameters) : NULL;
-    job->notify = t->notify ? strdup(t->notify) : NULL;
+    job->notify = t->c->notify ? strdup(t->c->notify) : NULL;
     return job;
 }
 
@@ -1329,7 +1434,7 @@ static int s_fire_decide(sched_t *s, trig_t *t, int64_t now, fire_t *f)
 {
     int64_t missed = t->next_ms;
     int missed_flags = t->next_flags;
-    if (now < missed && t->overlap != OVERLAP_ALLOW && dispatch_active(s->m->disp, t->id)) {
+    if (now < missed && t->c->overlap != OVERLAP_ALLOW && dispatch_active(s->m->disp, t->id)) {
         t->hn.key = missed; /* its overlap policy decides at its time */
         heap_update(&s->heap, &t->hn);
         return 0;
@@ -1383,7 +1488,7 @@ static void s_fire_done(sched_t *s, fire_t *f, int claimed, const err_t *err, in
         stats_fires_skipped(f->skip, 1);
         char job_id[PROTO_ID_MAX];
         sched_job_id(job_id, sizeof job_id, t->id, sf);
-        alert_fire_skipped(s->m->alert, job_id, t->id, t->task_type, sf, f->skip);
+        alert_fire_skipped(s->m->alert, job_id, t->id, t->c->task_type, sf, f->skip);
         s_notify_skipped(s, t, sf, f->skip, 1);
     } else if (claimed) {
         int64_t lag = clock_wall_ms() - sf;
@@ -1424,28 +1529,24 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     trig_t *tmp = NULL, *t = s_idx_find(&self->by_id, trigger_id);
     if (!t) {
         t = tmp = s_trig_new(trigger_id);
-        t->labels = "";
-        if (store_get_by_id(m->store, "triggers", trigger_id, &def, NULL) == 1) {
-            s_read_retry(t, &def);
-            s_read_policies(self, t, &def);
-            t->priority = (int)bj_get_int(&def, "execution_config.priority", 0);
-            t->max_execution_time =
-                (int)bj_get_int(&def, "execution_config.max_execution_time", 0);
-            bson_destroy(&def);
-        }
+        int have = store_get_by_id(m->store, "triggers", trigger_id, &def, NULL) == 1;
+        if (!have)
+            bson_init(&def); /* gone: the defaults */
+        s_set_conf(self, t, &def);
+        bson_destroy(&def);
     }
     job_t *job = calloc(1, sizeof *job);
     snprintf(job->id, sizeof job->id, "%s", job_id);
     snprintf(job->trigger_id, sizeof job->trigger_id, "%s", trigger_id);
     snprintf(job->task_type, sizeof job->task_type, "%s", bj_get_str(&doc, "task_type", "noop"));
-    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    snprintf(job->labels, sizeof job->labels, "%s", t->c->labels);
     job->partition = p;
     job->attempt = 1;
-    job->priority = t->priority;
+    job->priority = t->c->priority;
     job->scheduled_for = bj_get_date(&doc, "scheduled_for", clock_wall_ms());
-    job->max_execution_time = t->max_execution_time;
-    job->retry = *t->retry;
-    job->notify = t->notify ? strdup(t->notify) : NULL;
+    job->max_execution_time = t->c->max_execution_time;
+    job->retry = t->c->retry;
+    job->notify = t->c->notify ? strdup(t->c->notify) : NULL;
     bson_iter_t it;
     if (bson_iter_init_find(&it, &doc, "parameters") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
         uint32_t len;
@@ -1489,7 +1590,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
         log_info("manual run queued", "job=%s force=%d", job_id, forced);
         dispatch_submit(m->disp, &job);
     }
-    s_trig_free((void **)&tmp);
+    s_trig_free(self, &tmp);
 }
 
 int64_t sched_saved_last_fire(sched_t *self, const char *trigger_id)
@@ -1501,7 +1602,7 @@ int64_t sched_saved_last_fire(sched_t *self, const char *trigger_id)
 const char *sched_trigger_notify(sched_t *self, const char *trigger_id)
 {
     trig_t *t = s_idx_find(&self->by_id, trigger_id);
-    return t ? t->notify : NULL;
+    return t ? t->c->notify : NULL;
 }
 
 int sched_fill_job(sched_t *self, job_t *job)
@@ -1509,12 +1610,12 @@ int sched_fill_job(sched_t *self, job_t *job)
     trig_t *t = s_idx_find(&self->by_id, job->trigger_id);
     if (!t)
         return -1;
-    job->retry = *t->retry;
-    job->priority = t->priority;
-    job->max_execution_time = t->max_execution_time;
-    snprintf(job->labels, sizeof job->labels, "%s", t->labels);
+    job->retry = t->c->retry;
+    job->priority = t->c->priority;
+    job->max_execution_time = t->c->max_execution_time;
+    snprintf(job->labels, sizeof job->labels, "%s", t->c->labels);
     free(job->notify);
-    job->notify = t->notify ? strdup(t->notify) : NULL;
+    job->notify = t->c->notify ? strdup(t->c->notify) : NULL;
     return 0;
 }
 
@@ -1523,34 +1624,35 @@ int sched_fill_job(sched_t *self, job_t *job)
  * on one grid come next to one another. */
 static int s_cmp_unsaved(const void *a, const void *b)
 {
-    const trig_t *x = *(trig_t *const *)a, *y = *(trig_t *const *)b;
+    const unsaved_t *u = *(unsaved_t *const *)a, *v = *(unsaved_t *const *)b;
+    const trig_t *x = u->t, *y = v->t;
     if ((x->saved_last == 0) != (y->saved_last == 0))
         return x->saved_last == 0 ? -1 : 1;
     if (x->saved_last == 0)
         return 0;
-    if (x->unsaved_last != y->unsaved_last)
-        return x->unsaved_last < y->unsaved_last ? -1 : 1;
+    if (u->last != v->last)
+        return u->last < v->last ? -1 : 1;
     return (x->next_ms > y->next_ms) - (x->next_ms < y->next_ms);
 }
 
 /* First states, in one unordered insert_many (an insert finds its place
  * by the `_id` index; an upsert scans); what the insert did not write is
  * saved one by one. */
-static void s_save_first(sched_t *s, trig_t **group, size_t k)
+static void s_save_first(sched_t *s, unsaved_t **group, size_t k)
 {
     bson_t *docs[SAVE_CHUNK];
     int ins[SAVE_CHUNK];
     for (size_t g = 0; g < k; g++)
-        docs[g] = s_state_doc(group[g], group[g]->unsaved_last);
+        docs[g] = s_state_doc(group[g]->t, group[g]->last);
     err_t err = {0};
     s_insert_many(s, "trigger_state", docs, k, ins, "insert_states", &err);
     for (size_t g = 0; g < k; g++) {
-        trig_t *t = group[g];
+        unsaved_t *u = group[g];
         if (ins[g] == 1) {
-            t->saved_last = t->unsaved_last;
-            s_saved(s, t);
-        } else if (s_save_state(s, t, t->unsaved_last) == 0) { /* there was one after all */
-            s_saved(s, t);
+            u->t->saved_last = u->last;
+            s_saved(s, u);
+        } else if (s_save_state(s, u->t, u->last) == 0) { /* there was one after all */
+            s_saved(s, u);
         }
         bson_destroy(docs[g]);
     }
@@ -1563,28 +1665,27 @@ size_t sched_save_states(sched_t *self, int partition, int64_t min_age, int64_t 
         stats_states_unsaved(0);
         return 0;
     }
-    trig_t **all = malloc(n * sizeof *all);
+    unsaved_t **all = malloc(n * sizeof *all);
     int64_t mono = clock_mono_ms();
     int overdue = 0; /* a state this old gets one store call even past `until` */
-    for (trig_t *t = zhashx_first(self->unsaved); t; t = zhashx_next(self->unsaved))
-        if ((partition < 0 || t->partition == partition) && mono - t->unsaved_since >= min_age &&
-            lease_valid(&self->m->leases[t->partition], mono)) {
-            all[k++] = t; /* a lapsed lease's are dropped with its partition */
-            overdue |= mono - t->unsaved_since >= 2 * SCHED_SAVE_BUSY_MS;
+    for (unsaved_t *u = zhashx_first(self->unsaved); u; u = zhashx_next(self->unsaved))
+        if ((partition < 0 || u->t->partition == partition) && mono - u->since >= min_age &&
+            lease_valid(&self->m->leases[u->t->partition], mono)) {
+            all[k++] = u; /* a lapsed lease's are dropped with its partition */
+            overdue |= mono - u->since >= 2 * SCHED_SAVE_BUSY_MS;
         }
     qsort(all, k, sizeof *all, s_cmp_unsaved);
     for (size_t i = 0, j; i < k && (clock_mono_ms() < until || (i == 0 && overdue)); i = j) {
         for (j = i + 1; j < k && j - i < SAVE_CHUNK && s_cmp_unsaved(&all[i], &all[j]) == 0; j++)
             ;
-        if (all[i]->saved_last == 0) {
+        if (all[i]->t->saved_last == 0) {
             s_save_first(self, all + i, j - i);
-        } else if (j - i >= SAVE_GROUP_MIN &&
-                   s_save_group(self, all + i, j - i, all[i]->unsaved_last) == 0) {
+        } else if (j - i >= SAVE_GROUP_MIN && s_save_group(self, all + i, j - i) == 0) {
             for (size_t g = i; g < j; g++)
                 s_saved(self, all[g]);
         } else { /* one by one: each is a store call, so the tick is looked at */
             for (size_t g = i; g < j && (g == i || clock_mono_ms() < until); g++)
-                if (s_save_state(self, all[g], all[g]->unsaved_last) == 0)
+                if (s_save_state(self, all[g]->t, all[g]->last) == 0)
                     s_saved(self, all[g]);
         }
     }
