@@ -18,7 +18,8 @@ the issue's sizes are the `full` column of SIZES) and figures:
   concurrency  N `sleep D` jobs due at once over 4 workers: most jobs in
                flight at once, RSS per in-flight job of the scheduler's
                own processes
-  scale        N cron triggers registered: scheduler RSS, time to rebuild
+  scale        N cron triggers registered, each with its schedule state
+               (BENCH_SCALE_STATES=0: none): scheduler RSS, time to rebuild
                the queue after a restart, restart -> first fire of a due
                trigger, then that trigger's worst lag (it fires every
                second) over the next 22 s (sked's first reconcile pass runs in it)
@@ -91,6 +92,9 @@ AGENDA_SCALE_PROCESS_EVERY_MS = int(os.environ.get("BENCH_AGENDA_SCALE_PROCESS_E
 # bound (50,000 jobs at its 0.26 jobs/s here).
 PEER = os.environ.get("BENCH_PEER", "1") != "0"
 PROBE_WATCH_S = 22  # scale: how long the 1-s probe trigger's lag is watched after the rebuild
+# scale: every trigger also has its schedule state (trigger_state), as one
+# that has fired has; 0 leaves them out, as before 2026-11-28 (none had).
+SCALE_STATES = os.environ.get("BENCH_SCALE_STATES", "1") != "0"
 WORKLOADS = ["accuracy", "throughput", "concurrency", "scale", "failover"]
 
 
@@ -748,6 +752,14 @@ class Bench:
         return f
 
     # scale ------------------------------------------------------------------
+    @staticmethod
+    def _yearly_next(expr, now):
+        """The next fire (a datetime) of a scale trigger's cron, which fires
+        once a year at a fixed minute, hour, day and month."""
+        mi, h, dom, mon, _ = expr.split()
+        nxt = datetime.datetime(now.year, int(mon), int(dom), int(h), int(mi), tzinfo=datetime.timezone.utc)
+        return nxt if nxt > now else nxt.replace(year=now.year + 1)
+
     def scale(self):
         n = size("scale_triggers")
         rnd = random.Random(8)
@@ -765,11 +777,19 @@ class Bench:
         probe_t0 = align(0) - 60000
         docs += sked_interval_triggers(1, probe_t0, 1, 86400, {"task_type": "noop"}, prefix="probe-")
         probe = docs[-1]["_id"]
+        states = []
+        if SCALE_STATES:  # as the master writes them (master/sched.c, s_state_doc)
+            now, saved = datetime.datetime.now(datetime.timezone.utc), dt(now_ms())
+            for d, e in zip(docs, exprs):
+                nxt = self._yearly_next(e, now)
+                states.append({"_id": d["_id"], "partition": d["partition"], "next_fire_at": nxt,
+                               "last_fire_at": nxt.replace(year=nxt.year - 1), "updated_at": saved})
         try:
             t = time.time()
             insert_many(k.c.db.triggers, docs)
+            insert_many(k.c.db.trigger_state, states)
             res["sked"]["insert_s"] = time.time() - t
-            log(f"scale/sked: {n} triggers inserted in {res['sked']['insert_s']:.1f} s")
+            log(f"scale/sked: {n} triggers and {len(states)} states inserted in {res['sked']['insert_s']:.1f} s")
             # healthy only once the first load is over and the master's member
             # document lists its partitions: minutes at 1,000,000 triggers
             k.start(healthy_within=None)
@@ -811,11 +831,7 @@ class Bench:
                 now = datetime.datetime.now(datetime.timezone.utc)
                 jobs = []
                 for i, e in enumerate(exprs):
-                    mi, h, dom, mon, _ = e.split()
-                    nxt = datetime.datetime(now.year, int(mon), int(dom), int(h), int(mi), tzinfo=datetime.timezone.utc)
-                    if nxt <= now:
-                        nxt = nxt.replace(year=now.year + 1)
-                    jobs.append(agenda_job("noop", {"k": i}, ms(nxt), e))
+                    jobs.append(agenda_job("noop", {"k": i}, ms(self._yearly_next(e, now)), e))
                 jobs.append(agenda_job("noop", {"k": "probe"}, now_ms() - 60000, "* * * * * *"))
                 t = time.time()
                 insert_many(a.db.agendaJobs, jobs)
