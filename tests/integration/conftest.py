@@ -78,6 +78,24 @@ def zulu(t):
     return t.isoformat().replace("+00:00", "Z")
 
 
+def interval_trigger(cluster, name, execution_config, start, period_s):
+    """Creates over HTTP a trigger firing every period_s seconds from
+    `start` (an aware datetime); returns its id."""
+    r = cluster.api("POST", "/triggers/", json={
+        "name": name,
+        "trigger_config": {"interval": period_s, "unit": "seconds", "start_at": zulu(start)},
+        "execution_config": execution_config})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def one_shot(cluster, name, execution_config, delay=2):
+    """A trigger that fires once, `delay` s from now (then hourly)."""
+    start = (datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+             + datetime.timedelta(seconds=delay))
+    return interval_trigger(cluster, name, execution_config, start, 3600)
+
+
 def insert_job_history(db, n):
     """n final jobs of other triggers. On FerretDB/SQLite without the `_id`
     index (Cluster.unindexed), and for any filter besides `_id` alone, a

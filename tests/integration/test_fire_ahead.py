@@ -6,19 +6,14 @@ what the policy looks at. `0` claims at the fire time."""
 import datetime as dt
 import time
 
-from conftest import wait_for, zulu
+from conftest import interval_trigger, wait_for
 
 PERIOD_S = 2
 
 
 def _start_trigger(cluster, name, execution_config):
     start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=5)
-    r = cluster.api("POST", "/triggers/", json={
-        "name": name,
-        "trigger_config": {"interval": PERIOD_S, "unit": "seconds", "start_at": zulu(start)},
-        "execution_config": execution_config})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return interval_trigger(cluster, name, execution_config, start, PERIOD_S)
 
 
 def _jobs(cluster, tid, n):

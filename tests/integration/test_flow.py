@@ -3,7 +3,7 @@ and the job documents tell the truth (G1 among them)."""
 import datetime as dt
 import time
 
-from conftest import wait_for, zulu
+from conftest import interval_trigger, wait_for, zulu
 
 INTERVAL_BODY = {
     "name": "every-second",
@@ -201,13 +201,8 @@ def test_end_at_stops_the_schedule(cluster):
 def test_a_restarted_master_resumes_from_the_stored_state_unless_the_trigger_changed_after(cluster):
     cluster.start(masters=1, workers=1)
     start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
-    ids = []
-    for name in ("resumes", "changed"):
-        r = cluster.api("POST", "/triggers/", json={
-            "name": name, "trigger_config": {"interval": 1, "unit": "seconds", "start_at": zulu(start)},
-            "execution_config": {"task_type": "noop"}})
-        assert r.status_code == 201, r.text
-        ids.append(r.json()["id"])
+    ids = [interval_trigger(cluster, name, {"task_type": "noop"}, start, 1)
+           for name in ("resumes", "changed")]
     resumes, changed = ids
     wait_for(lambda: all(cluster.db.jobs.count_documents({"trigger_id": t}) >= 2 for t in ids),
              timeout=15, what="two fires of each trigger")

@@ -8,21 +8,9 @@ import time
 
 import zmq
 
-from conftest import DelayProxy, free_port, insert_job_history, wait_for, zulu
+from conftest import DelayProxy, free_port, insert_job_history, one_shot, wait_for, zulu
 
 FINAL = ("succeeded", "failed", "timed_out", "lost", "cancelled")
-
-
-def one_shot(cluster, name, execution_config, delay=2):
-    """A trigger that fires once, `delay` s from now (then hourly)."""
-    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=delay)
-    r = cluster.api("POST", "/triggers/", json={
-        "name": name,
-        "trigger_config": {"interval": 1, "unit": "hours",
-                           "start_at": zulu(start)},
-        "execution_config": execution_config})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
 
 
 def the_job(cluster, tid):

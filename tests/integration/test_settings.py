@@ -5,18 +5,9 @@ run by their own, and a trigger that changes its settings or goes leaves
 the others' copy as it was."""
 import datetime as dt
 
-from conftest import wait_for, zulu
+from conftest import interval_trigger, wait_for
 
 FINAL = ("succeeded", "failed", "timed_out", "lost", "cancelled")
-
-
-def create(cluster, name, execution_config, start, period_s=3600):
-    r = cluster.api("POST", "/triggers/", json={
-        "name": name,
-        "trigger_config": {"interval": period_s, "unit": "seconds", "start_at": zulu(start)},
-        "execution_config": execution_config})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
 
 
 def final_jobs(cluster, ids, timeout):
@@ -44,16 +35,11 @@ def test_triggers_differing_in_one_setting_each_run_by_their_own(cluster):
                 ec[k] = v
         return ec
     slow = {"task_type": "sleep", "parameters": {"seconds": 3}}
-    ids = {
-        "base": create(cluster, "base", base, start),
-        "twin": create(cluster, "twin", but(), start),
-        "parameters": create(cluster, "parameters", but(parameters={"message": "other"}), start),
-        "task_type": create(cluster, "task_type", but(task_type="noop"), start),
-        "max_retries": create(cluster, "max_retries", but(max_retries=0), start),
-        "initial_delay": create(cluster, "initial_delay", but(initial_delay=3), start),
-        "slow": create(cluster, "slow", slow, start),
-        "slow_capped": create(cluster, "slow_capped", {**slow, "max_execution_time": 1}, start),
-    }
+    settings = {"base": base, "twin": but(), "parameters": but(parameters={"message": "other"}),
+                "task_type": but(task_type="noop"), "max_retries": but(max_retries=0),
+                "initial_delay": but(initial_delay=3), "slow": slow,
+                "slow_capped": {**slow, "max_execution_time": 1}}
+    ids = {name: interval_trigger(cluster, name, ec, start, 3600) for name, ec in settings.items()}
     jobs = final_jobs(cluster, list(ids.values()), timeout=60)
     job = {name: jobs[tid] for name, tid in ids.items()}
 
@@ -81,9 +67,7 @@ def test_a_trigger_that_changes_or_goes_leaves_the_shared_settings_as_they_were(
     cluster.start(masters=1, workers=1)
     start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
     same = {"task_type": "noop", "parameters": {"k": 1}}
-    a = create(cluster, "a", same, start, period_s=1)
-    b = create(cluster, "b", same, start, period_s=1)
-    c = create(cluster, "c", same, start, period_s=1)
+    a, b, c = (interval_trigger(cluster, name, same, start, 1) for name in "abc")
 
     def params_since(tid, t):
         return [j.get("parameters") for j in cluster.db.jobs.find(

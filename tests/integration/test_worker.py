@@ -6,7 +6,6 @@ End-to-end tests go through the API (the job's `result` in history);
 protocol tests talk to the worker from a fake master (a ROUTER socket in
 the test), since the masters do not send CANCEL or ACK yet."""
 import contextlib
-import datetime as dt
 import json
 import os
 import pwd
@@ -20,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import requests
 import zmq
 
-from conftest import BIN, SANITIZER_MARKS, free_port, wait_for
+from conftest import BIN, SANITIZER_MARKS, free_port, one_shot, wait_for
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled", "lost")
 
@@ -39,18 +38,6 @@ def marker():
 def pids(pattern):
     r = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
     return [int(p) for p in r.stdout.split()]
-
-
-def one_shot(cluster, name, execution_config, delay=2):
-    """A trigger that fires once, `delay` s from now (then hourly)."""
-    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=delay)
-    r = cluster.api("POST", "/triggers/", json={
-        "name": name,
-        "trigger_config": {"interval": 1, "unit": "hours",
-                           "start_at": start.isoformat().replace("+00:00", "Z")},
-        "execution_config": execution_config})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
 
 
 def final_job(cluster, tid, timeout=30):
