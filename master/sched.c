@@ -252,7 +252,6 @@ static int s_conf_cmp(const void *a, const void *b)
     return !same;
 }
 
-
 /* The one copy of the settings *c (whose strings it takes over), counted
  * once more. Give it back with s_conf_put. */
 static const conf_t *s_conf_get(sched_t *s, conf_t *c)
@@ -1414,24 +1413,30 @@ static const char *s_overlap(sched_t *s, const trig_t *t, int *buffer)
     }
 }
 
+/* Gives job what a trigger's settings say of how its jobs run. */
+static void s_job_settings(job_t *job, const conf_t *c)
+{
+    snprintf(job->labels, sizeof job->labels, "%s", c->labels);
+    job->priority = c->priority;
+    job->max_execution_time = c->max_execution_time;
+    job->retry = c->retry;
+    free(job->notify);
+    job->notify = c->notify ? strdup(c->notify) : NULL;
+}
+
 static job_t *s_new_job(const trig_t *t, int64_t sf)
 {
     job_t *job = calloc(1, sizeof *job);
     sched_job_id(job->id, sizeof job->id, t->id, sf);
     snprintf(job->trigger_id, sizeof job->trigger_id, "%s", t->id);
     snprintf(job->task_type, sizeof job->task_type, "%s", t->c->task_type);
-    snprintf(job->labels, sizeof job->labels, "%s", t->c->labels);
     job->partition = t->partition;
     job->attempt = 1;
-    job->priority = t->c->priority;
     job->scheduled_for = sf;
-    job->max_execution_time = t->c->max_execution_time;
-    job->retry = t->c->retry;
     job->parameters = t->parameters ? strdup(t->parameters) : NULL;
-    job->notify = t->c->notify ? strdup(t->c->notify) : NULL;
+    s_job_settings(job, t->c);
     return job;
 }
-
 
 /* A due fire between its decision and its claim: sched_fire_due decides
  * a batch of fires, claims them in one insert, then dispatches them. */
@@ -1571,14 +1576,10 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     snprintf(job->id, sizeof job->id, "%s", job_id);
     snprintf(job->trigger_id, sizeof job->trigger_id, "%s", trigger_id);
     snprintf(job->task_type, sizeof job->task_type, "%s", bj_get_str(&doc, "task_type", "noop"));
-    snprintf(job->labels, sizeof job->labels, "%s", t->c->labels);
     job->partition = p;
     job->attempt = 1;
-    job->priority = t->c->priority;
     job->scheduled_for = bj_get_date(&doc, "scheduled_for", clock_wall_ms());
-    job->max_execution_time = t->c->max_execution_time;
-    job->retry = t->c->retry;
-    job->notify = t->c->notify ? strdup(t->c->notify) : NULL;
+    s_job_settings(job, t->c);
     bson_iter_t it;
     if (bson_iter_init_find(&it, &doc, "parameters") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
         uint32_t len;
@@ -1642,12 +1643,7 @@ int sched_fill_job(sched_t *self, job_t *job)
     trig_t *t = s_idx_find(&self->by_id, job->trigger_id);
     if (!t)
         return -1;
-    job->retry = t->c->retry;
-    job->priority = t->c->priority;
-    job->max_execution_time = t->c->max_execution_time;
-    snprintf(job->labels, sizeof job->labels, "%s", t->c->labels);
-    free(job->notify);
-    job->notify = t->c->notify ? strdup(t->c->notify) : NULL;
+    s_job_settings(job, t->c);
     return 0;
 }
 
