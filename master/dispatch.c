@@ -1177,7 +1177,15 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
     /* The job's partition is in its id ("<trigger>@<ms>"); only its holder writes. */
     char trig[64];
     snprintf(trig, sizeof trig, "%.*s", (int)strcspn(msg->job_id, "@"), msg->job_id);
-    if (!partitions_owned(d->m, sched_partition(trig, d->m->cfg->partitions))) {
+    int p = sched_partition(trig, d->m->cfg->partitions);
+    if (partitions_loading(d->m, p)) {
+        /* Gained and being taken over: not acknowledged, the worker sends
+         * it again and the takeover's end finds it (a job recorded ended
+         * here might be read `running` by the scan, then declared lost). */
+        log_debug("status for a partition being loaded; it waits", "job=%s", msg->job_id);
+        return;
+    }
+    if (!partitions_owned(d->m, p)) {
         /* Not acknowledged: the worker resends it, to every master in the
          * end, and the partition's holder records it. */
         log_warn("status for a partition not held here; ignored", "job=%s", msg->job_id);
@@ -1188,7 +1196,7 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
     if (!f) { /* a job taken over from the store that a worker finishes */
         rec_t *r = zhashx_lookup(d->recovering, msg->job_id);
         if (r && r->job->attempt == msg->attempt && msg->type == PROTO_FINISHED) {
-            r->job->partition = sched_partition(trig, d->m->cfg->partitions);
+            r->job->partition = p;
             flight_t *nf = calloc(1, sizeof *nf);
             snprintf(nf->id, sizeof nf->id, "%s", msg->job_id);
             nf->job = r->job;
@@ -1403,6 +1411,8 @@ static void s_place_recovered(dispatch_t *d)
 /* Places the recovered jobs once the takeover wait is over. */
 static void s_place_when_heard(dispatch_t *d, int64_t now)
 {
+    if (d->m->taking)
+        return; /* a takeover scan may be reading more of them: placed after it */
     if (now >= d->recover_until && s_workers_heard(d, now))
         s_place_recovered(d);
 }
@@ -2097,6 +2107,14 @@ static void s_save_unsaved(dispatch_t *d, int64_t now)
 int dispatch_busy(const dispatch_t *self)
 {
     return self->unsaved_more;
+}
+
+void dispatch_turn(dispatch_t *self)
+{
+    int64_t now = clock_mono_ms();
+    s_expire(self, now);
+    s_timers(self, now);
+    s_pump(self);
 }
 
 void dispatch_tick(dispatch_t *self)

@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/schedule.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -94,7 +95,7 @@ int master_end_waiting(master_t *m, const char *job_id, int attempt)
     return s_end_waiting(m, key);
 }
 
-static void s_waiting_free(void **item)
+static void s_item_free(void **item)
 {
     free(*item);
     *item = NULL;
@@ -130,6 +131,42 @@ static zmsg_t *s_unpack(const waiting_t *w)
     return z;
 }
 
+/* A NOTIFY kept while its trigger's partition loads (m->later). */
+typedef struct {
+    char op[16];
+    char trigger_id[64];
+    char job_id[PROTO_ID_MAX];
+} later_t;
+
+/* A gateway's NOTIFY: a trigger changed, a job to run or to cancel. One
+ * for a partition being loaded waits for the load's end: the load would
+ * otherwise read the trigger after it and undo a change, and a job of the
+ * partition is the takeover scan's until that is over. */
+static void s_notify(master_t *m, const char *op, const char *trigger_id, const char *job_id)
+{
+    if (partitions_loading(m, sched_partition(trigger_id, m->cfg->partitions))) {
+        later_t *l = calloc(1, sizeof *l);
+        snprintf(l->op, sizeof l->op, "%s", op);
+        snprintf(l->trigger_id, sizeof l->trigger_id, "%s", trigger_id);
+        snprintf(l->job_id, sizeof l->job_id, "%s", job_id);
+        zlistx_add_end(m->later, l);
+    } else if (strcmp(op, "run") == 0 && job_id[0]) {
+        sched_run_manual(m->sched, trigger_id, job_id);
+    } else if (strcmp(op, "cancel") == 0 && job_id[0]) {
+        dispatch_cancel_job(m->disp, job_id);
+    } else {
+        sched_reload(m->sched, trigger_id);
+    }
+}
+
+void master_loaded(master_t *m)
+{
+    for (later_t *l; (l = zlistx_first(m->later));) {
+        s_notify(m, l->op, l->trigger_id, l->job_id);
+        zlistx_delete(m->later, zlistx_cursor(m->later));
+    }
+}
+
 static void s_handle(master_t *m, zmsg_t *z, uint64_t rx)
 {
     m->rx_now = rx;
@@ -143,12 +180,8 @@ static void s_handle(master_t *m, zmsg_t *z, uint64_t rx)
         zframe_destroy(&identity);
         return;
     }
-    if (msg.type == PROTO_NOTIFY && strcmp(msg.op, "run") == 0 && msg.job_id[0])
-        sched_run_manual(m->sched, msg.trigger_id, msg.job_id);
-    else if (msg.type == PROTO_NOTIFY && strcmp(msg.op, "cancel") == 0 && msg.job_id[0])
-        dispatch_cancel_job(m->disp, msg.job_id);
-    else if (msg.type == PROTO_NOTIFY)
-        sched_reload(m->sched, msg.trigger_id);
+    if (msg.type == PROTO_NOTIFY)
+        s_notify(m, msg.op, msg.trigger_id, msg.job_id);
     else
         dispatch_on_message(m->disp, identity, &msg);
     proto_msg_reset(&msg);
@@ -220,6 +253,22 @@ static void s_drain(master_t *m, int64_t until, int fire)
     }
     dispatch_flush(m->disp); /* the ends handled in this pass, in one bulk */
     stats_status_waiting(zlistx_size(m->waiting));
+}
+
+/* A turn inside a load takes at most this long: a load of 1,000,000
+ * triggers has about 8,000 of them. */
+#define TURN_MS 20
+
+void master_turn(master_t *m)
+{
+    if (!m->taking || m->turning)
+        return;
+    m->turning = 1;
+    int64_t until = clock_mono_ms() + TURN_MS;
+    s_drain(m, until, 1);
+    sched_fire_due(m->sched, clock_wall_ms(), until);
+    dispatch_turn(m->disp);
+    m->turning = 0;
 }
 
 static int s_run(master_t *m)
@@ -303,11 +352,13 @@ static void s_cleanup(master_t *m)
     dispatch_destroy(&m->disp);
     zsock_destroy(&m->router);
     zlistx_destroy(&m->waiting);
+    zlistx_destroy(&m->later);
     zhashx_destroy(&m->ends_waiting);
     store_destroy(&m->store);
     free(m->leases);
     free(m->handing);
     free(m->lapsed);
+    free(m->loading);
     alert_destroy(&m->alert);
     metrics_stop();
     metrics_reset_all();
@@ -363,7 +414,9 @@ int main(int argc, char **argv)
     }
     m.waiting = zlistx_new();
     m.ends_waiting = zhashx_new();
-    zlistx_set_destructor(m.waiting, s_waiting_free);
+    zlistx_set_destructor(m.waiting, s_item_free);
+    m.later = zlistx_new();
+    zlistx_set_destructor(m.later, s_item_free);
     m.sched = sched_new(&m);
     m.disp = dispatch_new(&m);
     partitions_init(&m, &err); /* a store not yet up is retried in the loop */

@@ -34,6 +34,10 @@ typedef struct {
     lease_t *leases; /* cfg->partitions of them, index = partition */
     int64_t *handing; /* per partition: monotonic ms since it is being given back, 0 = not */
     char *lapsed;     /* per partition: lease lost during a long read (partitions_keep), to forget */
+    char *loading;    /* per partition: gained, being loaded and taken over: nothing of it runs yet */
+    int taking;       /* partitions_tick is contending, loading, taking over: turns (master_turn) */
+    int turning;      /* inside master_turn */
+    zlistx_t *later;  /* NOTIFYs for partitions being loaded, handled once the load is over */
     sched_t *sched;
     dispatch_t *disp;
     alert_t *alert; /* NULL: alerts off */
@@ -99,6 +103,14 @@ int master_end_waiting(master_t *m, const char *job_id, int attempt);
 /* True once SIGTERM or SIGINT came: the loop ends at its next turn, and a
  * long read on the loop thread stops early (partitions_keep_reading). */
 int master_stopping(void);
+/* One turn of the loop from inside partitions_tick's contention for
+ * partitions, the load of those gained or their takeover scan (between
+ * two of their round trips): what has arrived is handled and the due
+ * fires of the partitions held before are made, so that a load of minutes
+ * holds neither. Does nothing elsewhere. */
+void master_turn(master_t *m);
+/* Handles the NOTIFYs kept while their partitions loaded (m->later). */
+void master_loaded(master_t *m);
 
 /* partitions.c */
 int partitions_init(master_t *m, err_t *err);
@@ -215,6 +227,9 @@ size_t dispatch_unstarted_in(dispatch_t *self, int partition);
 size_t dispatch_ahead_open(dispatch_t *self);
 /* 1 if p is being given back: no fire is claimed in it any more. */
 int partitions_handing(const master_t *m, int p);
+/* 1 if p is gained and still being loaded or taken over: its fires,
+ * NOTIFYs and job reports wait for the end of that. */
+int partitions_loading(const master_t *m, int p);
 void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const char *reason);
 /* Withdraws the trigger's fires claimed ahead whose time is after `after`
  * (ms) and that keep() (if given) does not keep: a job not yet sent is
@@ -246,6 +261,10 @@ void dispatch_flush(dispatch_t *self);
 /* Sends what can be sent and retries that are due; expires silent workers
  * and running jobs past max_execution_time + grace. */
 void dispatch_tick(dispatch_t *self);
+/* dispatch_tick's part that a turn inside a load takes (master_turn):
+ * lost workers, retries and deadlines due, jobs sent; not the placing of
+ * jobs taken over, which waits for the takeover scan's end. */
+void dispatch_turn(dispatch_t *self);
 /* True if dispatch_tick left due work (STARTED writes) for the next loop
  * turn: the loop then does not wait. */
 int dispatch_busy(const dispatch_t *self);

@@ -30,6 +30,7 @@ int partitions_init(master_t *m, err_t *err)
     m->leases = calloc((size_t)n, sizeof *m->leases);
     m->handing = calloc((size_t)n, sizeof *m->handing);
     m->lapsed = calloc((size_t)n, 1);
+    m->loading = calloc((size_t)n, 1);
     for (int p = 0; p < n; p++) {
         char res[32];
         snprintf(res, sizeof res, "partition/%d", p);
@@ -48,6 +49,11 @@ static void s_drop(master_t *m, int p)
 int partitions_handing(const master_t *m, int p)
 {
     return m->handing[p] != 0;
+}
+
+int partitions_loading(const master_t *m, int p)
+{
+    return p >= 0 && p < m->cfg->partitions && m->loading[p];
 }
 
 int partitions_owned(const master_t *m, int p)
@@ -174,19 +180,24 @@ static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
     /* Contending for many partitions on a slow store can outlast the
      * leases gained first: they are renewed along the way. */
     partitions_keep(m);
+    master_turn(m);
     int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, m->cfg->lease_ttl_ms, err);
-    if (rc == 1)
+    if (rc == 1) {
         gained[(*ngained)++] = p;
-    else if (rc < 0)
+        m->loading[p] = 1; /* until loaded and taken over */
+    } else if (rc < 0) {
         log_warn("cannot contend for lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                  err->msg);
+    }
     return rc;
 }
 
 int partitions_keep_reading(master_t *m, size_t *read)
 {
-    if (++*read % LEASE_KEEP_EVERY == 0)
+    if (++*read % LEASE_KEEP_EVERY == 0) {
         partitions_keep(m);
+        master_turn(m);
+    }
     return master_stopping();
 }
 
@@ -290,7 +301,10 @@ void partitions_tick(master_t *m)
         lease_release(m->store, &m->leases[p], &err);
     }
     /* Below our share: try free or expired partitions, starting at an
-     * offset of our own so that masters do not all contend for the same. */
+     * offset of our own so that masters do not all contend for the same.
+     * Contending, loading and taking over give the loop turns as they go
+     * (master_turn): the partitions held before go on firing. */
+    m->taking = 1;
     int held = s_held(m);
     int start = (int)(zclock_usecs() % (uint64_t)np);
     for (int i = 0, rc = 0; i < np && held < target && rc >= 0; i++) {
@@ -322,6 +336,9 @@ void partitions_tick(master_t *m)
                  target, sched_size(m->sched));
         dispatch_recover(m->disp, gained, ngained);
     }
+    m->taking = 0;
+    memset(m->loading, 0, (size_t)np);
+    master_loaded(m);
     if (++s_tick_count % RECONCILE_TICKS == 0) {
         int all[np], n = 0;
         for (int p = 0; p < np; p++)

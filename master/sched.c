@@ -84,7 +84,7 @@ typedef struct {
     int64_t saved_last; /* last_fire_at persisted in its state, 0 none */
     const conf_t *c;    /* its settings, shared; never NULL */
     char *parameters;   /* JSON text, or s_empty_params: often a trigger's own */
-    unsigned gen;
+    unsigned gen;   /* the sched's generation when last read (loaded or reloaded) */
     unsigned seen;  /* the reconcile pass that last found (or loaded) it */
     unsigned batch; /* the sched's batch it was last decided in */
     int partition;
@@ -855,7 +855,7 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
         return 0;
     zhashx_t *states = s_states_new();
     bson_t *sf = s_partition_filter(parts, n, 0), *df = s_partition_filter(parts, n, 1);
-    self->gen++;
+    unsigned gen = ++self->gen; /* a reload during the load (a turn) starts a later one */
     for (int i = 0; i < n; i++) /* read whole here: a running reconcile pass leaves them */
         self->recon_parts[parts[i]] = 0;
     load_ctx_t ctx = {self, states, 0};
@@ -863,13 +863,13 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
     if (rc == 0)
         rc = s_query(self->m->store, "triggers", df, s_collect_def, &ctx, err);
     if (rc == 0) {
-        /* Sweep: triggers of these partitions that were not seen are gone
-         * (deleted or paused) and leave the schedule. */
+        /* Sweep: triggers of these partitions not read since the load
+         * began are gone (deleted or paused) and leave the schedule. */
         zlistx_t *gone = zlistx_new();
         for (size_t k = 0; k < self->by_id.cap; k++) {
             trig_t *t = self->by_id.v[k]; /* empty slots are NULL */
             for (int i = 0; t && i < n; i++)
-                if (t->partition == parts[i] && t->gen != self->gen)
+                if (t->partition == parts[i] && (int)(t->gen - gen) < 0)
                     zlistx_add_end(gone, t);
         }
         for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone)) {
@@ -1739,8 +1739,11 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
             if (decided && (self->nskips >= SKIPS_PER_PASS || clock_mono_ms() >= until))
                 break;
             if (!lease_valid(&self->m->leases[t->partition], mono) ||
-                partitions_handing(self->m, t->partition)) {
-                t->hn.key = now + 100; /* not ours right now: partitions_tick decides */
+                partitions_handing(self->m, t->partition) ||
+                partitions_loading(self->m, t->partition)) {
+                /* not ours right now (partitions_tick decides), or being
+                 * loaded: a fire waits for the load and takeover's end */
+                t->hn.key = now + 100;
                 heap_update(&self->heap, &t->hn);
                 continue;
             }
