@@ -22,7 +22,9 @@ the issue's sizes are the `full` column of SIZES) and figures:
                (BENCH_SCALE_STATES=0: none): scheduler RSS, time to rebuild
                the queue after a restart, restart -> first fire of a due
                trigger, then that trigger's worst lag (it fires every
-               second) over the next 22 s (sked's first reconcile pass runs in it)
+               second) over the next 22 s (sked's first reconcile pass runs in it);
+               then BENCH_SCALE_MASTERS (3) masters started at once: their RSS
+               summed and counted once, start -> all partitions loaded
   failover     the accuracy load on 3 schedulers, one killed with SIGKILL:
                time until its triggers fire again, fires lost, duplicated
 
@@ -95,6 +97,11 @@ PROBE_WATCH_S = 22  # scale: how long the 1-s probe trigger's lag is watched aft
 # scale: every trigger also has its schedule state (trigger_state), as one
 # that has fired has; 0 leaves them out, as before 2026-11-28 (none had).
 SCALE_STATES = os.environ.get("BENCH_SCALE_STATES", "1") != "0"
+# scale: after the one-master figures, all masters are started afresh this
+# many at once (the issue's "all masters"): their RSS summed, their memory
+# counted once (each one's private pages, the shared libraries' pages
+# once), and the time until they hold every partition, loaded. 1: skipped.
+SCALE_MASTERS = int(os.environ.get("BENCH_SCALE_MASTERS", "3"))
 WORKLOADS = ["accuracy", "throughput", "concurrency", "scale", "failover"]
 
 
@@ -116,6 +123,20 @@ def pct(values, p):
         return None
     v = sorted(values)
     return v[min(len(v) - 1, max(0, math.ceil(len(v) * p / 100) - 1))]
+
+
+def smaps_kib(pid):
+    """/proc/<pid>/smaps_rollup's figures (kB) by name, or {}."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                m = re.match(r"(\w+):\s+(\d+) kB", line)
+                if m:
+                    out[m.group(1)] = int(m.group(2))
+    except OSError:
+        pass
+    return out
 
 
 def rss_kib(pid):
@@ -822,6 +843,8 @@ class Bench:
                 res["sked"].update(probe_figures(ran, ms(first[0]["scheduled_for"])))
             res["sked"]["rss_after_mib"] = rss_kib(m.popen.pid) / 1024
             res["sked"]["store"] = store_profile(k.c)
+            if SCALE_MASTERS > 1:
+                res["sked"]["masters"] = self._scale_masters(k, n + 1)
         finally:
             k.stop()
         if PEER:
@@ -871,7 +894,53 @@ class Bench:
         self.row(w, f"that trigger's fire lag (every 1 s), max over the next {PROBE_WATCH_S} s (ms)",
                  sk.get("probe_lag_max_ms"), ag.get("probe_lag_max_ms"),
                  miss=(sk.get("probe_missed", ""), ag.get("probe_missed", "")))
+        many = sk.get("masters") or {}
+        if many:
+            w = f"scale ({n} cron triggers, {SCALE_MASTERS} masters started at once)"
+            self.row(w, "masters' RSS summed (MiB)", many.get("rss_sum_mib"), None)
+            self.row(w, "masters' memory, shared library pages once (MiB)", many.get("once_mib"), None)
+            self.row(w, "start -> every partition held and loaded (s)", many.get("loaded_s"), None)
         self.details["scale"] = res
+
+    def _scale_masters(self, k, want):
+        """Stops the master and starts SCALE_MASTERS afresh at once; once
+        they hold every partition between them, no more than their share
+        each, with `want` triggers scheduled in all (their member
+        documents), samples each one's memory."""
+        c = k.c
+        for old in c.masters:  # (restart_master leaves the new one listed twice)
+            if old.alive():
+                old.stop()
+            if old not in c.checked_stop:
+                c.checked_stop.append(old)
+        c.masters = []
+        ports = [c.master_ports[0]] + [conftest.free_port() for _ in range(SCALE_MASTERS - 1)]
+        c.master_ports = ports
+        t0 = time.time()
+        for i, port in enumerate(ports):
+            c.start_master(i, port, SKED_LOG_LEVEL="info")
+        share = math.ceil(PARTITIONS / SCALE_MASTERS)
+
+        def loaded():
+            docs = [c.db.members.find_one({"_id": f"master:master-{i}"}) or {} for i in range(SCALE_MASTERS)]
+            parts = [len(d.get("partitions", [])) for d in docs]
+            return (sum(parts) == PARTITIONS and max(parts) <= share and
+                    sum(d.get("scheduled_triggers", 0) for d in docs) >= want)
+        ok = wait_until(loaded, time.time() + 120 + want / 1000, 0.5)
+        out = {"loaded_s": time.time() - t0 if ok else None}
+        time.sleep(2)
+        pids = [p.popen.pid for p in c.masters]
+        out["rss_mib"] = [rss_kib(p) / 1024 for p in pids]
+        out["rss_sum_mib"] = sum(out["rss_mib"])
+        sm = [smaps_kib(p) for p in pids]
+        # the masters map the same libraries: their shared pages counted once
+        private = sum(x.get("Private_Clean", 0) + x.get("Private_Dirty", 0) for x in sm)
+        shared = max((x.get("Shared_Clean", 0) + x.get("Shared_Dirty", 0) for x in sm), default=0)
+        out["private_mib"], out["shared_once_mib"] = private / 1024, shared / 1024
+        out["once_mib"] = (private + shared) / 1024
+        log(f"scale/sked: {SCALE_MASTERS} masters: RSS {[round(r, 1) for r in out['rss_mib']]} MiB, "
+            f"counted once {out['once_mib']:.1f} MiB, loaded in {out['loaded_s']}")
+        return out
 
     @staticmethod
     def _gained(proc, want):
