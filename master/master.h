@@ -225,8 +225,10 @@ int dispatch_has_buffered(dispatch_t *self, const char *trigger_id);
 size_t dispatch_unstarted_in(dispatch_t *self, int partition);
 /* Jobs sent ahead of their time that have not ended yet. */
 size_t dispatch_ahead_open(dispatch_t *self);
-/* 1 if p is being given back: no fire is claimed in it any more. */
-int partitions_handing(const master_t *m, int p);
+/* 1 if fires of p (0 <= p < partitions) may be claimed at monotonic time
+ * mono: its lease is valid, and it is neither being given back (its
+ * fires claimed ahead still starting) nor being loaded or taken over. */
+int partitions_may_fire(const master_t *m, int p, int64_t mono);
 /* 1 if p is gained and still being loaded or taken over: its fires,
  * NOTIFYs and job reports wait for the end of that. */
 int partitions_loading(const master_t *m, int p);

@@ -46,9 +46,9 @@ static void s_drop(master_t *m, int p)
     dispatch_drop_partition(m->disp, p);
 }
 
-int partitions_handing(const master_t *m, int p)
+int partitions_may_fire(const master_t *m, int p, int64_t mono)
 {
-    return m->handing[p] != 0;
+    return lease_valid(&m->leases[p], mono) && !m->handing[p] && !m->loading[p];
 }
 
 int partitions_loading(const master_t *m, int p)

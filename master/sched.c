@@ -1738,12 +1738,8 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
              * each, and the lease tick waits. */
             if (decided && (self->nskips >= SKIPS_PER_PASS || clock_mono_ms() >= until))
                 break;
-            if (!lease_valid(&self->m->leases[t->partition], mono) ||
-                partitions_handing(self->m, t->partition) ||
-                partitions_loading(self->m, t->partition)) {
-                /* not ours right now (partitions_tick decides), or being
-                 * loaded: a fire waits for the load and takeover's end */
-                t->hn.key = now + 100;
+            if (!partitions_may_fire(self->m, t->partition, mono)) {
+                t->hn.key = now + 100; /* not now: partitions_tick decides */
                 heap_update(&self->heap, &t->hn);
                 continue;
             }

@@ -259,7 +259,8 @@ class SkedCluster(conftest.Cluster):
         old = self.masters[i]
         old.stop()
         self.checked_stop.append(old)
-        p = self.start_master(i, self.master_ports[i], **env)
+        p = self.start_master(i, self.master_ports[i], **env)  # appends it
+        self.masters.pop()
         self.masters[i] = p
         return p
 
@@ -908,11 +909,9 @@ class Bench:
         each, with `want` triggers scheduled in all (their member
         documents), samples each one's memory."""
         c = k.c
-        for old in c.masters:  # (restart_master leaves the new one listed twice)
-            if old.alive():
-                old.stop()
-            if old not in c.checked_stop:
-                c.checked_stop.append(old)
+        for old in c.masters:
+            old.stop()
+            c.checked_stop.append(old)
         c.masters = []
         ports = [c.master_ports[0]] + [conftest.free_port() for _ in range(SCALE_MASTERS - 1)]
         c.master_ports = ports
