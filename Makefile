@@ -33,22 +33,17 @@ $(1)/obj/%.o: %.c
 	@mkdir -p $$(dir $$@)
 	@echo "  CC    $$@"
 	@$$(CC) $(3) -c $$< -o $$@
-$(2)/sked-gateway: $(call obj,$(1),$(GATEWAY_SRC) $(COMMON_SRC))
+$(1)/libsked-common.a: $(call obj,$(1),$(COMMON_SRC))
+	@echo "  AR    $$@"
+	@rm -f $$@ && ar rcs $$@ $$^
+$(2)/sked-%: $(1)/libsked-common.a
 	@mkdir -p $$(dir $$@)
 	@echo "  LINK  $$@"
-	@$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
-$(2)/sked-master: $(call obj,$(1),$(MASTER_SRC) $(COMMON_SRC))
-	@mkdir -p $$(dir $$@)
-	@echo "  LINK  $$@"
-	@$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
-$(2)/sked-worker: $(call obj,$(1),$(WORKER_SRC) $(COMMON_SRC))
-	@mkdir -p $$(dir $$@)
-	@echo "  LINK  $$@"
-	@$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
-$(2)/sked-cron: $(call obj,$(1),$(CRON_SRC) $(COMMON_SRC))
-	@mkdir -p $$(dir $$@)
-	@echo "  LINK  $$@"
-	@$$(CC) $(4) -o $$@ $$^ $$(PKG_LIBS)
+	@$$(CC) $(4) -Wl,--as-needed -o $$@ $$(filter %.o,$$^) $(1)/libsked-common.a $$(PKG_LIBS)
+$(2)/sked-gateway: $(call obj,$(1),$(GATEWAY_SRC))
+$(2)/sked-master: $(call obj,$(1),$(MASTER_SRC))
+$(2)/sked-worker: $(call obj,$(1),$(WORKER_SRC))
+$(2)/sked-cron: $(call obj,$(1),$(CRON_SRC))
 $(2)/unit-tests: $(call obj,$(1),$(UNIT_SRC) $(COMMON_SRC) $(filter-out gateway/main.c,$(GATEWAY_SRC)))
 	@mkdir -p $$(dir $$@)
 	@echo "  LINK  $$@"

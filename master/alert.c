@@ -30,6 +30,12 @@
  *   SKED_NOTIFY_TRIES attempts. Delivery is at least once while the master
  *   that saw the event lives; receivers deduplicate on X-Sked-Delivery.
  *
+ * - libcurl is loaded (dlopen) on the first delivery, not linked: a master
+ *   that sends no webhook does not map it and the libraries it brings
+ *   (TLS, LDAP, SSH, RTMP, Kerberos: 3.4 MiB of RSS an idle master paid,
+ *   docs/BENCHMARKS.md). Every curl call goes through `lib`. A libcurl that
+ *   cannot be loaded is logged once and its events are dropped, counted.
+ *
  * Called by main.c (lifecycle, loop), dispatch.c (job ends, fire lag),
  * sched.c (skipped fires) and partitions.c (unowned partitions), all on the
  * master thread.
@@ -40,8 +46,77 @@
 #include "common/log.h"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <string.h>
 #include <sys/select.h>
+
+#define LIBCURL_SONAME "libcurl.so.4"
+
+/* The libcurl calls alert.c makes, resolved when it is loaded (s_lib). */
+static struct {
+    int state; /* 0: not tried; 1: loaded and initialised; -1: cannot be */
+    void *handle;
+    CURLcode (*global_init)(long flags);
+    void (*global_cleanup)(void);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *c, CURLoption opt, ...);
+    CURLcode (*easy_getinfo)(CURL *c, CURLINFO info, ...);
+    const char *(*easy_strerror)(CURLcode rc);
+    void (*easy_cleanup)(CURL *c);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_add_handle)(CURLM *m, CURL *c);
+    CURLMcode (*multi_remove_handle)(CURLM *m, CURL *c);
+    CURLMcode (*multi_perform)(CURLM *m, int *running);
+    CURLMsg *(*multi_info_read)(CURLM *m, int *left);
+    CURLMcode (*multi_fdset)(CURLM *m, fd_set *r, fd_set *w, fd_set *x, int *maxfd);
+    CURLMcode (*multi_timeout)(CURLM *m, long *ms);
+    CURLMcode (*multi_cleanup)(CURLM *m);
+    struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
+    void (*slist_free_all)(struct curl_slist *l);
+} lib;
+
+/* Sets the function pointer at fn_p to the symbol `name`; -1 if missing. */
+static int s_sym(const char *name, void *fn_p, size_t size)
+{
+    void *p = dlsym(lib.handle, name);
+    if (!p)
+        return -1;
+    memcpy(fn_p, &p, size); /* a function pointer from dlsym, as POSIX allows */
+    return 0;
+}
+
+#define LIB_SYM(f) s_sym("curl_" #f, &lib.f, sizeof lib.f)
+
+/* Loads and initialises libcurl once; 0 when it can be used. */
+static int s_lib(void)
+{
+    if (lib.state)
+        return lib.state > 0 ? 0 : -1;
+    lib.state = -1;
+    lib.handle = dlopen(LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!lib.handle) {
+        log_error("webhooks cannot be sent", "reason=\"cannot load %s: %s\"", LIBCURL_SONAME,
+                  dlerror());
+        return -1;
+    }
+    if (LIB_SYM(global_init) || LIB_SYM(global_cleanup) || LIB_SYM(easy_init) ||
+        LIB_SYM(easy_setopt) || LIB_SYM(easy_getinfo) || LIB_SYM(easy_strerror) ||
+        LIB_SYM(easy_cleanup) || LIB_SYM(multi_init) || LIB_SYM(multi_add_handle) ||
+        LIB_SYM(multi_remove_handle) || LIB_SYM(multi_perform) || LIB_SYM(multi_info_read) ||
+        LIB_SYM(multi_fdset) || LIB_SYM(multi_timeout) || LIB_SYM(multi_cleanup) ||
+        LIB_SYM(slist_append) || LIB_SYM(slist_free_all)) {
+        log_error("webhooks cannot be sent", "reason=\"%s lacks a function: %s\"", LIBCURL_SONAME,
+                  dlerror());
+        return -1;
+    }
+    if (lib.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("webhooks cannot be sent", "reason=\"curl_global_init failed\"");
+        return -1;
+    }
+    lib.state = 1;
+    log_debug("libcurl loaded for webhooks", "lib=%s", LIBCURL_SONAME);
+    return 0;
+}
 
 enum {
     ALERT_QUEUE_MAX = 1024,   /* events kept, waiting or in flight */
@@ -76,8 +151,8 @@ typedef struct {
 struct alert {
     master_t *m;
     const config_t *cfg;
-    CURLM *multi;
-    struct curl_slist *headers;
+    CURLM *multi;               /* NULL until the first delivery (s_ready) */
+    struct curl_slist *headers; /* the alert headers; built with multi */
     int events; /* EV_* enabled; 0 without SKED_ALERT_URL */
     event_t *q[ALERT_QUEUE_MAX];
     int n, inflight;
@@ -87,8 +162,9 @@ struct alert {
     int unowned_alerted;
 };
 
-/* Adds "Name: value" items separated by newlines, ';' or a literal "\n". */
-static int s_parse_headers(alert_t *a, const char *spec, err_t *err)
+/* Checks SKED_ALERT_HEADERS: "Name: value" items separated by newlines,
+ * ';' or a literal "\n". With `add`, also adds them to a->headers. */
+static int s_parse_headers(alert_t *a, const char *spec, int add, err_t *err)
 {
     char buf[sizeof a->cfg->alert_headers];
     snprintf(buf, sizeof buf, "%s", spec);
@@ -103,7 +179,9 @@ static int s_parse_headers(alert_t *a, const char *spec, err_t *err)
         char *colon = strchr(h, ':');
         if (!colon || colon == h || strcspn(h, " \t") < (size_t)(colon - h))
             return err_set(err, ERR_INVALID, "invalid SKED_ALERT_HEADERS item '%s': use 'Name: value'", h);
-        struct curl_slist *l = curl_slist_append(a->headers, h);
+        if (!add)
+            continue;
+        struct curl_slist *l = lib.slist_append(a->headers, h);
         if (!l)
             return err_set(err, ERR_SYS, "cannot set alert headers: out of memory");
         a->headers = l;
@@ -152,14 +230,7 @@ alert_t *alert_new(master_t *m, err_t *err)
     }
     a->m = m;
     a->cfg = cfg;
-    a->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    a->multi = curl_multi_init();
-    if (!a->headers || !a->multi) {
-        err_set(err, ERR_SYS, "cannot set up webhooks: out of memory");
-        alert_destroy(&a);
-        return NULL;
-    }
-    if (s_parse_headers(a, cfg->alert_headers, err) < 0 ||
+    if (s_parse_headers(a, cfg->alert_headers, 0, err) < 0 ||
         s_parse_events(a, cfg->alert_events, err) < 0) {
         alert_destroy(&a);
         return NULL;
@@ -169,14 +240,35 @@ alert_t *alert_new(master_t *m, err_t *err)
     return a;
 }
 
+/* Loads libcurl and sets up the multi handle and the alert headers, once;
+ * 0 when deliveries can be made. */
+static int s_ready(alert_t *a)
+{
+    if (a->multi)
+        return 0;
+    if (s_lib() < 0)
+        return -1;
+    err_t err = {0};
+    a->headers = lib.slist_append(NULL, "Content-Type: application/json");
+    if (!a->headers || s_parse_headers(a, a->cfg->alert_headers, 1, &err) < 0 ||
+        !(a->multi = lib.multi_init())) {
+        log_error("webhooks cannot be sent", "reason=\"cannot set up curl: out of memory\"");
+        lib.slist_free_all(a->headers);
+        a->headers = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 static void s_event_free(alert_t *a, event_t *e)
 {
     if (e->easy) {
-        curl_multi_remove_handle(a->multi, e->easy);
-        curl_easy_cleanup(e->easy);
+        lib.multi_remove_handle(a->multi, e->easy);
+        lib.easy_cleanup(e->easy);
         a->inflight--;
     }
-    curl_slist_free_all(e->headers);
+    if (e->headers)
+        lib.slist_free_all(e->headers);
     json_decref(e->attempts);
     free(e->url);
     free(e->body);
@@ -193,10 +285,15 @@ void alert_destroy(alert_t **self_p)
     for (int i = 0; i < a->n; i++)
         s_event_free(a, a->q[i]);
     if (a->multi)
-        curl_multi_cleanup(a->multi);
-    curl_slist_free_all(a->headers);
+        lib.multi_cleanup(a->multi);
+    if (a->headers)
+        lib.slist_free_all(a->headers);
     free(a);
     *self_p = NULL;
+    if (lib.state > 0) {
+        lib.global_cleanup();
+        lib.state = 0; /* kept mapped: dlclose gains nothing at exit */
+    }
 }
 
 /* Records a notification's delivery on its job: one $push by _id, written
@@ -237,12 +334,15 @@ static void s_record(alert_t *a, event_t *e, const char *status)
  * queued, 0 if dropped. */
 static int s_push(alert_t *a, event_t *e)
 {
-    if (a->n == ALERT_QUEUE_MAX) {
-        log_warn("webhook event dropped: queue full", "event=%s job=%s queued=%d", e->kind,
-                 e->job_id[0] ? e->job_id : "-", a->n);
+    int full = a->n == ALERT_QUEUE_MAX;
+    if (full || s_ready(a) < 0) {
+        log_warn("webhook event dropped", "event=%s job=%s queued=%d reason=\"%s\"", e->kind,
+                 e->job_id[0] ? e->job_id : "-", a->n, full ? "queue full" : "no libcurl");
         if (e->job_id[0]) {
-            json_array_append_new(e->attempts, json_pack("{s:n, s:s}", "http_status", "error",
-                                                         "dropped: too many deliveries waiting"));
+            json_array_append_new(e->attempts,
+                                  json_pack("{s:n, s:s}", "http_status", "error",
+                                            full ? "dropped: too many deliveries waiting"
+                                                 : "dropped: libcurl cannot be loaded"));
             s_record(a, e, "dropped");
         } else {
             stats_alert_dropped();
@@ -494,8 +594,12 @@ int alert_notify(alert_t *self, const notice_t *n)
         e->backoff_ms = self->cfg->notify_backoff_ms;
         char h[PROTO_ID_MAX + 64];
         snprintf(h, sizeof h, "X-Sked-Delivery: %s/%s/%d", n->job_id, n->event, (int)i);
-        e->headers = curl_slist_append(NULL, "Content-Type: application/json");
-        e->headers = curl_slist_append(e->headers, h);
+        if (s_ready(self) < 0) { /* logged; nothing can be delivered */
+            s_event_free(self, e);
+            break;
+        }
+        e->headers = lib.slist_append(NULL, "Content-Type: application/json");
+        e->headers = lib.slist_append(e->headers, h);
         const char *k;
         json_t *v;
         json_object_foreach(json_object_get(hook, "headers"), k, v)
@@ -503,7 +607,7 @@ int alert_notify(alert_t *self, const notice_t *n)
             char line[1200];
             if (json_is_string(v) &&
                 snprintf(line, sizeof line, "%s: %s", k, json_string_value(v)) < (int)sizeof line)
-                e->headers = curl_slist_append(e->headers, line);
+                e->headers = lib.slist_append(e->headers, line);
         }
         if (!e->url || !e->body || !e->headers) {
             s_event_free(self, e);
@@ -528,25 +632,25 @@ static size_t s_discard(char *ptr, size_t size, size_t nmemb, void *userdata)
 /* Starts a delivery attempt of e; on failure to start, schedules a retry. */
 static void s_start(alert_t *a, event_t *e)
 {
-    CURL *c = curl_easy_init();
+    CURL *c = lib.easy_init();
     if (!c) {
         e->due = clock_mono_ms() + ALERT_BACKOFF_MS;
         return;
     }
     e->errbuf[0] = '\0';
-    curl_easy_setopt(c, CURLOPT_URL, e->url ? e->url : a->cfg->alert_url);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, e->body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, e->headers ? e->headers : a->headers);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "sked-master");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ALERT_CONNECT_MS);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)ALERT_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, s_discard);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, e->errbuf);
-    curl_easy_setopt(c, CURLOPT_PRIVATE, e);
-    if (curl_multi_add_handle(a->multi, c) != CURLM_OK) {
-        curl_easy_cleanup(c);
+    lib.easy_setopt(c, CURLOPT_URL, e->url ? e->url : a->cfg->alert_url);
+    lib.easy_setopt(c, CURLOPT_POSTFIELDS, e->body);
+    lib.easy_setopt(c, CURLOPT_HTTPHEADER, e->headers ? e->headers : a->headers);
+    lib.easy_setopt(c, CURLOPT_USERAGENT, "sked-master");
+    lib.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    lib.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    lib.easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)ALERT_CONNECT_MS);
+    lib.easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)ALERT_TIMEOUT_MS);
+    lib.easy_setopt(c, CURLOPT_WRITEFUNCTION, s_discard);
+    lib.easy_setopt(c, CURLOPT_ERRORBUFFER, e->errbuf);
+    lib.easy_setopt(c, CURLOPT_PRIVATE, e);
+    if (lib.multi_add_handle(a->multi, c) != CURLM_OK) {
+        lib.easy_cleanup(c);
         e->due = clock_mono_ms() + ALERT_BACKOFF_MS;
         return;
     }
@@ -573,13 +677,13 @@ static void s_done(alert_t *a, CURL *c, CURLcode rc)
         return;
     event_t *e = a->q[i];
     long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    lib.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     int ok = rc == CURLE_OK && status >= 200 && status < 300;
     char why[CURL_ERROR_SIZE + 32] = "";
     if (!ok && rc == CURLE_OK)
         snprintf(why, sizeof why, "HTTP status %ld", status);
     else if (!ok)
-        snprintf(why, sizeof why, "%s", e->errbuf[0] ? e->errbuf : curl_easy_strerror(rc));
+        snprintf(why, sizeof why, "%s", e->errbuf[0] ? e->errbuf : lib.easy_strerror(rc));
     if (e->attempts) {
         char at[40];
         clock_format_iso(clock_wall_ms(), at, sizeof at);
@@ -596,8 +700,8 @@ static void s_done(alert_t *a, CURL *c, CURLcode rc)
         s_remove_at(a, i);
         return;
     }
-    curl_multi_remove_handle(a->multi, c);
-    curl_easy_cleanup(c);
+    lib.multi_remove_handle(a->multi, c);
+    lib.easy_cleanup(c);
     e->easy = NULL;
     a->inflight--;
     if (e->tries >= e->max_tries) {
@@ -621,14 +725,14 @@ static void s_done(alert_t *a, CURL *c, CURLcode rc)
 
 void alert_tick(alert_t *self)
 {
-    if (!self)
+    if (!self || !self->multi) /* no event was ever queued */
         return;
     int running = 0;
     if (self->inflight)
-        curl_multi_perform(self->multi, &running);
+        lib.multi_perform(self->multi, &running);
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(self->multi, &left)))
+    while ((msg = lib.multi_info_read(self->multi, &left)))
         if (msg->msg == CURLMSG_DONE)
             s_done(self, msg->easy_handle, msg->data.result);
     int64_t now = clock_mono_ms();
@@ -639,7 +743,7 @@ void alert_tick(alert_t *self)
             started = 1;
         }
     if (started)
-        curl_multi_perform(self->multi, &running);
+        lib.multi_perform(self->multi, &running);
 }
 
 int alert_pollitems(alert_t *self, zmq_pollitem_t *items, int max)
@@ -651,7 +755,7 @@ int alert_pollitems(alert_t *self, zmq_pollitem_t *items, int max)
     FD_ZERO(&w);
     FD_ZERO(&x);
     int maxfd = -1, n = 0;
-    if (curl_multi_fdset(self->multi, &r, &w, &x, &maxfd) != CURLM_OK)
+    if (lib.multi_fdset(self->multi, &r, &w, &x, &maxfd) != CURLM_OK)
         return 0;
     for (int fd = 0; fd <= maxfd && n < max; fd++) {
         short ev = (short)((FD_ISSET(fd, &r) ? ZMQ_POLLIN : 0) | (FD_ISSET(fd, &w) ? ZMQ_POLLOUT : 0) |
@@ -669,7 +773,7 @@ int64_t alert_next_ms(const alert_t *self)
     int64_t wait = INT64_MAX, now = clock_mono_ms();
     if (self->inflight) {
         long t = -1;
-        curl_multi_timeout(self->multi, &t);
+        lib.multi_timeout(self->multi, &t);
         /* -1 with transfers running: curl has no socket to show (resolving);
          * look again soon. */
         wait = t < 0 ? 50 : t;

@@ -14,7 +14,6 @@
 #include "common/metrics.h"
 #include "common/schedule.h"
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <string.h>
@@ -362,7 +361,6 @@ static void s_cleanup(master_t *m)
     alert_destroy(&m->alert);
     metrics_stop();
     metrics_reset_all();
-    curl_global_cleanup();
 }
 
 int main(int argc, char **argv)
@@ -383,7 +381,6 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     master_t m = {.cfg = &cfg};
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     stats_init();
     if (!(m.alert = alert_new(&m, &err))) {
         log_error("cannot start", "reason=\"%s\"", err.msg);

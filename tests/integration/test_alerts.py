@@ -148,6 +148,34 @@ def test_failed_job_sends_one_alert_with_its_fields(cluster):
         hook.close()
 
 
+def mapped(proc, soname):
+    """True if the process has the shared library `soname` mapped."""
+    with open(f"/proc/{proc.popen.pid}/maps") as f:
+        return any(line.rstrip().endswith(soname) or f"/{soname}" in line for line in f)
+
+
+def test_libcurl_is_loaded_by_the_first_delivery_not_at_start(cluster):
+    """A master maps libcurl (and the TLS, LDAP, SSH libraries it brings)
+    only once it has a webhook to send: an idle master is 3.7 MiB smaller
+    (docs/BENCHMARKS.md). Loaded late, it still delivers, with the
+    configured headers."""
+    hook = Receiver()
+    try:
+        cluster.start(masters=1, workers=1, master_env={
+            "SKED_ALERT_URL": hook.url, "SKED_ALERT_HEADERS": "X-Token: s3cret"})
+        master = cluster.masters[0]
+        ok = create(cluster, "ok", {"task_type": "noop"})
+        wait_for(lambda: cluster.db.jobs.count_documents(
+            {"trigger_id": ok, "status": "succeeded"}) >= 2, 30, what="two runs of a trigger")
+        assert not mapped(master, "libcurl.so.4"), "libcurl mapped before any webhook"
+        create(cluster, "bad", {"task_type": "fail"}, 2)
+        wait_for(lambda: hook.events("job_failed"), 30, what="a job_failed alert")
+        assert mapped(master, "libcurl.so.4")
+        assert hook.posts[0][0]["X-Token"] == "s3cret"
+    finally:
+        hook.close()
+
+
 def test_failed_deliveries_are_retried_then_given_up(cluster):
     seen, first = {}, []
 
