@@ -3,6 +3,7 @@
  */
 #include "common/heap.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 static void s_swap(heap_t *h, size_t a, size_t b)
@@ -10,8 +11,8 @@ static void s_swap(heap_t *h, size_t a, size_t b)
     heap_node_t *t = h->v[a];
     h->v[a] = h->v[b];
     h->v[b] = t;
-    h->v[a]->idx = a;
-    h->v[b]->idx = b;
+    h->v[a]->idx = (uint32_t)a;
+    h->v[b]->idx = (uint32_t)b;
 }
 
 static void s_up(heap_t *h, size_t i)
@@ -40,12 +41,14 @@ static void s_down(heap_t *h, size_t i)
 void heap_push(heap_t *h, heap_node_t *node)
 {
     if (h->n == h->cap) {
+        if (h->cap >= HEAP_NONE / 2)
+            abort(); /* positions are 32 bits */
         h->cap = h->cap ? h->cap * 2 : 64;
         h->v = realloc(h->v, h->cap * sizeof *h->v);
         if (!h->v)
             abort();
     }
-    node->idx = h->n;
+    node->idx = (uint32_t)h->n;
     h->v[h->n++] = node;
     s_up(h, node->idx);
 }
@@ -58,11 +61,11 @@ void heap_remove(heap_t *h, heap_node_t *node)
     h->n--;
     if (i != h->n) {
         h->v[i] = h->v[h->n];
-        h->v[i]->idx = i;
+        h->v[i]->idx = (uint32_t)i;
         s_down(h, i);
         s_up(h, i);
     }
-    node->idx = SIZE_MAX;
+    node->idx = HEAP_NONE;
 }
 
 void heap_update(heap_t *h, heap_node_t *node)
@@ -73,7 +76,7 @@ void heap_update(heap_t *h, heap_node_t *node)
     }
 }
 
-heap_node_t *heap_top(const heap_t *h)
+void *heap_top(const heap_t *h)
 {
     return h->n ? h->v[0] : NULL;
 }

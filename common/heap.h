@@ -13,10 +13,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct {
-    int64_t key; /* smallest first */
-    size_t idx;  /* position in the heap; SIZE_MAX when not in it */
+/* 12 bytes, aligned to 4 (not 16 and 8): a struct that embeds a node can
+ * put a 4-byte field right after it. The master's trigger record does,
+ * one per trigger (master/sched.c). No field's address is taken. */
+typedef struct __attribute__((packed, aligned(4))) {
+    int64_t key;  /* smallest first */
+    uint32_t idx; /* position in the heap; HEAP_NONE when not in it */
 } heap_node_t;
+
+#define HEAP_NONE UINT32_MAX
 
 typedef struct {
     heap_node_t **v;
@@ -29,8 +34,9 @@ void heap_push(heap_t *h, heap_node_t *node);
 void heap_remove(heap_t *h, heap_node_t *node);
 /* Restores order after node->key changed. */
 void heap_update(heap_t *h, heap_node_t *node);
-/* The smallest node, or NULL. */
-heap_node_t *heap_top(const heap_t *h);
+/* The struct whose node is the smallest (its node is its first member),
+ * or NULL. */
+void *heap_top(const heap_t *h);
 /* Frees the array (not the nodes). */
 void heap_free(heap_t *h);
 

@@ -948,7 +948,7 @@ static void s_pump(dispatch_t *d)
         snprintf(f->id, sizeof f->id, "%s", job->id);
         f->job = job;
         f->sent_at = clock_mono_ms();
-        f->deadline.hn.idx = SIZE_MAX;
+        f->deadline.hn.idx = HEAP_NONE;
         f->deadline.flight = f;
         snprintf(f->worker_key, sizeof f->worker_key, "%s", w->key);
         snprintf(f->worker_id, sizeof f->worker_id, "%s", w->node_id);
@@ -1201,7 +1201,7 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
             snprintf(nf->id, sizeof nf->id, "%s", msg->job_id);
             nf->job = r->job;
             r->job = NULL;
-            nf->deadline.hn.idx = SIZE_MAX;
+            nf->deadline.hn.idx = HEAP_NONE;
             nf->deadline.flight = nf;
             nf->started_at = r->started_at;
             zhashx_delete(d->recovering, msg->job_id);
@@ -1272,7 +1272,7 @@ static flight_t *s_flight_from_rec(dispatch_t *d, rec_t *r, worker_t *w)
     r->job = NULL;
     f->sent_at = clock_mono_ms();
     f->started_at = r->started_at;
-    f->deadline.hn.idx = SIZE_MAX;
+    f->deadline.hn.idx = HEAP_NONE;
     f->deadline.flight = f;
     if (w) {
         snprintf(f->worker_key, sizeof f->worker_key, "%s", w->key);
@@ -2018,7 +2018,7 @@ static void s_expire(dispatch_t *d, int64_t now)
  * attempts past their deadline time out. */
 static void s_timers(dispatch_t *d, int64_t now)
 {
-    for (due_t *e; (e = (due_t *)heap_top(&d->heap)) && e->hn.key <= now;) {
+    for (due_t *e; (e = heap_top(&d->heap)) && e->hn.key <= now;) {
         heap_remove(&d->heap, &e->hn);
         if (!e->job) {
             /* Tell the worker to stop it too (its process group is killed). */

@@ -73,6 +73,7 @@ typedef struct {
  * sched.by_id. */
 typedef struct {
     heap_node_t hn; /* first: key = when to look again at the trigger */
+    unsigned gen;   /* the sched's generation when last read (loaded or reloaded) */
     int64_t version;
     union {
         struct {
@@ -84,15 +85,22 @@ typedef struct {
     int64_t saved_last; /* last_fire_at persisted in its state, 0 none */
     const conf_t *c;    /* its settings, shared; never NULL */
     char *parameters;   /* JSON text, or s_empty_params: often a trigger's own */
-    unsigned gen;   /* the sched's generation when last read (loaded or reloaded) */
-    unsigned seen;  /* the reconcile pass that last found (or loaded) it */
-    unsigned batch; /* the sched's batch it was last decided in */
-    int partition;
-    uint8_t next_flags; /* CRON_FIRE_* of next_ms */
-    uint8_t ending;     /* fired its last: leaves once its state is saved */
-    uint8_t kind;       /* SCHED_NONE (nothing to schedule), SCHED_INTERVAL, SCHED_CRON */
-    char id[];          /* the trigger's _id */
+    uint16_t seen;      /* the reconcile pass that last found (or loaded) it */
+    uint16_t batch;     /* the sched's batch it was last decided in */
+    uint16_t partition; /* < 4096 (config.c) */
+    unsigned next_flags : 2; /* CRON_FIRE_* of next_ms */
+    unsigned ending : 1;     /* fired its last: leaves once its state is saved */
+    unsigned kind : 2;       /* SCHED_NONE (nothing to schedule), SCHED_INTERVAL, SCHED_CRON */
+    char id[];               /* the trigger's _id */
 } trig_t;
+
+/* 95 bytes before the id: with a 24-character id (the gateway's) a record
+ * is a 120-byte allocation, a 128-byte chunk of glibc's (144 before the
+ * narrowing of hn, seen, batch, partition and the flags: 16 MiB less at
+ * 1,000,000 triggers; docs/BENCHMARKS.md). seen and batch wrap at 65536:
+ * they are only compared for equality with the sched's counters, which
+ * wrap with them (sched.pass, sched.batch say what a collision costs). */
+_Static_assert(offsetof(trig_t, id) <= 95, "the trigger record grew past a 128-byte chunk");
 
 /* A trigger whose state is still to be saved (sched.unsaved): kept apart
  * from its record, as few are at a time. */
@@ -131,11 +139,17 @@ typedef struct {
 } skip_run_t;
 
 /* The schedule's triggers by id: open addressing, linear probing, an
- * array of record pointers at most half full, keyed by each record's own
- * id. Hand-written rather than czmq's zhashx for memory: a zhashx entry
- * is a 48-byte allocation plus its bucket, about 60 bytes a trigger; this
- * is 8 bytes a slot, 16-32 a trigger (docs/BENCHMARKS.md, 1,000,000
- * triggers). */
+ * array of record pointers at most three quarters full (IDX_LOAD_NUM/DEN), keyed
+ * by each record's own id. Hand-written rather than czmq's zhashx for
+ * memory: a zhashx entry is a 48-byte allocation plus its bucket, about
+ * 60 bytes a trigger; this is 8 bytes a slot, 10.7-21 a trigger
+ * (docs/BENCHMARKS.md, 1,000,000 triggers). Three quarters rather than
+ * half: a third of 1,000,000 triggers then takes 2^19 slots, not 2^20 (4
+ * MiB less in each of three masters), for about 8.5 slots looked at by a
+ * search that misses instead of 2.5, on the paths by id only (a NOTIFY,
+ * a worker's message, a load), never on a fire. */
+#define IDX_LOAD_NUM 3
+#define IDX_LOAD_DEN 4
 typedef struct {
     trig_t **v;
     size_t cap, n; /* cap: a power of two, 0 before the first add */
@@ -147,7 +161,9 @@ struct sched {
     zhashx_t *unsaved; /* id -> unsaved_t*, owned */
     heap_t heap;     /* of trig_t, by hn.key */
     unsigned gen;
-    unsigned batch;  /* sched_fire_due's batches, counted */
+    uint16_t batch;  /* sched_fire_due's batches, counted; wraps: a trigger last
+                      * decided 65,536 batches ago then ends a batch early,
+                      * and the next batch decides it */
     int64_t ahead;   /* SKED_FIRE_AHEAD_MS */
     bson_t **skips;  /* skip records of this pass's misfires, to insert */
     size_t nskips, skips_cap;
@@ -157,7 +173,11 @@ struct sched {
     zhashx_t *confs;        /* conf_t -> itself, the one copy (owned by its triggers) */
     mongoc_cursor_t *recon; /* the reconcile pass's read of `triggers`; NULL between passes */
     char *recon_parts;      /* partitions the pass sweeps: held since it began, not reloaded */
-    unsigned pass;          /* reconcile passes begun */
+    uint16_t pass;          /* reconcile passes begun; wraps: a complete pass
+                             * finds or removes every trigger it sweeps, so
+                             * only a trigger no pass completed over for
+                             * 65,536 passes could be kept by one it should
+                             * have been removed by (a NOTIFY removes it) */
     int64_t recon_began;    /* monotonic ms the pass began */
     int64_t recon_spent;    /* ms the pass has spent reading so far */
     int64_t recon_next;     /* monotonic ms before which no pass begins */
@@ -287,7 +307,7 @@ static trig_t *s_trig_new(const char *id)
     size_t len = strlen(id);
     trig_t *t = calloc(1, offsetof(trig_t, id) + len + 1); /* not sizeof: its tail padding */
     memcpy(t->id, id, len + 1);
-    t->hn.idx = SIZE_MAX;
+    t->hn.idx = HEAP_NONE;
     return t;
 }
 
@@ -329,7 +349,7 @@ static trig_t *s_idx_find(const idx_t *x, const char *id)
 /* Adds t, whose id is not in x yet. */
 static void s_idx_add(idx_t *x, trig_t *t)
 {
-    if (2 * (x->n + 1) > x->cap) {
+    if (IDX_LOAD_DEN * (x->n + 1) > IDX_LOAD_NUM * x->cap) {
         trig_t **old = x->v;
         size_t old_cap = x->cap;
         x->cap = old_cap ? 2 * old_cap : 1024;
@@ -696,7 +716,8 @@ static void s_read_state(state_t *st, const bson_t *doc)
 static trig_t *s_upsert(sched_t *s, const bson_t *def, const state_t *state)
 {
     const char *id = bj_get_str(def, "_id", NULL);
-    if (!id || strlen(id) >= 64)
+    int64_t part = bj_get_int(def, "partition", 0); /* read by it: one of ours */
+    if (!id || strlen(id) >= 64 || part < 0 || part >= s->m->cfg->partitions)
         return NULL;
     int64_t version = bj_get_int(def, "version", 0);
     trig_t *t = s_idx_find(&s->by_id, id);
@@ -711,7 +732,7 @@ static trig_t *s_upsert(sched_t *s, const bson_t *def, const state_t *state)
     t->gen = s->gen;
     t->seen = s->pass;
     t->version = version;
-    t->partition = (int)bj_get_int(def, "partition", 0);
+    t->partition = (uint16_t)part;
     s_set_conf(s, t, def);
     s_set_params(t, NULL);
     bson_iter_t it, sub;
@@ -1017,7 +1038,7 @@ static void s_reconcile_end(sched_t *self, int complete)
         zlistx_t *gone = zlistx_new();
         for (size_t k = 0; k < self->by_id.cap; k++) {
             trig_t *t = self->by_id.v[k];
-            if (t && t->partition >= 0 && t->partition < self->m->cfg->partitions &&
+            if (t && t->partition < self->m->cfg->partitions &&
                 self->recon_parts[t->partition] && t->seen != self->pass)
                 zlistx_add_end(gone, t);
         }
@@ -1732,7 +1753,7 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
         fire_t fires[FIRE_BATCH];
         size_t n = 0;
         self->batch++;
-        for (trig_t *t; n < FIRE_BATCH && (t = (trig_t *)heap_top(&self->heap)) && t->hn.key <= now;) {
+        for (trig_t *t; n < FIRE_BATCH && (t = heap_top(&self->heap)) && t->hn.key <= now;) {
             /* A batch is cut short when a pass runs past `until` or has
              * many skip records to write: late triggers cost a record
              * each, and the lease tick waits. */
