@@ -35,6 +35,7 @@ typedef struct {
     int64_t *handing; /* per partition: monotonic ms since it is being given back, 0 = not */
     char *lapsed;     /* per partition: lease lost during a long read (partitions_keep), to forget */
     char *loading;    /* per partition: gained, being loaded and taken over: nothing of it runs yet */
+    int64_t joined;   /* monotonic ms of its first member document; 0 before (partitions_tick) */
     int taking;       /* partitions_tick is contending, loading, taking over: turns (master_turn) */
     int turning;      /* inside master_turn */
     zlistx_t *later;  /* NOTIFYs for partitions being loaded, handled once the load is over */
