@@ -32,9 +32,10 @@
  *
  * - libcurl is loaded (dlopen) on the first delivery, not linked: a master
  *   that sends no webhook does not map it and the libraries it brings
- *   (TLS, LDAP, SSH, RTMP, Kerberos: 3.4 MiB of RSS an idle master paid,
+ *   (TLS, LDAP, SSH, RTMP, Kerberos: 3.7 MiB of RSS an idle master paid,
  *   docs/BENCHMARKS.md). Every curl call goes through `lib`. A libcurl that
- *   cannot be loaded is logged once and its events are dropped, counted.
+ *   cannot be loaded is logged once and its events are dropped as a full
+ *   queue drops them (counted; a notification's drop recorded on its job).
  *
  * Called by main.c (lifecycle, loop), dispatch.c (job ends, fire lag),
  * sched.c (skipped fires) and partitions.c (unowned partitions), all on the
@@ -594,22 +595,22 @@ int alert_notify(alert_t *self, const notice_t *n)
         e->backoff_ms = self->cfg->notify_backoff_ms;
         char h[PROTO_ID_MAX + 64];
         snprintf(h, sizeof h, "X-Sked-Delivery: %s/%s/%d", n->job_id, n->event, (int)i);
-        if (s_ready(self) < 0) { /* logged; nothing can be delivered */
-            s_event_free(self, e);
-            break;
+        /* Without libcurl, s_push drops it and records the drop. */
+        int ready = s_ready(self) == 0;
+        if (ready) {
+            e->headers = lib.slist_append(NULL, "Content-Type: application/json");
+            e->headers = lib.slist_append(e->headers, h);
         }
-        e->headers = lib.slist_append(NULL, "Content-Type: application/json");
-        e->headers = lib.slist_append(e->headers, h);
         const char *k;
         json_t *v;
         json_object_foreach(json_object_get(hook, "headers"), k, v)
         {
             char line[1200];
-            if (json_is_string(v) &&
+            if (ready && json_is_string(v) &&
                 snprintf(line, sizeof line, "%s: %s", k, json_string_value(v)) < (int)sizeof line)
                 e->headers = lib.slist_append(e->headers, line);
         }
-        if (!e->url || !e->body || !e->headers) {
+        if (!e->url || !e->body || (ready && !e->headers)) {
             s_event_free(self, e);
             break;
         }
