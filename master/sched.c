@@ -139,8 +139,8 @@ typedef struct {
 } skip_run_t;
 
 /* The schedule's triggers by id: open addressing, linear probing, an
- * array of record pointers at most three quarters full (IDX_LOAD_NUM/DEN), keyed
- * by each record's own id. Hand-written rather than czmq's zhashx for
+ * array of record pointers at most three quarters full (IDX_LOAD_NUM /
+ * IDX_LOAD_DEN), keyed by each record's own id. Hand-written rather than czmq's zhashx for
  * memory: a zhashx entry is a 48-byte allocation plus its bucket, about
  * 60 bytes a trigger; this is 8 bytes a slot, 10.7-21 a trigger
  * (docs/BENCHMARKS.md, 1,000,000 triggers). Three quarters rather than
@@ -716,7 +716,7 @@ static void s_read_state(state_t *st, const bson_t *doc)
 static trig_t *s_upsert(sched_t *s, const bson_t *def, const state_t *state)
 {
     const char *id = bj_get_str(def, "_id", NULL);
-    int64_t part = bj_get_int(def, "partition", 0); /* read by it: one of ours */
+    int64_t part = bj_get_int(def, "partition", 0); /* read by partition: one held here */
     if (!id || strlen(id) >= 64 || part < 0 || part >= s->m->cfg->partitions)
         return NULL;
     int64_t version = bj_get_int(def, "version", 0);
