@@ -87,7 +87,7 @@ typedef struct {
     char *parameters;   /* JSON text, or s_empty_params: often a trigger's own */
     uint16_t seen;      /* the reconcile pass that last found (or loaded) it */
     uint16_t batch;     /* the sched's batch it was last decided in */
-    uint16_t partition; /* < 4096 (config.c) */
+    uint16_t partition; /* < cfg->partitions (s_upsert), at most 4096 (config.c) */
     unsigned next_flags : 2; /* CRON_FIRE_* of next_ms */
     unsigned ending : 1;     /* fired its last: leaves once its state is saved */
     unsigned kind : 2;       /* SCHED_NONE (nothing to schedule), SCHED_INTERVAL, SCHED_CRON */
@@ -140,10 +140,10 @@ typedef struct {
 
 /* The schedule's triggers by id: open addressing, linear probing, an
  * array of record pointers at most three quarters full (IDX_LOAD_NUM /
- * IDX_LOAD_DEN), keyed by each record's own id. Hand-written rather than czmq's zhashx for
- * memory: a zhashx entry is a 48-byte allocation plus its bucket, about
- * 60 bytes a trigger; this is 8 bytes a slot, 10.7-21 a trigger
- * (docs/BENCHMARKS.md, 1,000,000 triggers). Three quarters rather than
+ * IDX_LOAD_DEN), keyed by each record's own id. Hand-written rather than
+ * czmq's zhashx for memory: a zhashx entry is a 48-byte allocation plus
+ * its bucket, about 60 bytes a trigger; this is 8 bytes a slot, 10.7-21 a
+ * trigger (docs/BENCHMARKS.md, 1,000,000 triggers). Three quarters rather than
  * half: a third of 1,000,000 triggers then takes 2^19 slots, not 2^20 (4
  * MiB less in each of three masters), for about 8.5 slots looked at by a
  * search that misses instead of 2.5, on the paths by id only (a NOTIFY,
@@ -1038,8 +1038,7 @@ static void s_reconcile_end(sched_t *self, int complete)
         zlistx_t *gone = zlistx_new();
         for (size_t k = 0; k < self->by_id.cap; k++) {
             trig_t *t = self->by_id.v[k];
-            if (t && t->partition < self->m->cfg->partitions &&
-                self->recon_parts[t->partition] && t->seen != self->pass)
+            if (t && self->recon_parts[t->partition] && t->seen != self->pass)
                 zlistx_add_end(gone, t);
         }
         for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone)) {

@@ -125,11 +125,12 @@ def pct(values, p):
     return v[min(len(v) - 1, max(0, math.ceil(len(v) * p / 100) - 1))]
 
 
-def smaps_kib(pid):
-    """/proc/<pid>/smaps_rollup's figures (kB) by name, or {}."""
+def proc_kib(pid, name):
+    """The "Field: N kB" figures of /proc/<pid>/<name> (status,
+    smaps_rollup) by field, or {} if the process is gone."""
     out = {}
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
                 m = re.match(r"(\w+):\s+(\d+) kB", line)
                 if m:
@@ -140,14 +141,7 @@ def smaps_kib(pid):
 
 
 def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_kib(pid, "status").get("VmRSS", 0)
 
 
 def cpu_s(pid):
@@ -928,10 +922,9 @@ class Bench:
         ok = wait_until(loaded, time.time() + 120 + want / 1000, 0.5)
         out = {"loaded_s": time.time() - t0 if ok else None}
         time.sleep(2)
-        pids = [p.popen.pid for p in c.masters]
-        out["rss_mib"] = [rss_kib(p) / 1024 for p in pids]
+        sm = [proc_kib(p.popen.pid, "smaps_rollup") for p in c.masters]
+        out["rss_mib"] = [x.get("Rss", 0) / 1024 for x in sm]
         out["rss_sum_mib"] = sum(out["rss_mib"])
-        sm = [smaps_kib(p) for p in pids]
         # the masters map the same libraries: their shared pages counted once
         private = sum(x.get("Private_Clean", 0) + x.get("Private_Dirty", 0) for x in sm)
         shared = max((x.get("Shared_Clean", 0) + x.get("Shared_Dirty", 0) for x in sm), default=0)

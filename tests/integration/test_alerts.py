@@ -151,7 +151,7 @@ def test_failed_job_sends_one_alert_with_its_fields(cluster):
 def mapped(proc, soname):
     """True if the process has the shared library `soname` mapped."""
     with open(f"/proc/{proc.popen.pid}/maps") as f:
-        return any(line.rstrip().endswith(soname) or f"/{soname}" in line for line in f)
+        return any(f"/{soname}" in line for line in f)
 
 
 def test_libcurl_is_loaded_by_the_first_delivery_not_at_start(cluster):
