@@ -275,7 +275,10 @@ def kill_while_the_survivor_loads(cluster, victim_triggers=0):
     proxy = DelayProxy(cluster.store_port)
     cluster.cleanups.append(proxy.stop)
     far = f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"
-    cluster.start(masters=2, workers=1, master_env={"SKED_MONGO_URI": far})
+    # A 6-s TTL, not 3: on the 0.1-s store the survivor's loop stalls 1-1.7 s
+    # as it contends for the dead master's partitions (their leases not yet
+    # expired), and with 3 s it once lost its own partitions, the probe's too.
+    cluster.start(masters=2, workers=1, master_env={"SKED_MONGO_URI": far, "SKED_LEASE_TTL_MS": "6000"})
 
     def partitions(node):
         doc = cluster.db.members.find_one({"_id": f"master:{node}"}) or {}
