@@ -36,7 +36,7 @@ int lease_margin_ms(int ttl_ms)
 
 int lease_valid(const lease_t *lease, int64_t now_mono)
 {
-    return lease->held && now_mono < lease->valid_until;
+    return lease->held && now_mono < __atomic_load_n(&lease->valid_until, __ATOMIC_ACQUIRE);
 }
 
 static void s_id(char *buf, size_t size, const lease_t *lease, int64_t epoch)

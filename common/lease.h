@@ -23,7 +23,9 @@ typedef struct {
     char resource[96];
     int64_t epoch;       /* newest epoch seen; ours when held */
     int held;
-    int64_t valid_until; /* monotonic ms; act only before it */
+    int64_t valid_until; /* monotonic ms; act only before it. Read atomically by
+                          * lease_valid: another thread may move it (an atomic
+                          * store), as the master's lease keeper does */
     int64_t expires_at;  /* wall ms written in our epoch document */
 } lease_t;
 

@@ -1484,9 +1484,10 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
     BCON_APPEND(&or, "1", "{", "notify_pending", BCON_BOOL(true), "}");
     bson_append_array_end(filter, &or);
     /* On FerretDB this reads every job (about 0.5 ms each): with tens of
-     * thousands it outlasts a lease's TTL, so it renews the leases as it
-     * reads, as a load does. A lease lost meanwhile is forgotten by the
-     * next tick; its jobs are not taken here. */
+     * thousands it outlasts a lease's TTL, so it tells the lease keeper
+     * the loop is alive as it reads, as a load does. A lease lost
+     * meanwhile is forgotten by the next tick; its jobs are not taken
+     * here. */
     bson_t *opts = BCON_NEW("batchSize", BCON_INT32(LEASE_KEEP_EVERY));
     mongoc_cursor_t *cur =
         mongoc_collection_find_with_opts(store_coll(self->m->store, "jobs"), filter, opts, NULL);

@@ -214,7 +214,7 @@ static void s_drain(master_t *m, int64_t until, int fire)
 {
     for (int i = 0; i < 1000; i++) {
         if (clock_mono_ms() >= until)
-            break; /* leases are renewed first: the rest waits a turn */
+            break; /* the tick comes first: the rest waits a turn */
         zmsg_t *z = NULL;
         uint64_t rx = 0;
         if (zlistx_size(m->waiting) < WAITING_MAX && (zsock_events(m->router) & ZMQ_POLLIN)) {
@@ -282,6 +282,7 @@ static int s_run(master_t *m)
         int64_t mono = clock_mono_ms();
         if (mono >= next_tick) {
             err_t err = {0};
+            /* Nothing is held before the scan: the keeper leaves the leases alone. */
             if (!scanned && lease_scan(m->store, m->leases, cfg->partitions, &err) < 0)
                 log_warn("store not reachable yet", "reason=\"%s\"", err.msg);
             else if (!scanned && (scanned = 1))
@@ -310,11 +311,12 @@ static int s_run(master_t *m)
         int nitems = 1 + alert_pollitems(m->alert, items + 1, MAX_ALERT_FDS);
         if (zmq_poll(items, nitems, (long)wait) < 0 && errno != EINTR)
             break;
+        partitions_alive(m);
         /* Drain what arrived, bounded. A message may cost a store write
          * (tens of ms on a loaded FerretDB), so a fire that falls due
          * meanwhile goes first rather than after the whole batch (unless
          * fires are late already: then messages are not starved), and the
-         * housekeeping tick (lease renewals) is not held up by a backlog. */
+         * housekeeping tick (membership, partitions) is not held up by a backlog. */
         s_drain(m, next_tick, 1);
         sched_fire_due(m->sched, clock_wall_ms(), next_tick);
         int busy = zlistx_size(m->waiting) > 0 || sched_next_due(m->sched) <= clock_wall_ms();
@@ -340,13 +342,14 @@ static void s_settle(master_t *m)
         if (zmq_poll(&item, 1, 50) < 0 && errno != EINTR)
             break;
         s_drain(m, until, 0);
-        partitions_renew(m); /* their ends are recorded under a valid lease */
+        partitions_renew(m); /* the keeper renews; leases it found lost are forgotten */
     }
 }
 
 /* Frees what main made, whatever got made. */
 static void s_cleanup(master_t *m)
 {
+    partitions_destroy(m); /* the keeper thread first: it reads the leases */
     sched_destroy(&m->sched);
     dispatch_destroy(&m->disp);
     zsock_destroy(&m->router);
@@ -354,10 +357,6 @@ static void s_cleanup(master_t *m)
     zlistx_destroy(&m->later);
     zhashx_destroy(&m->ends_waiting);
     store_destroy(&m->store);
-    free(m->leases);
-    free(m->handing);
-    free(m->lapsed);
-    free(m->loading);
     alert_destroy(&m->alert);
     metrics_stop();
     metrics_reset_all();
@@ -416,7 +415,11 @@ int main(int argc, char **argv)
     zlistx_set_destructor(m.later, s_item_free);
     m.sched = sched_new(&m);
     m.disp = dispatch_new(&m);
-    partitions_init(&m, &err); /* a store not yet up is retried in the loop */
+    if (partitions_init(&m, &err) < 0) {
+        log_error("cannot start", "reason=\"%s\"", err.msg);
+        s_cleanup(&m);
+        return 1;
+    }
     log_info("master started", "bind=%s partitions=%d lease_ttl_ms=%d metrics=%s alerts=%s",
              cfg.master_bind, cfg.partitions, cfg.lease_ttl_ms,
              cfg.metrics_addr[0] ? cfg.metrics_addr : "off", cfg.alert_url[0] ? "on" : "off");

@@ -11,7 +11,11 @@
  *   prune.c       job retention (SKED_JOB_RETENTION_S)
  *   main.c        configuration, the ZeroMQ loop, signals, metrics server
  *
- * Everything runs on one thread; store calls are synchronous.
+ * Everything runs on one thread, the loop, with synchronous store calls,
+ * but for the lease keeper (partitions.c): a thread of its own, with a
+ * store connection of its own, that renews the leases held while the loop
+ * shows signs of life, so that a loop held up in one slow store call does
+ * not lose them.
  */
 #ifndef SKED_MASTER_H
 #define SKED_MASTER_H
@@ -26,14 +30,16 @@
 typedef struct sched sched_t;
 typedef struct dispatch dispatch_t;
 typedef struct alert alert_t;
+typedef struct keeper keeper_t;
 
 typedef struct {
     const config_t *cfg;
     store_t *store;
     zsock_t *router;
-    lease_t *leases; /* cfg->partitions of them, index = partition */
+    lease_t *leases; /* cfg->partitions of them, index = partition; written under the keeper's lock */
+    keeper_t *keeper; /* the thread that renews them (partitions.c) */
     int64_t *handing; /* per partition: monotonic ms since it is being given back, 0 = not */
-    char *lapsed;     /* per partition: lease lost during a long read (partitions_keep), to forget */
+    char *lapsed;     /* per partition: lease found lost by the keeper, to forget (its lock) */
     char *loading;    /* per partition: gained, being loaded and taken over: nothing of it runs yet */
     int64_t joined;   /* monotonic ms of its first member document; 0 before (partitions_tick) */
     int taking;       /* partitions_tick is contending, loading, taking over: turns (master_turn) */
@@ -114,27 +120,32 @@ void master_turn(master_t *m);
 void master_loaded(master_t *m);
 
 /* partitions.c */
+/* Sets up the leases (their chains' heads are read by the loop's first
+ * tick, lease_scan) and starts the keeper thread. Returns 0, or -1 if
+ * the keeper cannot start (the master cannot run without it). */
 int partitions_init(master_t *m, err_t *err);
-/* Renews/acquires/releases leases and refreshes this master's member
- * document; loads and drops partitions in the scheduler. */
+/* Stops the keeper thread and frees what partitions_init made. */
+void partitions_destroy(master_t *m);
+/* Acquires/releases leases and refreshes this master's member document;
+ * loads and drops partitions in the scheduler. */
 void partitions_tick(master_t *m);
-/* Renews the leases held whose renewal is due (a third of the TTL since
- * the last), all in two store calls; drops those lost (now or marked by
- * partitions_keep before) and returns how many. */
+/* Forgets the partitions whose leases the keeper found lost and returns
+ * how many; tells the keeper the loop is alive. */
 int partitions_renew(master_t *m);
-/* Renews the leases due, as partitions_renew, from inside a long store
- * read on the loop thread (loading partitions): those lost are only
- * marked, and forgotten by partitions_tick once the read is over. */
-void partitions_keep(master_t *m);
-/* Documents a long read on the loop thread reads between two looks at
- * the leases (partitions_keep_reading); also the batch such a read asks
- * for, so that a round trip returns in time for the next look. */
+/* Tells the keeper the loop is alive: it renews the leases only while the
+ * loop was last alive within a lease TTL. Called each turn of the loop
+ * and between two round trips of a long read. */
+void partitions_alive(master_t *m);
+/* Documents a long read on the loop thread reads between two signs of
+ * life (partitions_keep_reading); also the batch such a read asks for, so
+ * that a round trip returns in time for the next. */
 #define LEASE_KEEP_EVERY 256
 /* Counts a document of such a read (a load, a takeover scan, a prune
- * pass: each a full scan on FerretDB) in *read, and renews the leases
- * due every LEASE_KEEP_EVERY of them. Returns 1 if the read is to stop
- * there because the master is stopping (a load of 1,000,000 triggers
- * takes minutes), else 0. */
+ * pass: each a full scan on FerretDB) in *read, and every
+ * LEASE_KEEP_EVERY of them tells the keeper the loop is alive and gives
+ * the loop a turn (master_turn). Returns 1 if the read is to stop there
+ * because the master is stopping (a load of 1,000,000 triggers takes
+ * minutes), else 0. */
 int partitions_keep_reading(master_t *m, size_t *read);
 /* True while this master may fire and write for partition p. */
 int partitions_owned(const master_t *m, int p);

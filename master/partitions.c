@@ -8,12 +8,25 @@
  * take free or expired ones below it. A new master thus gets its share
  * without restarting the others, and a dead master's partitions are taken
  * over once its leases expire.
+ *
+ * The leases held are renewed by the keeper, a thread with a store
+ * connection of its own, not by the loop: a loop held up in one store call
+ * longer than a lease's slack (a load's batch, a reconcile read, a status
+ * write on a store far away or loaded) lost them all, and its partitions
+ * moved. The keeper renews only while the loop was alive within the last
+ * lease TTL, so that a loop stuck for good gives its partitions up as a
+ * dead process does, at most one TTL later. Everything else about leases
+ * (contending, releasing, forgetting those lost) stays on the loop. The
+ * keeper's lock orders the two: the loop writes a lease under it, and a
+ * release waits for a renewal in flight, so that a renewal never lands
+ * after the release it would undo.
  */
 #include "master/master.h"
 
 #include "common/clock.h"
 #include "common/log.h"
 
+#include <pthread.h>
 #include <string.h>
 
 /* Every this many ticks, a reconcile pass re-reads the held partitions'
@@ -23,6 +36,103 @@
 
 static int s_tick_count;
 
+struct keeper {
+    master_t *m;
+    store_t *store;        /* its own connection: a mongoc client is one thread's */
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;    /* m->leases and m->lapsed are written under it */
+    pthread_cond_t cv;     /* wakes the keeper early (stop) and a release (renewal done) */
+    int stop;
+    int renewing;          /* a renewal is in flight (the lock is not held meanwhile) */
+    int silent;            /* the keeper found the loop silent: logged once */
+    int64_t alive;         /* monotonic ms of the loop's last sign of life (atomic) */
+    lease_t *copy;         /* what a renewal works on, per due lease */
+    lease_t **due;
+    int *which, *rc;
+};
+
+/* Renews the held leases due (a third of the TTL since the last renewal)
+ * on copies, with the lock released during the round trips, and writes
+ * the outcome back to those still held at the same epoch: a renewal moves
+ * valid_until forward; a lease found lost gets valid_until 0 (the loop
+ * stops acting on it at once) and is marked in m->lapsed for the loop to
+ * forget. Called with k->mu held. */
+static void s_keeper_renew(keeper_t *k)
+{
+    master_t *m = k->m;
+    int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms;
+    int64_t mono = clock_mono_ms();
+    size_t n = 0;
+    for (int p = 0; p < np; p++) {
+        const lease_t *l = &m->leases[p];
+        int64_t renewed = l->valid_until - ttl + lease_margin_ms(ttl);
+        if (l->held && !m->lapsed[p] && mono - renewed >= ttl / 3) {
+            k->copy[n] = *l;
+            k->due[n] = &k->copy[n];
+            k->which[n++] = p;
+        }
+    }
+    if (!n)
+        return;
+    k->renewing = 1;
+    pthread_mutex_unlock(&k->mu);
+    err_t err = {0};
+    lease_renew_many(k->store, k->due, n, ttl, k->rc, &err);
+    pthread_mutex_lock(&k->mu);
+    k->renewing = 0;
+    pthread_cond_broadcast(&k->cv);
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        lease_t *l = &m->leases[k->which[i]];
+        if (!l->held || l->epoch != k->copy[i].epoch)
+            continue; /* released or forgotten meanwhile */
+        if (k->rc[i] == 1) {
+            l->expires_at = k->copy[i].expires_at;
+            __atomic_store_n(&l->valid_until, k->copy[i].valid_until, __ATOMIC_RELEASE);
+        } else if (k->rc[i] == 0) {
+            __atomic_store_n(&l->valid_until, 0, __ATOMIC_RELEASE);
+            m->lapsed[k->which[i]] = 1;
+        } else {
+            failed++; /* the old deadline stands; tried again next look */
+        }
+    }
+    if (failed)
+        log_warn("cannot renew leases", "count=%d reason=\"%s\"", failed, err.msg);
+}
+
+static void *s_keeper_run(void *arg)
+{
+    keeper_t *k = arg;
+    int ttl = k->m->cfg->lease_ttl_ms;
+    int64_t period = ttl / 12 < 20 ? 20 : ttl / 12 > 1000 ? 1000 : ttl / 12;
+    pthread_mutex_lock(&k->mu);
+    while (!k->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = ts.tv_nsec + period * 1000000;
+        ts.tv_sec += ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+        if (k->stop)
+            break;
+        int64_t silent = clock_mono_ms() - __atomic_load_n(&k->alive, __ATOMIC_ACQUIRE);
+        if (silent > ttl) {
+            if (!k->silent)
+                log_warn("loop silent for a lease TTL; its leases are left to lapse",
+                         "silent_ms=%lld", (long long)silent);
+            k->silent = 1;
+            continue;
+        }
+        if (k->silent)
+            log_info("loop alive again; leases still valid are renewed", "silent_ms=%lld",
+                     (long long)silent);
+        k->silent = 0;
+        s_keeper_renew(k);
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
 
 int partitions_init(master_t *m, err_t *err)
 {
@@ -36,7 +146,88 @@ int partitions_init(master_t *m, err_t *err)
         snprintf(res, sizeof res, "partition/%d", p);
         lease_init(&m->leases[p], res);
     }
-    return lease_scan(m->store, m->leases, n, err);
+    keeper_t *k = m->keeper = calloc(1, sizeof *k);
+    k->m = m;
+    k->alive = clock_mono_ms();
+    k->copy = calloc((size_t)n, sizeof *k->copy);
+    k->due = calloc((size_t)n, sizeof *k->due);
+    k->which = calloc((size_t)n, sizeof *k->which);
+    k->rc = calloc((size_t)n, sizeof *k->rc);
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    if (!(k->store = store_new(m->cfg->mongo_uri, err)))
+        return -1;
+    if (pthread_create(&k->thread, NULL, s_keeper_run, k) != 0) {
+        err_set(err, ERR_SYS, "cannot start the lease keeper thread");
+        return -1;
+    }
+    k->started = 1;
+    return 0;
+}
+
+void partitions_destroy(master_t *m)
+{
+    keeper_t *k = m->keeper;
+    if (k) {
+        if (k->started) {
+            pthread_mutex_lock(&k->mu);
+            k->stop = 1;
+            pthread_cond_broadcast(&k->cv);
+            pthread_mutex_unlock(&k->mu);
+            pthread_join(k->thread, NULL);
+        }
+        pthread_mutex_destroy(&k->mu);
+        pthread_cond_destroy(&k->cv);
+        store_destroy(&k->store);
+        free(k->copy);
+        free(k->due);
+        free(k->which);
+        free(k->rc);
+        free(k);
+        m->keeper = NULL;
+    }
+    free(m->leases);
+    free(m->handing);
+    free(m->lapsed);
+    free(m->loading);
+}
+
+void partitions_alive(master_t *m)
+{
+    __atomic_store_n(&m->keeper->alive, clock_mono_ms(), __ATOMIC_RELEASE);
+}
+
+/* Contends for partition p (not held, so the keeper leaves it alone) on a
+ * copy, and writes the outcome back under the keeper's lock. */
+static int s_lease_take(master_t *m, int p, err_t *err)
+{
+    keeper_t *k = m->keeper;
+    pthread_mutex_lock(&k->mu);
+    lease_t l = m->leases[p];
+    pthread_mutex_unlock(&k->mu);
+    int rc = lease_tick(m->store, &l, m->cfg->node_id, m->cfg->lease_ttl_ms, err);
+    pthread_mutex_lock(&k->mu);
+    m->leases[p] = l;
+    pthread_mutex_unlock(&k->mu);
+    return rc;
+}
+
+/* Gives up partition p's lease: no longer held for the keeper from here,
+ * and written once a renewal in flight (of it, perhaps) has landed. */
+static int s_lease_release(master_t *m, int p, err_t *err)
+{
+    keeper_t *k = m->keeper;
+    pthread_mutex_lock(&k->mu);
+    while (k->renewing)
+        pthread_cond_wait(&k->cv, &k->mu);
+    lease_t l = m->leases[p];
+    m->leases[p].held = 0;
+    pthread_mutex_unlock(&k->mu);
+    return lease_release(m->store, &l, err);
 }
 
 /* Forgets a partition given up: its schedule and its waiting jobs. */
@@ -177,11 +368,11 @@ static int s_heartbeat(master_t *m, char *orphan)
  * gained), 0 if not, < 0 on a store error (logged). */
 static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
 {
-    /* Contending for many partitions on a slow store can outlast the
-     * leases gained first: they are renewed along the way. */
-    partitions_keep(m);
+    /* Contending for many partitions on a slow store takes a while: the
+     * loop takes a turn between two, and the keeper renews what is held. */
+    partitions_alive(m);
     master_turn(m);
-    int rc = lease_tick(m->store, &m->leases[p], m->cfg->node_id, m->cfg->lease_ttl_ms, err);
+    int rc = s_lease_take(m, p, err);
     if (rc == 1) {
         gained[(*ngained)++] = p;
         m->loading[p] = 1; /* until loaded and taken over */
@@ -195,51 +386,32 @@ static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
 int partitions_keep_reading(master_t *m, size_t *read)
 {
     if (++*read % LEASE_KEEP_EVERY == 0) {
-        partitions_keep(m);
+        partitions_alive(m);
         master_turn(m);
     }
     return master_stopping();
 }
 
-/* Renews what we hold once a third of the TTL has passed since the last
- * renewal; marks in m->lapsed what we lost (s_forget_lapsed forgets it). */
-void partitions_keep(master_t *m)
-{
-    int np = m->cfg->partitions, ttl = m->cfg->lease_ttl_ms;
-    err_t err = {0};
-    int64_t mono = clock_mono_ms();
-    lease_t *due[np];
-    int which[np], rc[np];
-    size_t n = 0;
-    for (int p = 0; p < np; p++) {
-        const lease_t *l = &m->leases[p];
-        int64_t renewed = l->valid_until - ttl + lease_margin_ms(ttl);
-        if (l->held && mono - renewed >= ttl / 3) {
-            due[n] = &m->leases[p];
-            which[n++] = p;
-        }
-    }
-    if (n)
-        lease_renew_many(m->store, due, n, ttl, rc, &err);
-    for (size_t i = 0; i < n; i++) {
-        if (rc[i] == 0)
-            m->lapsed[which[i]] = 1;
-        else if (rc[i] < 0)
-            log_warn("cannot renew lease", "resource=%s reason=\"%s\"", due[i]->resource,
-                     err.msg);
-    }
-}
-
-/* Forgets the partitions whose leases partitions_keep found lost (here,
- * or earlier during a load, a contention or a reconcile pass); one of
- * them in gained[] is taken out (not ours to recover). Returns how many. */
+/* Forgets the partitions whose leases the keeper found lost (now, or
+ * during a load, a contention or a reconcile pass); one of them in
+ * gained[] is taken out (not ours to recover). Returns how many. */
 static int s_forget_lapsed(master_t *m, int *gained, int *ngained)
 {
-    int n = 0;
-    for (int p = 0; p < m->cfg->partitions; p++) {
-        if (!m->lapsed[p])
+    keeper_t *k = m->keeper;
+    int np = m->cfg->partitions, n = 0;
+    char lost[np];
+    pthread_mutex_lock(&k->mu);
+    for (int p = 0; p < np; p++) {
+        lost[p] = m->lapsed[p];
+        if (lost[p]) {
+            m->lapsed[p] = 0;
+            m->leases[p].held = 0;
+        }
+    }
+    pthread_mutex_unlock(&k->mu);
+    for (int p = 0; p < np; p++) {
+        if (!lost[p])
             continue;
-        m->lapsed[p] = 0;
         s_drop(m, p);
         n++;
         for (int i = 0; i < *ngained; i++)
@@ -252,7 +424,7 @@ static int s_forget_lapsed(master_t *m, int *gained, int *ngained)
 int partitions_renew(master_t *m)
 {
     int none = 0;
-    partitions_keep(m);
+    partitions_alive(m);
     return s_forget_lapsed(m, NULL, &none);
 }
 
@@ -312,7 +484,7 @@ void partitions_tick(master_t *m)
         m->handing[p] = 0;
         sched_save_states(m->sched, p, 0, INT64_MAX); /* the next owner starts where we are */
         s_drop(m, p);
-        lease_release(m->store, &m->leases[p], &err);
+        s_lease_release(m, p, &err);
     }
     /* Below our share: try free or expired partitions, starting at an
      * offset of our own so that masters do not all contend for the same.
@@ -342,7 +514,7 @@ void partitions_tick(master_t *m)
         log_warn("cannot load partitions; releasing them", "reason=\"%s\"", err.msg);
         for (int i = 0; i < ngained; i++) {
             s_drop(m, gained[i]);
-            lease_release(m->store, &m->leases[gained[i]], &err);
+            s_lease_release(m, gained[i], &err);
         }
         stats_leases(s_held(m), 0, 0);
     } else if (ngained) {
@@ -367,7 +539,7 @@ void partitions_release_all(master_t *m)
     err_t err = {0};
     sched_save_states(m->sched, -1, 0, INT64_MAX);
     for (int p = 0; p < m->cfg->partitions; p++)
-        if (m->leases[p].held && lease_release(m->store, &m->leases[p], &err) < 0)
+        if (m->leases[p].held && s_lease_release(m, p, &err) < 0)
             log_warn("cannot release lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                      err.msg);
     char id[160];

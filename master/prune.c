@@ -17,7 +17,7 @@
  * It stays off the fire path: a pass waits while an on-time fire is due.
  * The first pass comes a period after start, not in the tick that gains
  * the partitions (whose load and takeover scan are long already); a pass
- * renews the leases due before its query and as it reads, as a load does.
+ * tells the lease keeper the loop is alive as it reads, as a load does.
  *
  * G1 does not depend on the retention. A scheduled job is deleted only
  * once its trigger's persisted state has moved past it (scheduled_for
@@ -66,7 +66,7 @@ void prune_tick(master_t *m, int64_t *next_mono)
         return; /* not in the tick that gains the partitions (and scans for them) */
     if (sched_on_time_due(m->sched))
         return; /* an on-time fire first; the pass comes round again */
-    partitions_keep(m); /* the scan below may be long: it starts on renewed leases */
+    partitions_alive(m); /* the scan below may be long */
     int parts[cfg->partitions], n = 0;
     for (int p = 0; p < cfg->partitions; p++)
         if (partitions_owned(m, p))

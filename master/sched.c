@@ -1755,7 +1755,7 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
         for (trig_t *t; n < FIRE_BATCH && (t = heap_top(&self->heap)) && t->hn.key <= now;) {
             /* A batch is cut short when a pass runs past `until` or has
              * many skip records to write: late triggers cost a record
-             * each, and the lease tick waits. */
+             * each, and the tick waits. */
             if (decided && (self->nskips >= SKIPS_PER_PASS || clock_mono_ms() >= until))
                 break;
             if (!partitions_may_fire(self->m, t->partition, mono)) {
@@ -1799,8 +1799,8 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
             log_info("trigger reached end_at", "trigger=%s", fires[i].t->id);
         }
         /* A master behind its fires (a slow store) would otherwise stay
-         * here batch after batch while its leases lapse: the rest waits
-         * for the next turn of the loop, after the lease tick. */
+         * here batch after batch, its tick (membership, partitions) held
+         * up: the rest waits for the next turn of the loop, after it. */
         if (clock_mono_ms() >= until)
             return;
     }

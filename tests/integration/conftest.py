@@ -221,6 +221,9 @@ class DelayProxy:
 
     def __init__(self, target_port):
         self.delay = 0.0
+        self.hold = None  # (marker, seconds): see hold_next
+        self.held = []  # (start, end) of each request held by hold_next
+        self.lock = threading.Lock()
         self.target_port = target_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -244,6 +247,8 @@ class DelayProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if held:
+                    self._hold_if_marked(data)
                 if held and self.delay:
                     time.sleep(self.delay)
                 dst.sendall(data)
@@ -254,6 +259,23 @@ class DelayProxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def hold_next(self, marker, seconds):
+        """Holds the next request that contains the bytes `marker`
+        `seconds`, once: one store call that takes that long, the other
+        requests of its connection behind it, other connections' not."""
+        with self.lock:
+            self.hold = (marker, seconds)
+
+    def _hold_if_marked(self, data):
+        with self.lock:
+            hold = self.hold if self.hold and self.hold[0] in data else None
+            if hold:
+                self.hold = None
+        if hold:
+            t0 = time.time()
+            time.sleep(hold[1])
+            self.held.append((t0, time.time()))
 
     def stop(self):
         self.listener.close()

@@ -29,6 +29,11 @@ def assert_chains_sound(cluster):
             assert nxt["acquired_at"] >= prev["expires_at"], (res, prev, nxt)
 
 
+def head_epochs(cluster):
+    """Each partition's newest epoch."""
+    return {res: docs[-1]["epoch"] for res, docs in lease_chains(cluster).items()}
+
+
 def log_time(line):
     """The time a master's log line was written."""
     return dt.datetime.fromisoformat(line.split()[0].rstrip("Z")).replace(tzinfo=dt.timezone.utc)
@@ -254,6 +259,85 @@ def test_a_master_keeps_its_leases_while_a_takeover_scan_outlasts_their_ttl(clus
     assert cluster.db.jobs.count_documents({"status": "queued", "task_type": "nobody-runs-this"}) == n
 
 
+def held_partitions(cluster, node):
+    """The partitions a master lists in its member document."""
+    doc = cluster.db.members.find_one({"_id": f"master:{node}"}) or {}
+    return set(doc.get("partitions", []))
+
+
+def shares(cluster):
+    """How many partitions master-0 and master-1 list, smaller first."""
+    return sorted(len(held_partitions(cluster, f"master-{i}")) for i in (0, 1))
+
+
+# A `find` command on `triggers` as it goes over the wire (OP_MSG body):
+# the reads of a reconcile pass, a load, a NOTIFY's reload.
+FIND_TRIGGERS = b"find\x00\x09\x00\x00\x00triggers\x00"
+
+
+def stall_a_master(cluster, seconds):
+    """Two masters sharing the 8 partitions, master-0 behind a store
+    proxy; then the next read of `triggers` master-0's loop makes (a
+    reconcile pass's, every 10 heartbeats) is held `seconds`: its loop
+    stands still in that one store call, while its lease keeper's own
+    connection answers at once. Returns master-0, the proxy and each
+    partition's epoch when the hold was set."""
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    far = f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"
+    cluster.start(masters=2, workers=1)
+    old = cluster.masters.pop(0)
+    assert old.stop() == 0  # SIGTERM: its leases are released at once
+    cluster.checked_stop.append(old)
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_MONGO_URI=far)
+    cluster.masters.insert(0, cluster.masters.pop())
+
+    wait_for(lambda: shares(cluster) == [4, 4] and "partitions gained" in m.text(), 30,
+             what="each master holding 4 partitions")
+    epochs = head_epochs(cluster)
+    proxy.hold_next(FIND_TRIGGERS, seconds)
+    wait_for(lambda: proxy.hold is None, 20, interval=0.05, what="master-0 reading triggers")
+    return m, proxy, epochs
+
+
+def test_a_master_whose_loop_stalls_in_a_store_call_keeps_its_leases(cluster):
+    """A loop held up in one store call (a load's batch, a reconcile read,
+    a status write on a store far away or loaded) for 2.6 s, with a 3-s
+    TTL. Renewed by the loop, the master's leases lapsed (their slack is
+    2.4 s at most) and its partitions moved; the keeper thread renews
+    them meanwhile."""
+    m, proxy, epochs = stall_a_master(cluster, 2.6)
+    wait_for(lambda: proxy.held, 10, interval=0.1, what="the held read to end")
+    (t0, t1), = proxy.held
+    assert t1 - t0 >= 2.6
+    time.sleep(2)
+    text = m.text()
+    assert "lease lapsed" not in text and "lease lost" not in text, m.log_path
+    assert "loop silent" not in text, m.log_path
+    assert head_epochs(cluster) == epochs, "a partition changed hands"
+    assert_chains_sound(cluster)
+
+
+def test_a_master_whose_loop_is_stuck_gives_its_partitions_up(cluster):
+    """A loop stuck in a store call for good must not hold its partitions
+    with it: the keeper renews only while the loop was alive within a
+    lease TTL. Held 9 s with a 3-s TTL: the other master takes them
+    while master-0 still waits (about two TTLs after the hold began), and
+    master-0 forgets them once it is back; then they share again."""
+    m, proxy, _ = stall_a_master(cluster, 9)
+    t0 = time.time()
+
+    wait_for(lambda: len(held_partitions(cluster, "master-1")) == 8, 9, interval=0.1,
+             what="master-1 holding all 8 partitions")
+    assert not proxy.held, f"taken over {time.time() - t0:.1f} s in: after the hold ended"
+    wait_for(lambda: proxy.held, 10, interval=0.1, what="the held read to end")
+    text = m.text()
+    assert "loop silent for a lease TTL" in text, m.log_path
+    wait_for(lambda: "lease lapsed before renewal" in m.text(), 10, what="master-0 finding them lapsed")
+    wait_for(lambda: shares(cluster) == [4, 4], 30, what="the masters sharing again")
+    assert_chains_sound(cluster)
+
+
 def trigger_in(cluster, partitions, name):
     """An interval trigger firing every second from 2 s on, made over
     HTTP in one of `partitions` (others made on the way are deleted)."""
@@ -275,17 +359,9 @@ def kill_while_the_survivor_loads(cluster, victim_triggers=0):
     proxy = DelayProxy(cluster.store_port)
     cluster.cleanups.append(proxy.stop)
     far = f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"
-    # A 6-s TTL, not 3: on the 0.1-s store the survivor's loop stalls 1-1.7 s
-    # as it contends for the dead master's partitions (their leases not yet
-    # expired), and with 3 s it once lost its own partitions, the probe's too.
-    cluster.start(masters=2, workers=1, master_env={"SKED_MONGO_URI": far, "SKED_LEASE_TTL_MS": "6000"})
-
-    def partitions(node):
-        doc = cluster.db.members.find_one({"_id": f"master:{node}"}) or {}
-        return set(doc.get("partitions", []))
-    wait_for(lambda: len(partitions("master-0")) == 4 and len(partitions("master-1")) == 4, 30,
-             what="each master holding 4 partitions")
-    ours, theirs_parts = partitions("master-0"), partitions("master-1")
+    cluster.start(masters=2, workers=1, master_env={"SKED_MONGO_URI": far})
+    wait_for(lambda: shares(cluster) == [4, 4], 30, what="each master holding 4 partitions")
+    ours, theirs_parts = held_partitions(cluster, "master-0"), held_partitions(cluster, "master-1")
     probe = trigger_in(cluster, ours, "probe")
     # made before the others, so that a load reads them first
     theirs = [trigger_in(cluster, theirs_parts, f"theirs{i}") for i in range(victim_triggers)]
