@@ -260,10 +260,11 @@ static int s_held(const master_t *m)
     return held;
 }
 
-/* Writes this master's member document and counts live masters (>= 1).
- * Marks in orphan[] (SKED_PARTITIONS entries) the partitions listed only by
- * masters whose heartbeat went stale (dead, or stalled). */
-static int s_heartbeat(master_t *m, char *orphan)
+/* Writes this master's member document and counts live masters (>= 1),
+ * and in *fresh (>= 1) those of them whose heartbeat is fresh. Marks in
+ * orphan[] (SKED_PARTITIONS entries) the partitions listed only by masters
+ * whose heartbeat went stale (dead, or stalled). */
+static int s_heartbeat(master_t *m, char *orphan, int *fresh_masters)
 {
     int64_t now = clock_wall_ms();
     char id[160];
@@ -313,7 +314,7 @@ static int s_heartbeat(master_t *m, char *orphan)
 
     /* Live masters, and the partitions none of them holds. The live master
      * with the lowest node id speaks for all in partitions_unowned alerts. */
-    int live = 0, np = m->cfg->partitions, first = 1;
+    int live = 0, nfresh = 0, np = m->cfg->partitions, first = 1;
     char owned[np];
     memset(owned, 0, sizeof owned);
     bson_t *q = BCON_NEW("role", BCON_UTF8("master"), "expires_at", "{", "$gt",
@@ -331,6 +332,7 @@ static int s_heartbeat(master_t *m, char *orphan)
          * member's are orphans, worth contending for at once. */
         int fresh = bj_get_date(doc, "heartbeat_at", 0) >=
                     now - (3 * (int64_t)m->cfg->heartbeat_ms + 1000);
+        nfresh += fresh;
         bson_iter_t it, sub;
         if (bson_iter_init_find(&it, doc, "partitions") && BSON_ITER_HOLDS_ARRAY(&it) &&
             bson_iter_recurse(&it, &sub))
@@ -361,6 +363,7 @@ static int s_heartbeat(master_t *m, char *orphan)
     }
     mongoc_cursor_destroy(cur);
     bson_destroy(q);
+    *fresh_masters = nfresh < 1 ? 1 : nfresh;
     return live < 1 ? 1 : live;
 }
 
@@ -432,7 +435,8 @@ void partitions_tick(master_t *m)
 {
     int np = m->cfg->partitions;
     char orphan[np];
-    int live = s_heartbeat(m, orphan);
+    int fresh;
+    int live = s_heartbeat(m, orphan, &fresh);
     int target = (np + live - 1) / live;
     /* A master contends for the first time one heartbeat period after its
      * first member document, so that masters started together (a cluster
@@ -498,9 +502,15 @@ void partitions_tick(master_t *m)
         if (!m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
     }
-    /* Orphans, whatever the share: a dead master's partitions move as soon
-     * as their leases expire, not when its member document does. */
-    for (int p = 0, rc = 0; p < np && rc >= 0; p++)
+    /* Orphans, up to the share among the masters still fresh: a dead
+     * master's partitions move as soon as their leases expire, not when
+     * its member document does (the share above still counts it), and
+     * are spread over the survivors at once. Taking every orphan it
+     * could, the first survivor to contend took most of them and gave
+     * some back a few seconds later: a second move, load and takeover
+     * scan for those partitions (docs/BENCHMARKS.md). */
+    int orphan_target = (np + fresh - 1) / fresh;
+    for (int p = 0, rc = 0; p < np && held < orphan_target && rc >= 0; p++)
         if (orphan[p] && !m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
     stats_leases(held, ngained, nlost);

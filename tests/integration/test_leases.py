@@ -88,6 +88,10 @@ def test_masters_started_together_each_take_their_share_at_once(cluster):
 
 
 def test_killed_master_partitions_are_taken_over(cluster):
+    """A master killed: its partitions move to the survivors once their
+    leases expire, once each, spread evenly (each survivor takes its
+    orphans up to its share among the masters still alive), and every
+    trigger goes on firing with no fire twice and none lost."""
     cluster.start(masters=3, workers=1)
     ids = []
     for i in range(8):
@@ -122,6 +126,13 @@ def test_killed_master_partitions_are_taken_over(cluster):
     # as skipped (fire_once): no duplicate, no hole in any trigger's grid.
     report = cluster.invariants(stuck_after=30)
     assert not report["duplicates"] and not report["gaps"] and not report["stuck"], report
+    # The dead master's member document has expired by now (a TTL after
+    # its last heartbeat) and the shares count two masters: none moved again.
+    wait_for(lambda: len(cluster.health().get("masters", [])) == 2, 10, what="the dead master gone")
+    time.sleep(1)
+    for m in cluster.masters[1:]:
+        assert "lease released" not in m.text(), f"{m.name} took too many orphans and gave some back"
+    assert shares_of(cluster, ("master-1", "master-2")) == [4, 4]
 
 
 def test_a_backlog_of_slow_status_writes_does_not_hold_up_lease_renewal(cluster):
@@ -265,9 +276,9 @@ def held_partitions(cluster, node):
     return set(doc.get("partitions", []))
 
 
-def shares(cluster):
-    """How many partitions master-0 and master-1 list, smaller first."""
-    return sorted(len(held_partitions(cluster, f"master-{i}")) for i in (0, 1))
+def shares_of(cluster, nodes=("master-0", "master-1")):
+    """How many partitions each of the masters lists, smaller first."""
+    return sorted(len(held_partitions(cluster, node)) for node in nodes)
 
 
 # A `find` command on `triggers` as it goes over the wire (OP_MSG body):
@@ -292,7 +303,7 @@ def stall_a_master(cluster, seconds):
     m = cluster.start_master(0, cluster.master_ports[0], SKED_MONGO_URI=far)
     cluster.masters.insert(0, cluster.masters.pop())
 
-    wait_for(lambda: shares(cluster) == [4, 4] and "partitions gained" in m.text(), 30,
+    wait_for(lambda: shares_of(cluster) == [4, 4] and "partitions gained" in m.text(), 30,
              what="each master holding 4 partitions")
     epochs = head_epochs(cluster)
     proxy.hold_next(FIND_TRIGGERS, seconds)
@@ -334,7 +345,7 @@ def test_a_master_whose_loop_is_stuck_gives_its_partitions_up(cluster):
     text = m.text()
     assert "loop silent for a lease TTL" in text, m.log_path
     wait_for(lambda: "lease lapsed before renewal" in m.text(), 10, what="master-0 finding them lapsed")
-    wait_for(lambda: shares(cluster) == [4, 4], 30, what="the masters sharing again")
+    wait_for(lambda: shares_of(cluster) == [4, 4], 30, what="the masters sharing again")
     assert_chains_sound(cluster)
 
 
@@ -360,7 +371,7 @@ def kill_while_the_survivor_loads(cluster, victim_triggers=0):
     cluster.cleanups.append(proxy.stop)
     far = f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"
     cluster.start(masters=2, workers=1, master_env={"SKED_MONGO_URI": far})
-    wait_for(lambda: shares(cluster) == [4, 4], 30, what="each master holding 4 partitions")
+    wait_for(lambda: shares_of(cluster) == [4, 4], 30, what="each master holding 4 partitions")
     ours, theirs_parts = held_partitions(cluster, "master-0"), held_partitions(cluster, "master-1")
     probe = trigger_in(cluster, ours, "probe")
     # made before the others, so that a load reads them first
