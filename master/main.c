@@ -342,7 +342,7 @@ static void s_settle(master_t *m)
         if (zmq_poll(&item, 1, 50) < 0 && errno != EINTR)
             break;
         s_drain(m, until, 0);
-        partitions_renew(m); /* the keeper renews; leases it found lost are forgotten */
+        partitions_forget_lost(m); /* the keeper renews; leases it found lost are forgotten */
     }
 }
 

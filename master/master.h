@@ -131,7 +131,7 @@ void partitions_destroy(master_t *m);
 void partitions_tick(master_t *m);
 /* Forgets the partitions whose leases the keeper found lost and returns
  * how many; tells the keeper the loop is alive. */
-int partitions_renew(master_t *m);
+int partitions_forget_lost(master_t *m);
 /* Tells the keeper the loop is alive: it renews the leases only while the
  * loop was last alive within a lease TTL. Called each turn of the loop
  * and between two round trips of a long read. */

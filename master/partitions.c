@@ -424,7 +424,7 @@ static int s_forget_lapsed(master_t *m, int *gained, int *ngained)
     return n;
 }
 
-int partitions_renew(master_t *m)
+int partitions_forget_lost(master_t *m)
 {
     int none = 0;
     partitions_alive(m);
@@ -453,10 +453,10 @@ void partitions_tick(master_t *m)
         return;
     }
     err_t err = {0};
-    /* Lapsed ones are forgotten first (a reconcile pass may have found
-     * some since the last tick): a partition gained again below keeps
-     * what it loads. */
-    int gained[np], ngained = 0, nlost = partitions_renew(m);
+    /* Lapsed ones are forgotten first (the keeper may have found some
+     * since the last tick): a partition gained again below keeps what it
+     * loads. */
+    int gained[np], ngained = 0, nlost = partitions_forget_lost(m);
     mono = clock_mono_ms();
     /* Above our share: give the highest partitions back, but not while a
      * stale master's partitions are being taken (the share changes when its
@@ -515,8 +515,8 @@ void partitions_tick(master_t *m)
             held++;
     stats_leases(held, ngained, nlost);
     int loaded = ngained ? sched_load(m->sched, gained, ngained, &err) : 0;
-    /* Leases lost while the load ran (renewed from inside it): forgotten
-     * now, the load's triggers of theirs included. */
+    /* Leases the keeper found lost while the load ran: forgotten now,
+     * the load's triggers of theirs included. */
     int nlapsed = s_forget_lapsed(m, gained, &ngained);
     if (nlapsed)
         stats_leases(s_held(m), 0, nlapsed);
