@@ -395,9 +395,9 @@ int partitions_keep_reading(master_t *m, size_t *read)
     return master_stopping();
 }
 
-/* Forgets the partitions whose leases the keeper found lost (now, or
- * during a load, a contention or a reconcile pass); one of them in
- * gained[] is taken out (not ours to recover). Returns how many. */
+/* Forgets the partitions whose leases the keeper found lost (it looks
+ * whatever the loop is doing); one of them in gained[] is taken out (not
+ * ours to recover). Returns how many. */
 static int s_forget_lapsed(master_t *m, int *gained, int *ngained)
 {
     keeper_t *k = m->keeper;
