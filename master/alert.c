@@ -298,10 +298,11 @@ void alert_destroy(alert_t **self_p)
 }
 
 /* Records a notification's delivery on its job: one $push by _id, written
- * by the master that holds the job (store rule 2). */
+ * by the master that holds the job (store rule 2), through its status
+ * writer (a refusal is logged there as "cannot save job statuses"). */
 static void s_record(alert_t *a, event_t *e, const char *status)
 {
-    if (!e->job_id[0] || !a->m->store)
+    if (!e->job_id[0] || !a->m->store || !a->m->disp || !a->m->writer)
         return;
     json_t *rec = json_pack("{s:i, s:s, s:s, s:s, s:O}", "hook", e->hook, "url", e->url, "event",
                             e->event, "status", status, "attempts", e->attempts);
@@ -317,17 +318,8 @@ static void s_record(alert_t *a, event_t *e, const char *status)
         others += a->q[i] != e && strcmp(a->q[i]->job_id, e->job_id) == 0;
     if (!others)
         BCON_APPEND(update, "$unset", "{", "notify_pending", BCON_UTF8(""), "}");
-    bson_t *filter = BCON_NEW("_id", BCON_UTF8(e->job_id));
-    bson_error_t berr;
-    int64_t t0 = zclock_usecs();
-    bool ok = mongoc_collection_update_one(store_coll(a->m->store, "jobs"), filter, update, NULL,
-                                           NULL, &berr);
-    stats_store_op("record_notification", zclock_usecs() - t0, !ok);
-    if (!ok)
-        log_warn("cannot record notification delivery", "job=%s hook=%d reason=\"%s\"", e->job_id,
-                 e->hook, berr.message);
-    bson_destroy(filter);
-    bson_destroy(update);
+    /* Behind the job's outcome, by the status writer: one writer per job. */
+    dispatch_write_job(a->m->disp, e->job_id, update, "record_notification");
     stats_notification(e->event, status);
 }
 

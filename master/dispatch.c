@@ -110,26 +110,10 @@ struct flight {
  * leases' deadline. */
 #define STARTED_BUDGET_MS 20
 
-/* The most FINISHED writes sent to the store together (dispatch_flush):
- * one command's worth, which already costs a third of one-by-one writes
- * per job (docs/BENCHMARKS.md). */
+/* The most job updates handed to the status writer together
+ * (dispatch_flush): one store command's worth (it writes them in ordered
+ * bulks of that size, off the loop: writer.c). */
 #define BATCH_MAX STORE_BULK_MAX
-
-/* A bulk holds the loop (fires, heartbeats' credit) while it is written,
- * so it is only as large as this many ms allow at the measured cost of a
- * job write: on a store where one write takes tens of ms, each FINISHED is
- * written on its own, as it comes. The cost starts at this budget (one
- * write a bulk) and follows what the writes take. */
-#define BATCH_BUDGET_MS 20.0
-
-/* A FINISHED's write waiting for the next bulk, and whom to acknowledge
- * once it is persisted. */
-typedef struct {
-    bson_t *update;
-    char job_id[PROTO_ID_MAX];
-    int attempt;
-    zframe_t *identity;
-} batched_t;
 
 /* The longest a takeover waits for workers to answer its PING, in worker
  * timeouts (s_workers_heard). */
@@ -165,11 +149,12 @@ struct dispatch {
     int nlimits;
     uint64_t seq;
     uint64_t rng;
-    batched_t batch[BATCH_MAX]; /* FINISHED writes not yet sent (dispatch_flush) */
+    wr_item_t batch[BATCH_MAX]; /* job updates not yet handed to the writer (dispatch_flush) */
     int nbatch;
+    zhashx_t *writing;  /* "job id#attempt" of FINISHEDs with the writer -> count (as intptr_t) */
+    zhashx_t *updating; /* job id of each update batched or with the writer -> count (intptr_t) */
     zframe_t *batching; /* while a FINISHED is handled: its sender, and */
     int batched;        /* whether its write joined the batch */
-    double write_ms;    /* a job write's cost, per job, moving average */
 };
 
 /* A job taken over from the store after gaining its partition. */
@@ -246,13 +231,14 @@ int dispatch_active(dispatch_t *self, const char *trigger_id)
     return (int)(intptr_t)zhashx_lookup(self->active, trigger_id);
 }
 
-static void s_active_add(dispatch_t *d, const char *trigger_id, int delta)
+/* Adds delta to key's count in h (intptr_t values); 0 removes it. */
+static void s_count(zhashx_t *h, const char *key, intptr_t delta)
 {
-    intptr_t n = (intptr_t)zhashx_lookup(d->active, trigger_id) + delta;
+    intptr_t n = (intptr_t)zhashx_lookup(h, key) + delta;
     if (n > 0)
-        zhashx_update(d->active, trigger_id, (void *)n);
+        zhashx_update(h, key, (void *)n);
     else
-        zhashx_delete(d->active, trigger_id);
+        zhashx_delete(h, key);
 }
 
 /* Pending order: higher priority first (zlistx sorts ascending). */
@@ -279,11 +265,11 @@ static void s_job_final(dispatch_t *d, job_t **job_p)
     char trig[64];
     snprintf(trig, sizeof trig, "%s", job->trigger_id);
     job_destroy(job_p);
-    s_active_add(d, trig, -1);
+    s_count(d->active, trig, -1);
     job_t *held = dispatch_active(d, trig) == 0 ? zhashx_lookup(d->buffered, trig) : NULL;
     if (held) {
         zhashx_delete(d->buffered, trig);
-        s_active_add(d, trig, 1);
+        s_count(d->active, trig, 1);
         s_pending_add(d, held);
         log_info("buffered fire released", "job=%s", held->id);
     }
@@ -310,7 +296,8 @@ dispatch_t *dispatch_new(master_t *m)
     d->listed = zhashx_new();
     zhashx_set_destructor(d->recovering, s_rec_free);
     d->rng = (uint64_t)zclock_usecs() ^ ((uint64_t)(uintptr_t)d << 16);
-    d->write_ms = BATCH_BUDGET_MS;
+    d->writing = zhashx_new();
+    d->updating = zhashx_new();
     char list[sizeof m->cfg->task_limits];
     snprintf(list, sizeof list, "%s", m->cfg->task_limits);
     for (char *save = NULL, *kv = strtok_r(list, ",", &save); kv && d->nlimits < 32;
@@ -357,6 +344,8 @@ void dispatch_destroy(dispatch_t **self_p)
         bson_destroy(d->batch[i].update);
         zframe_destroy(&d->batch[i].identity);
     }
+    zhashx_destroy(&d->writing);
+    zhashx_destroy(&d->updating);
     free(d);
     *self_p = NULL;
 }
@@ -368,7 +357,7 @@ size_t dispatch_pending(const dispatch_t *self)
 
 void dispatch_submit(dispatch_t *self, job_t **job)
 {
-    s_active_add(self, (*job)->trigger_id, 1);
+    s_count(self->active, (*job)->trigger_id, 1);
     s_pending_add(self, *job);
     *job = NULL;
 }
@@ -475,11 +464,6 @@ void job_live_append(bson_t *filter, const char *key, const char *op)
     bson_append_document_end(filter, &cond);
 }
 
-static void s_write_cost(dispatch_t *d, int64_t usecs, int jobs)
-{
-    d->write_ms = 0.7 * d->write_ms + 0.3 * ((double)usecs / 1000.0 / jobs);
-}
-
 /* Writes updates[i] to job ids[i] in ordered bulks (store op `op`), and
  * learns the write cost. Returns how many were applied before the first
  * failure (n if none). */
@@ -488,9 +472,10 @@ static size_t s_write_jobs(dispatch_t *d, const char *op, const char *const *ids
 {
     bson_error_t berr = {0};
     int64_t matched = 0, t0 = zclock_usecs();
+    master_write_begin(d->m);
     size_t done = store_update_by_ids(d->m->store, "jobs", ids, updates, n, &matched, &berr);
+    master_write_end(d->m);
     stats_store_op(op, zclock_usecs() - t0, done < n);
-    s_write_cost(d, zclock_usecs() - t0, (int)n);
     if (done < n)
         log_warn("cannot save job statuses", "jobs=%zu saved=%zu reason=\"%s\"", n, done,
                  berr.message);
@@ -516,6 +501,42 @@ static int s_guard_holds(dispatch_t *d, const char *job_id, int attempt)
     return holds;
 }
 
+/* "job id#attempt": the key of an attempt's FINISHED in d->recent and d->writing. */
+static void s_recent_key(char *buf, size_t size, const char *job_id, int attempt)
+{
+    snprintf(buf, size, "%s#%d", job_id, attempt);
+}
+
+/* Adds an update of job_id to the batch for the status writer (handed
+ * over when full, and at the end of each pass over worker messages);
+ * identity: the FINISHED's sender to acknowledge once it is written. */
+/* Waits for the status writer if it has, or is about to get, an update of
+ * job_id: the loop's own write or read of that job comes after it. */
+static void s_settle_job(dispatch_t *d, const char *job_id)
+{
+    if (zhashx_lookup(d->updating, job_id))
+        dispatch_settle(d);
+}
+
+static void s_batch(dispatch_t *d, const char *job_id, int attempt, bson_t *update,
+                    const char *op, zframe_t *identity)
+{
+    char trig[64];
+    snprintf(trig, sizeof trig, "%.*s", (int)strcspn(job_id, "@"), job_id);
+    wr_item_t *b = &d->batch[d->nbatch++];
+    *b = (wr_item_t){.attempt = attempt, .op = op, .update = update, .identity = identity,
+                     .partition = sched_partition(trig, d->m->cfg->partitions)};
+    snprintf(b->id, sizeof b->id, "%s", job_id);
+    s_count(d->updating, job_id, 1);
+    if (d->nbatch == BATCH_MAX)
+        dispatch_flush(d);
+}
+
+void dispatch_write_job(dispatch_t *self, const char *job_id, bson_t *update, const char *op)
+{
+    s_batch(self, job_id, 0, update, op, NULL);
+}
+
 /* Applies `update` to a job; takes ownership of update.
  *
  * Every write is by `_id` alone: FerretDB pushes down only that filter,
@@ -531,32 +552,28 @@ static int s_guard_holds(dispatch_t *d, const char *job_id, int attempt)
 static int s_update_job(dispatch_t *d, const char *job_id, int attempt, bson_t *update, int guarded)
 {
     if (guarded) {
-        dispatch_flush(d); /* a batched write may be about this job */
+        s_settle_job(d, job_id); /* a write handed over may be about this job */
         int holds = s_guard_holds(d, job_id, attempt);
         if (holds <= 0) {
             bson_destroy(update);
             return holds;
         }
     }
-    if (d->batching) { /* a FINISHED's: it goes with the next bulk */
-        batched_t *b = &d->batch[d->nbatch++];
-        *b = (batched_t){update, "", attempt, zframe_dup(d->batching)};
-        snprintf(b->job_id, sizeof b->job_id, "%s", job_id);
+    if (d->batching) { /* a FINISHED's: the status writer writes it */
+        s_batch(d, job_id, attempt, update, "update_jobs", zframe_dup(d->batching));
         d->batched = 1;
-        int limit = (int)(BATCH_BUDGET_MS / d->write_ms);
-        if (d->nbatch >= (limit < 1 ? 1 : limit > BATCH_MAX ? BATCH_MAX : limit))
-            dispatch_flush(d);
         return 0;
     }
-    dispatch_flush(d); /* the store sees the writes in the order they were made */
+    s_settle_job(d, job_id); /* the store sees a job's writes in the order they were made */
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id));
     bson_error_t berr;
     int rc = 0;
     int64_t t0 = zclock_usecs();
+    master_write_begin(d->m);
     bool ok = mongoc_collection_update_one(store_coll(d->m->store, "jobs"), filter, update, NULL,
                                            NULL, &berr);
+    master_write_end(d->m);
     stats_store_op("update_job", zclock_usecs() - t0, !ok);
-    s_write_cost(d, zclock_usecs() - t0, 1);
     if (!ok) {
         log_warn("cannot save job status", "job=%s attempt=%d reason=\"%s\"", job_id, attempt,
                  berr.message);
@@ -1134,11 +1151,6 @@ static void s_on_refused(dispatch_t *d, worker_t *w, const proto_msg_t *msg)
     zlistx_insert(d->pending, job, true); /* first among its priority: it was sent first */
 }
 
-static void s_recent_key(char *buf, size_t size, const char *job_id, int attempt)
-{
-    snprintf(buf, size, "%s#%d", job_id, attempt);
-}
-
 /* A FINISHED is persisted: remembered, and its worker told. */
 static void s_persisted(dispatch_t *d, zframe_t *identity, const char *job_id, int attempt)
 {
@@ -1170,9 +1182,11 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
             return;
         }
         for (int i = 0; i < d->nbatch; i++) /* a resend of one in the batch: */
-            if (d->batch[i].attempt == msg->attempt && /* that one's ACK answers both */
-                strcmp(d->batch[i].job_id, msg->job_id) == 0)
+            if (d->batch[i].identity && d->batch[i].attempt == msg->attempt && /* that one's */
+                strcmp(d->batch[i].id, msg->job_id) == 0) /* ACK answers both */
                 return;
+        if (zhashx_lookup(d->writing, key)) /* or of one the writer has */
+            return;
     }
     /* The job's partition is in its id ("<trigger>@<ms>"); only its holder writes. */
     char trig[64];
@@ -1232,31 +1246,52 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
         s_persisted(d, identity, msg->job_id, msg->attempt);
 }
 
-/* Sends the batched FINISHED writes as one ordered bulk and acknowledges
- * those persisted. A write the store refused, and every one after it (an
- * ordered bulk stops there), is not acknowledged: its worker resends it,
- * and the resend is written as a job not in memory (guarded). */
+/* Hands the batched updates to the status writer, which writes them in
+ * order off the loop; their FINISHEDs are acknowledged once written
+ * (dispatch_collect). */
 void dispatch_flush(dispatch_t *self)
 {
     dispatch_t *d = self;
     if (!d->nbatch)
         return;
+    for (int i = 0; i < d->nbatch; i++) {
+        if (!d->batch[i].identity)
+            continue;
+        char key[PROTO_ID_MAX + 16];
+        s_recent_key(key, sizeof key, d->batch[i].id, d->batch[i].attempt);
+        s_count(d->writing, key, 1);
+    }
     int n = d->nbatch;
     d->nbatch = 0;
-    const char *ids[BATCH_MAX] = {0};
-    bson_t *updates[BATCH_MAX] = {0};
-    for (int i = 0; i < n; i++) {
-        ids[i] = d->batch[i].job_id;
-        updates[i] = d->batch[i].update;
+    writer_put(d->m->writer, d->batch, (size_t)n);
+}
+
+void dispatch_collect(dispatch_t *self)
+{
+    dispatch_t *d = self;
+    wr_item_t done[64];
+    size_t n;
+    while ((n = writer_take(d->m->writer, done, 64)) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            wr_item_t *b = &done[i];
+            s_count(d->updating, b->id, -1);
+            if (!b->identity)
+                continue;
+            char key[PROTO_ID_MAX + 16];
+            s_recent_key(key, sizeof key, b->id, b->attempt);
+            s_count(d->writing, key, -1);
+            if (b->saved) /* else not acknowledged: its worker resends it */
+                s_persisted(d, b->identity, b->id, b->attempt);
+            zframe_destroy(&b->identity);
+        }
     }
-    size_t done = s_write_jobs(d, "update_jobs", ids, updates, (size_t)n);
-    for (int i = 0; i < n; i++) {
-        batched_t *b = &d->batch[i];
-        if ((size_t)i < done)
-            s_persisted(d, b->identity, b->job_id, b->attempt);
-        bson_destroy(b->update);
-        zframe_destroy(&b->identity);
-    }
+}
+
+void dispatch_settle(dispatch_t *self)
+{
+    dispatch_flush(self);
+    writer_settle(self->m->writer);
+    dispatch_collect(self);
 }
 
 /* ---- takeover ------------------------------------------------------------ */
@@ -1472,6 +1507,7 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
 {
     if (n == 0)
         return;
+    dispatch_settle(self); /* a job read here as running was not just written ended */
     bson_t *filter = bson_new();
     bj_append_in_int32(filter, "partition", parts, n);
     /* Non-final jobs, and final ones whose notifications were not all
@@ -1533,7 +1569,7 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
         snprintf(r->status, sizeof r->status, "%s", bj_get_str(doc, "status", "queued"));
         r->started_at = bj_get_date(doc, "started_at", 0);
         r->run_at = bj_get_date(doc, "run_at", 0);
-        s_active_add(self, job->trigger_id, 1);
+        s_count(self->active, job->trigger_id, 1);
         zhashx_insert(self->recovering, id, r);
         count++;
     }
@@ -1626,7 +1662,7 @@ void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const cha
     job_t *held = zhashx_lookup(self->buffered, trigger_id);
     if (held) {
         zhashx_delete(self->buffered, trigger_id);
-        s_active_add(self, trigger_id, 1); /* s_cancel_waiting takes one off */
+        s_count(self->active, trigger_id, 1); /* s_cancel_waiting takes one off */
         s_cancel_waiting(self, &held, reason);
     }
     zlistx_t *lists[2] = {s_take_pending(self, trigger_id, -1), s_take_retries(self, trigger_id, -1)};
@@ -1682,7 +1718,7 @@ void dispatch_cancel_job(dispatch_t *self, const char *job_id)
     for (job_t *job = zhashx_first(self->buffered); job; job = zhashx_next(self->buffered))
         if (strcmp(job->id, job_id) == 0) {
             zhashx_delete(self->buffered, job->trigger_id);
-            s_active_add(self, job->trigger_id, 1); /* s_cancel_waiting takes one off */
+            s_count(self->active, job->trigger_id, 1); /* s_cancel_waiting takes one off */
             s_cancel_waiting(self, &job, "cancelled by request");
             return;
         }
@@ -1740,7 +1776,7 @@ void dispatch_drop_partition(dispatch_t *self, int partition)
     for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
         rec_t *r = zhashx_lookup(self->recovering, k);
         if (r->job->partition == partition) {
-            s_active_add(self, r->job->trigger_id, -1);
+            s_count(self->active, r->job->trigger_id, -1);
             zhashx_delete(self->recovering, k);
         }
     }
@@ -2049,7 +2085,8 @@ static void s_timers(dispatch_t *d, int64_t now)
  * store refused some (they are written again a second later). */
 static int s_save_started(dispatch_t *d, flight_t **due, size_t *n)
 {
-    dispatch_flush(d); /* the store sees the writes in the order they were made */
+    for (size_t i = 0; i < *n; i++) /* the store sees a job's writes in the order made */
+        s_settle_job(d, due[i]->id);
     const char *ids[STORE_BULK_MAX] = {0};
     bson_t *updates[STORE_BULK_MAX] = {0};
     for (size_t i = 0; i < *n; i++) {

@@ -250,7 +250,8 @@ static void s_drain(master_t *m, int64_t until, int fire)
         s_handle(m, z, rx);
         zmsg_destroy(&z);
     }
-    dispatch_flush(m->disp); /* the ends handled in this pass, in one bulk */
+    dispatch_flush(m->disp); /* the ends handled in this pass, to the status writer */
+    dispatch_collect(m->disp); /* those it has written: acknowledged */
     stats_status_waiting(zlistx_size(m->waiting));
 }
 
@@ -277,7 +278,8 @@ static int s_run(master_t *m)
                                                             : cfg->lease_ttl_ms / 3;
     int64_t next_tick = 0, next_prune = 0;
     int scanned = 0;
-    zmq_pollitem_t items[1 + MAX_ALERT_FDS] = {{zsock_resolve(m->router), 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[2 + MAX_ALERT_FDS] = {{zsock_resolve(m->router), 0, ZMQ_POLLIN, 0},
+                                               {NULL, writer_fd(m->writer), ZMQ_POLLIN, 0}};
     while (!s_stop) {
         int64_t mono = clock_mono_ms();
         if (mono >= next_tick) {
@@ -308,7 +310,7 @@ static int s_run(master_t *m)
         if (wait < 0 || zlistx_size(m->waiting) || sched_reconciling(m->sched) ||
             dispatch_busy(m->disp))
             wait = 0;
-        int nitems = 1 + alert_pollitems(m->alert, items + 1, MAX_ALERT_FDS);
+        int nitems = 2 + alert_pollitems(m->alert, items + 2, MAX_ALERT_FDS);
         if (zmq_poll(items, nitems, (long)wait) < 0 && errno != EINTR)
             break;
         partitions_alive(m);
@@ -347,9 +349,22 @@ static void s_settle(master_t *m)
 }
 
 /* Frees what main made, whatever got made. */
+void master_write_begin(master_t *m)
+{
+    __atomic_add_fetch(&m->write_want, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_lock(&m->write_mu);
+    __atomic_sub_fetch(&m->write_want, 1, __ATOMIC_ACQ_REL);
+}
+
+void master_write_end(master_t *m)
+{
+    pthread_mutex_unlock(&m->write_mu);
+}
+
 static void s_cleanup(master_t *m)
 {
-    partitions_destroy(m); /* the keeper thread first: it reads the leases */
+    writer_destroy(&m->writer); /* the threads first: they read the leases */
+    partitions_destroy(m);
     sched_destroy(&m->sched);
     dispatch_destroy(&m->disp);
     zsock_destroy(&m->router);
@@ -380,6 +395,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     master_t m = {.cfg = &cfg};
+    pthread_mutex_init(&m.write_mu, NULL);
     stats_init();
     if (!(m.alert = alert_new(&m, &err))) {
         log_error("cannot start", "reason=\"%s\"", err.msg);
@@ -415,7 +431,7 @@ int main(int argc, char **argv)
     zlistx_set_destructor(m.later, s_item_free);
     m.sched = sched_new(&m);
     m.disp = dispatch_new(&m);
-    if (partitions_init(&m, &err) < 0) {
+    if (partitions_init(&m, &err) < 0 || !(m.writer = writer_new(&m, &err))) {
         log_error("cannot start", "reason=\"%s\"", err.msg);
         s_cleanup(&m);
         return 1;

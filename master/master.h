@@ -9,13 +9,16 @@
  *   alert.c       cluster alerts and triggers' notifications POSTed to
  *                 webhooks (curl multi), deliveries recorded on jobs
  *   prune.c       job retention (SKED_JOB_RETENTION_S)
+ *   writer.c      job status updates, written by a thread of their own
  *   main.c        configuration, the ZeroMQ loop, signals, metrics server
  *
  * Everything runs on one thread, the loop, with synchronous store calls,
- * but for the lease keeper (partitions.c): a thread of its own, with a
- * store connection of its own, that renews the leases held while the loop
+ * but for two threads, each with a store connection of its own: the lease
+ * keeper (partitions.c), that renews the leases held while the loop
  * shows signs of life, so that a loop held up in one slow store call does
- * not lose them.
+ * not lose them; and the status writer (writer.c), that writes the
+ * outcomes the loop hands it, so that the loop reads the next worker
+ * messages and claims the next fires meanwhile.
  */
 #ifndef SKED_MASTER_H
 #define SKED_MASTER_H
@@ -26,11 +29,13 @@
 #include "proto/proto.h"
 
 #include <czmq.h>
+#include <pthread.h>
 
 typedef struct sched sched_t;
 typedef struct dispatch dispatch_t;
 typedef struct alert alert_t;
 typedef struct keeper keeper_t;
+typedef struct writer writer_t;
 
 typedef struct {
     const config_t *cfg;
@@ -38,6 +43,9 @@ typedef struct {
     zsock_t *router;
     lease_t *leases; /* cfg->partitions of them, index = partition; written under the keeper's lock */
     keeper_t *keeper; /* the thread that renews them (partitions.c) */
+    writer_t *writer; /* the thread that writes job status updates (writer.c) */
+    pthread_mutex_t write_mu; /* one store write of this master's at a time: the loop's or the writer's */
+    int write_want;           /* the loop waits for write_mu (atomic): the writer lets it go first */
     int64_t *handing; /* per partition: monotonic ms since it is being given back, 0 = not */
     char *lapsed;     /* per partition: lease found lost by the keeper, to forget (its lock) */
     char *loading;    /* per partition: gained, being loaded and taken over: nothing of it runs yet */
@@ -150,6 +158,39 @@ int partitions_keep_reading(master_t *m, size_t *read);
 /* True while this master may fire and write for partition p. */
 int partitions_owned(const master_t *m, int p);
 void partitions_release_all(master_t *m);
+
+/* writer.c */
+/* A job document update handed to the status writer, and handed back
+ * with `saved` set once written (or not). */
+typedef struct {
+    char id[PROTO_ID_MAX]; /* the job's _id */
+    int attempt;
+    int partition;         /* written only while its lease is valid here */
+    const char *op;        /* the store op it counts as (a static string) */
+    bson_t *update;        /* the writer's once handed over */
+    zframe_t *identity;    /* a FINISHED's sender, to acknowledge; NULL: none */
+    int saved;
+} wr_item_t;
+/* Starts the writer thread with a store connection of its own. */
+writer_t *writer_new(master_t *m, err_t *err);
+/* Stops it; what it had not written is handed back unsaved, and freed. */
+void writer_destroy(writer_t **self_p);
+/* Queues items[0..n) in order; waits while the queue is full. */
+void writer_put(writer_t *self, wr_item_t *items, size_t n);
+/* Takes up to max items written or refused, in order; the caller owns
+ * their identity frames. */
+size_t writer_take(writer_t *self, wr_item_t *out, size_t max);
+/* The loop's store writes (claims, states, its own job updates) and the
+ * writer's bulks take turns (write_mu), the loop's first: on FerretDB/
+ * SQLite two writes of one master at once made each slower (the store
+ * has one writer; the loser sleeps in SQLite's busy handler), which cost
+ * more than writing off the loop saved (docs/BENCHMARKS.md). */
+void master_write_begin(master_t *m);
+void master_write_end(master_t *m);
+/* Waits until everything handed over is written or refused. */
+void writer_settle(writer_t *self);
+/* Readable while items wait to be taken (the loop polls it). */
+int writer_fd(const writer_t *self);
 
 /* sched.c */
 sched_t *sched_new(master_t *m);
@@ -268,10 +309,21 @@ void dispatch_listed_reset(dispatch_t *self);
 void dispatch_listed_worker(dispatch_t *self, const char *node_id);
 /* Handles a worker message; identity is the ROUTER routing frame. */
 void dispatch_on_message(dispatch_t *self, zframe_t *identity, proto_msg_t *msg);
-/* Writes the FINISHED outcomes handled since the last call in one bulk and
- * acknowledges them (group commit); the loop calls it when it has drained
- * what arrived, and it is called before any other job write. */
+/* Hands the FINISHED outcomes handled since the last call to the status
+ * writer (group commit, off the loop); the loop calls it when it has
+ * drained what arrived. */
 void dispatch_flush(dispatch_t *self);
+/* Acknowledges the FINISHEDs the status writer has written (the loop
+ * calls it when writer_fd is readable). */
+void dispatch_collect(dispatch_t *self);
+/* Waits until every update handed over is written, then collects: called
+ * before the loop writes or reads a job the writer holds an update of,
+ * before a takeover scan, and before a partition's lease is given up, so
+ * that the store sees one writer per job, in order. */
+void dispatch_settle(dispatch_t *self);
+/* Hands an update of a job (e.g. a notification's delivery record) to the
+ * status writer, behind the job's outcome; counted as store op `op`. */
+void dispatch_write_job(dispatch_t *self, const char *job_id, bson_t *update, const char *op);
 /* Sends what can be sent and retries that are due; expires silent workers
  * and running jobs past max_execution_time + grace. */
 void dispatch_tick(dispatch_t *self);
@@ -331,6 +383,8 @@ void stats_notification(const char *event, const char *result);
 void stats_jobs_pruned(int64_t n);
 /* Worker status messages received and not yet handled (main.c). */
 void stats_status_waiting(size_t n);
+/* Job status updates queued for the status writer (writer.c; its thread). */
+void stats_status_writes(size_t n);
 /* A FINISHED resend found its attempt's FINISHED waiting already: dropped. */
 void stats_status_resend_dropped(void);
 void stats_states_unsaved(size_t n);

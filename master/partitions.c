@@ -221,6 +221,7 @@ static int s_lease_take(master_t *m, int p, err_t *err)
 static int s_lease_release(master_t *m, int p, err_t *err)
 {
     keeper_t *k = m->keeper;
+    dispatch_settle(m->disp); /* its jobs' outcomes written before its next owner reads them */
     pthread_mutex_lock(&k->mu);
     while (k->renewing)
         pthread_cond_wait(&k->cv, &k->mu);

@@ -1175,8 +1175,10 @@ static size_t s_insert_many(sched_t *s, const char *coll, bson_t **docs, size_t 
     bson_t reply;
     bson_error_t berr;
     int64_t t0 = zclock_usecs();
+    master_write_begin(s->m);
     bool ok = mongoc_collection_insert_many(store_coll(s->m->store, coll), (const bson_t **)docs,
                                             n, opts, &reply, &berr);
+    master_write_end(s->m);
     for (size_t i = 0; i < n; i++)
         st[i] = 1;
     bson_iter_t it, arr;
@@ -1312,8 +1314,10 @@ static int s_save_state(sched_t *s, trig_t *t, int64_t last_sf)
     bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
     bson_error_t berr;
     int64_t t0 = zclock_usecs();
+    master_write_begin(s->m);
     bool ok = mongoc_collection_update_one(store_coll(s->m->store, "trigger_state"), filter,
                                            update, opts, NULL, &berr);
+    master_write_end(s->m);
     stats_store_op("save_state", zclock_usecs() - t0, !ok);
     if (ok && last_sf > t->saved_last && last_sf != INT64_MAX)
         t->saved_last = last_sf;
@@ -1367,7 +1371,9 @@ static int s_save_group(sched_t *s, unsaved_t **group, size_t k)
     }
     bson_error_t berr = {0};
     int64_t matched = 0, t0 = zclock_usecs();
+    master_write_begin(s->m);
     bool ok = store_update_by_ids(s->m->store, "trigger_state", ids, same, k, &matched, &berr) == k;
+    master_write_end(s->m);
     bson_destroy(update);
     stats_store_op("save_states", zclock_usecs() - t0, !ok);
     if (!ok)

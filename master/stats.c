@@ -29,7 +29,7 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
-    metric_t *pruned, *waiting, *resends, *unsaved, *recon_passes, *recon_seconds;
+    metric_t *pruned, *waiting, *writes, *resends, *unsaved, *recon_passes, *recon_seconds;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
 
@@ -70,6 +70,10 @@ void stats_init(void)
                               "Worker STARTED, OUTPUT and FINISHED messages received and not yet "
                               "handled (each may cost a store write).",
                               "");
+    s.writes = metrics_gauge("sked_status_writes_queued",
+                             "Job status updates handed to the status writer and not yet sent to "
+                             "the store (their FINISHEDs are acknowledged once written).",
+                             "");
     s.unsaved = metrics_gauge("sked_trigger_states_unsaved",
                               "Triggers that fired since their state was last saved (saves wait "
                               "their turn behind a slow store).",
@@ -230,6 +234,11 @@ void stats_alerts_queued(size_t n)
 void stats_status_waiting(size_t n)
 {
     metric_set(s.waiting, NULL, (double)n);
+}
+
+void stats_status_writes(size_t n)
+{
+    metric_set(s.writes, NULL, (double)n);
 }
 
 void stats_status_resend_dropped(void)

@@ -400,6 +400,17 @@ def store_profile(cluster):
     return out
 
 
+def pool_slots(n, workers):
+    """SKED_WORKER_SLOTS for n triggers each firing every second: n slots
+    over the workers (Agenda's concurrency in the same workload is n),
+    never below the default 64. A fire claimed ahead holds its slot on the
+    worker until its time (SKED_FIRE_AHEAD_MS, 500 ms), so n fires a second
+    need about n / 2 slots besides those running: at the default, two
+    workers held 128, and at 500 triggers a second fires waited for slots
+    (docs/BENCHMARKS.md, fourteenth session)."""
+    return max(64, -(-n // workers))
+
+
 class Sked:
     """A sked cluster for one workload, in its own database and log dir."""
 
@@ -600,7 +611,7 @@ class Bench:
         n, s = size("accuracy_triggers"), size("accuracy_seconds")
         res = {}
         # sked
-        k = Sked(self, "accuracy")
+        k = Sked(self, "accuracy", worker_env={"SKED_WORKER_SLOTS": pool_slots(n, 2)})
         t0 = align(12000 + n * 4)
         docs = sked_interval_triggers(n, t0, 1, s, {"task_type": "noop"})
         ids = {d["_id"]: i for i, d in enumerate(docs)}
@@ -953,7 +964,8 @@ class Bench:
         n, s = size("failover_triggers"), size("failover_seconds")
         kill_after = s // 3
         res = {}
-        k = Sked(self, "failover", masters=3, workers=2)
+        k = Sked(self, "failover", masters=3, workers=2,
+                 worker_env={"SKED_WORKER_SLOTS": pool_slots(n, 2)})
         t0 = align(12000 + n * 4)
         docs = sked_interval_triggers(n, t0, 1, s, {"task_type": "noop", "overlap_policy": "allow"},
                                       misfire="fire_all")

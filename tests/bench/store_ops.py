@@ -2,6 +2,14 @@
 a fresh FerretDB (SQLite) on loopback: what docs/BENCHMARKS.md cites.
 
     .venv/bin/python tests/bench/store_ops.py [SIZE ...]     (default 100 1000 5000)
+    .venv/bin/python tests/bench/store_ops.py --rates [SECONDS]   (default 8)
+
+--rates: the store's sustained rate of a fire's two writes, each for
+SECONDS: sked's outcome update (its `$set` and `$push` of `attempts`, in
+ordered bulks of 16 by `_id`, what the status writer sends) from 1, 2
+and 4 connections at once, and its claim (insert_many of 16 job
+documents, unordered), on 20,000 jobs with sked's secondary indexes and
+the `_id` index.
 
 For each size N, a collection of N documents shaped like sked's finished
 jobs, then the mean time of: insert_one; find_one by _id; update_one by
@@ -23,6 +31,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pymongo
@@ -69,7 +78,60 @@ def query_plan(store_dir, collection):
             con.close()
 
 
+def rates(seconds):
+    """Writes a second the store sustains: outcome updates by connections, claims."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    n = 20000
+    with tempfile.TemporaryDirectory() as d:
+        store = conftest.Store(d, indexer=False)
+        url = f"mongodb://127.0.0.1:{store.port}/"
+        client = pymongo.MongoClient(url)
+        try:
+            jobs = client.rates.jobs
+            jobs.create_index([("trigger_id", 1), ("scheduled_for", -1)])
+            jobs.create_index([("status", 1), ("run_at", 1)])
+            jobs.create_index([("created_at", 1)])
+            for k in range(0, n, 1000):
+                jobs.insert_many([job_doc(f"j{i}", now, now) for i in range(k, k + 1000)])
+            subprocess.run([sys.executable, INDEXER, d, "--once"], check=True, stdout=subprocess.DEVNULL)
+            outcome = {"$set": {"status": "succeeded", "finished_at": now, "worker_id": "w2",
+                                "duration_ms": 4, "result": {"exit_code": 0}},
+                       "$push": {"attempts": {"attempt": 1, "status": "succeeded", "worker_id": "w2"}}}
+
+            def run(conns, op):
+                counts, stop = [0] * conns, time.time() + seconds
+
+                def one(c):
+                    cl = pymongo.MongoClient(url)
+                    col, r = cl.rates.jobs, 0
+                    while time.time() < stop:
+                        if op == "update":
+                            col.bulk_write([pymongo.UpdateOne({"_id": f"j{((r * 16 + i) * conns + c) * 7 % n}"},
+                                                              outcome) for i in range(16)])
+                        else:
+                            col.insert_many([job_doc(f"c{c}-{r}-{i}", now, now) for i in range(16)],
+                                            ordered=False)
+                        r += 1
+                        counts[c] += 16
+                    cl.close()
+                threads = [threading.Thread(target=one, args=(c,)) for c in range(conns)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                return sum(counts) / seconds
+
+            for conns in (1, 2, 4):
+                print(f"outcome updates, {conns} connection(s): {run(conns, 'update'):.0f} a second", flush=True)
+            print(f"claims (inserts), 1 connection: {run(1, 'insert'):.0f} a second", flush=True)
+        finally:
+            client.close()
+            store.close()
+
+
 def main():
+    if sys.argv[1:2] == ["--rates"]:
+        return rates(float(sys.argv[2]) if len(sys.argv) > 2 else 8)
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1000, 5000]
     now = datetime.datetime.now(datetime.timezone.utc)
     later = now + datetime.timedelta(days=1)

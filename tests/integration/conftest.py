@@ -222,7 +222,8 @@ class DelayProxy:
     def __init__(self, target_port):
         self.delay = 0.0
         self.hold = None  # (marker, seconds): see hold_next
-        self.held = []  # (start, end) of each request held by hold_next
+        self.held = []  # (start, end) of each request held by hold_next, once over
+        self.holding = []  # start of each request held by hold_next, from its start
         self.lock = threading.Lock()
         self.target_port = target_port
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -274,6 +275,7 @@ class DelayProxy:
                 self.hold = None
         if hold:
             t0 = time.time()
+            self.holding.append(t0)
             time.sleep(hold[1])
             self.held.append((t0, time.time()))
 

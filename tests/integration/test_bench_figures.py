@@ -90,3 +90,11 @@ def test_probe_figures_take_the_worst_lag_and_count_unrun_seconds():
     assert f == {"probe_lag_max_ms": 3200, "probe_missed": 2}
     assert run.probe_figures({}, first) == {"probe_lag_max_ms": None,
                                             "probe_missed": run.PROBE_WATCH_S - 2}
+
+
+def test_workers_are_sized_for_the_fires_of_a_second():
+    """accuracy and failover give their two workers n slots in all (Agenda's
+    concurrency there), never fewer than the default 64 each."""
+    assert run.pool_slots(20, 2) == 64
+    assert run.pool_slots(1000, 2) == 500
+    assert run.pool_slots(1001, 2) == 501

@@ -418,11 +418,13 @@ def test_a_worker_that_dies_with_its_end_still_waiting_loses_nothing(cluster):
     """On a store where each status write is slow (6,000 jobs of history, no
     usable `_id` index),
     a busy worker reports 64 ends at once; a second worker then reports
-    the end of its one job and dies. Its FINISHED, read after the 64,
-    waits behind them for
-    longer than the worker timeout (1 s), and the master drops the silent
-    worker meanwhile. Its attempt is not taken for lost (and run again by
-    a retry): the waiting FINISHED records it as it ran."""
+    the end of its one job and dies, and the master drops the silent
+    worker (1 s timeout) while the 64 writes are still being made. Its
+    attempt is not taken for lost (and run again by a retry): its end is
+    recorded as it ran. Written by the loop, the 64 held it and the
+    FINISHED waited unread (then "attempt not taken for lost" kept the
+    attempt); with the status writer the loop reads it at once and the
+    flight has ended before the worker is dropped."""
     n, slots = 64, 64
     cluster.unindexed()
     cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
@@ -473,10 +475,24 @@ def test_a_worker_that_dies_with_its_end_still_waiting_loses_nothing(cluster):
         assert "worker gone" in text and "dying-worker" in text, "the worker was not dropped"
         assert doc["status"] == "succeeded" and doc["attempt"] == 1, doc
         assert [a["status"] for a in doc["attempts"]] == ["succeeded"], doc["attempts"]
-        assert "attempt not taken for lost" in text
+        ended = text.find(f"job finished job={mine}")
+        assert "attempt not taken for lost" in text or 0 <= ended < text.find("worker gone"), \
+            "the dying worker's end was handled neither before it was dropped nor as waiting"
     finally:
         busy.close()
         dying.close()
+
+
+def _behind_proxy(cluster, worker_name):
+    """One master whose store requests pass a DelayProxy, its metrics on,
+    and a fake worker for its sleep jobs (the real worker takes noop only)."""
+    maddr = f"127.0.0.1:{free_port()}"
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
+                  master_env={"SKED_FIRE_AHEAD_MS": "0", "SKED_METRICS_ADDR": maddr,
+                              "SKED_MONGO_URI": f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"})
+    return maddr, proxy, FakeWorker(cluster.master_ports[0], worker_name, "sleep")
 
 
 def test_a_burst_of_ends_is_written_in_bulks_and_each_ack_follows_its_write(cluster):
@@ -487,13 +503,7 @@ def test_a_burst_of_ends_is_written_in_bulks_and_each_ack_follows_its_write(clus
     each (a store a little away), the test reads the store directly."""
     from test_metrics import scrape, val
     n = 48
-    maddr = f"127.0.0.1:{free_port()}"
-    proxy = DelayProxy(cluster.store_port)
-    cluster.cleanups.append(proxy.stop)
-    cluster.start(masters=1, workers=1, worker_env={"SKED_TASK_TYPES": "noop"},
-                  master_env={"SKED_FIRE_AHEAD_MS": "0", "SKED_METRICS_ADDR": maddr,
-                              "SKED_MONGO_URI": f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"})
-    fake = FakeWorker(cluster.master_ports[0], "bulk-worker", "sleep")
+    maddr, proxy, fake = _behind_proxy(cluster, "bulk-worker")
     try:
         fake.send("HELLO", slots=n, free_slots=n, task_types="sleep")
         start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=8)
@@ -533,5 +543,65 @@ def test_a_burst_of_ends_is_written_in_bulks_and_each_ack_follows_its_write(clus
         bulks = val(m, "sked_store_operation_duration_seconds_count", op="update_jobs") - bulks_before
         print(f"{n} ends written in {bulks:.0f} bulks")
         assert 1 <= bulks <= n / 2, f"{n} ends took {bulks} writes"
+    finally:
+        fake.close()
+
+
+def test_worker_messages_are_read_while_a_status_write_waits_on_the_store(cluster):
+    """The outcomes are written by the master's status writer, off its loop:
+    one job's end is held 3 s at the store (one update request), and the
+    master reads and handles the next job's end meanwhile (counted
+    finished while the hold lasts). Each ACK still comes only once its
+    outcome is written. Written by the loop, the hold kept the second end
+    unread until it was over."""
+    from test_metrics import scrape, val
+    maddr, proxy, fake = _behind_proxy(cluster, "slow-store-worker")
+    try:
+        fake.send("HELLO", slots=2, free_slots=2, task_types="sleep")
+        start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=6)
+        for i in range(2):
+            r = cluster.api("POST", "/triggers/", json={
+                "name": f"held-{i}", "trigger_config": {"interval": 1, "unit": "hours", "start_at": zulu(start)},
+                "execution_config": {"task_type": "sleep", "parameters": {"seconds": 1}}})
+            assert r.status_code == 201, r.text
+        jobs, end = [], time.time() + 30
+        while len(jobs) < 2 and time.time() < end:
+            fake.send("HEARTBEAT", slots=2, free_slots=2 - len(jobs), task_types="sleep")
+            while fake.sock.poll(100):
+                frames = fake.sock.recv_multipart()
+                if frames[1] == b"JOB":
+                    jobs.append(json.loads(frames[2]))
+        assert len(jobs) == 2, jobs
+
+        def finished():
+            fake.send("HEARTBEAT", slots=2, free_slots=0, task_types="sleep")
+            m, _ = scrape(f"http://{maddr}/metrics")
+            return val(m, "sked_jobs_finished_total", task_type="sleep", status="succeeded") or 0
+
+        def end_of(j):
+            at = int(time.time() * 1000)
+            fake.send("FINISHED", job_id=j["job_id"], attempt=1, at=at, status="succeeded",
+                      started_at=at, duration_ms=0, exit_code=0)
+
+        proxy.hold_next(b"update\x00\x05\x00\x00\x00jobs\x00", 3.0)
+        end_of(jobs[0])
+        wait_for(lambda: fake.send("HEARTBEAT", slots=2, free_slots=0, task_types="sleep") or proxy.holding,
+                 2, interval=0.05, what="the first end's write held")
+        end_of(jobs[1])
+        wait_for(lambda: finished() >= 2, 1.5, interval=0.1,
+                 what="the second end handled while the first one's write is held")
+        assert not proxy.held and time.time() < proxy.holding[0] + 2.5, \
+            "the second end was handled only once the hold was over"
+        acks, end = {}, time.time() + 15
+        while len(acks) < 2 and time.time() < end:
+            fake.send("HEARTBEAT", slots=2, free_slots=2 - len(acks), task_types="sleep")
+            if fake.sock.poll(100):
+                frames = fake.sock.recv_multipart()
+                if frames[1] == b"ACK":
+                    acks.setdefault(json.loads(frames[2])["job_id"], time.time())
+        assert len(acks) == 2, acks
+        for j in jobs:
+            assert cluster.db.jobs.find_one({"_id": j["job_id"]})["status"] == "succeeded"
+            assert acks[j["job_id"]] >= proxy.holding[0] + 2.9, "an ACK came before its write"
     finally:
         fake.close()
