@@ -716,6 +716,15 @@ static void s_done(alert_t *a, CURL *c, CURLcode rc)
     e->due = clock_mono_ms() + delay;
 }
 
+/* True while the status writer still holds an update of e's job (its
+ * outcome): the notification waits for it, so that a receiver that reads
+ * the job back finds it as the notification says. The writer's eventfd
+ * wakes the loop when it is written. */
+static int s_job_unwritten(const alert_t *a, const event_t *e)
+{
+    return e->job_id[0] && a->m->disp && dispatch_updating(a->m->disp, e->job_id);
+}
+
 void alert_tick(alert_t *self)
 {
     if (!self || !self->multi) /* no event was ever queued */
@@ -731,7 +740,7 @@ void alert_tick(alert_t *self)
     int64_t now = clock_mono_ms();
     int started = 0;
     for (int i = 0; i < self->n && self->inflight < ALERT_INFLIGHT; i++)
-        if (!self->q[i]->easy && self->q[i]->due <= now) {
+        if (!self->q[i]->easy && self->q[i]->due <= now && !s_job_unwritten(self, self->q[i])) {
             s_start(self, self->q[i]);
             started = 1;
         }
@@ -773,7 +782,7 @@ int64_t alert_next_ms(const alert_t *self)
     }
     if (self->inflight < ALERT_INFLIGHT)
         for (int i = 0; i < self->n; i++)
-            if (!self->q[i]->easy) {
+            if (!self->q[i]->easy && !s_job_unwritten(self, self->q[i])) {
                 int64_t left = self->q[i]->due - now;
                 if (left < wait)
                     wait = left < 0 ? 0 : left;

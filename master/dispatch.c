@@ -464,9 +464,9 @@ void job_live_append(bson_t *filter, const char *key, const char *op)
     bson_append_document_end(filter, &cond);
 }
 
-/* Writes updates[i] to job ids[i] in ordered bulks (store op `op`), and
- * learns the write cost. Returns how many were applied before the first
- * failure (n if none). */
+/* Writes updates[i] to job ids[i] in ordered bulks (store op `op`), on
+ * the loop, in its turn (master_write_begin). Returns how many were
+ * applied before the first failure (n if none). */
 static size_t s_write_jobs(dispatch_t *d, const char *op, const char *const *ids,
                            bson_t *const *updates, size_t n)
 {
@@ -507,9 +507,6 @@ static void s_recent_key(char *buf, size_t size, const char *job_id, int attempt
     snprintf(buf, size, "%s#%d", job_id, attempt);
 }
 
-/* Adds an update of job_id to the batch for the status writer (handed
- * over when full, and at the end of each pass over worker messages);
- * identity: the FINISHED's sender to acknowledge once it is written. */
 /* Waits for the status writer if it has, or is about to get, an update of
  * job_id: the loop's own write or read of that job comes after it. */
 static void s_settle_job(dispatch_t *d, const char *job_id)
@@ -518,6 +515,9 @@ static void s_settle_job(dispatch_t *d, const char *job_id)
         dispatch_settle(d);
 }
 
+/* Adds an update of job_id to the batch for the status writer (handed
+ * over when full, and at the end of each pass over worker messages);
+ * identity: the FINISHED's sender to acknowledge once it is written. */
 static void s_batch(dispatch_t *d, const char *job_id, int attempt, bson_t *update,
                     const char *op, zframe_t *identity)
 {
@@ -530,6 +530,11 @@ static void s_batch(dispatch_t *d, const char *job_id, int attempt, bson_t *upda
     s_count(d->updating, job_id, 1);
     if (d->nbatch == BATCH_MAX)
         dispatch_flush(d);
+}
+
+int dispatch_updating(const dispatch_t *self, const char *job_id)
+{
+    return zhashx_lookup(self->updating, job_id) != NULL;
 }
 
 void dispatch_write_job(dispatch_t *self, const char *job_id, bson_t *update, const char *op)

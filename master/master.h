@@ -324,6 +324,8 @@ void dispatch_settle(dispatch_t *self);
 /* Hands an update of a job (e.g. a notification's delivery record) to the
  * status writer, behind the job's outcome; counted as store op `op`. */
 void dispatch_write_job(dispatch_t *self, const char *job_id, bson_t *update, const char *op);
+/* True while an update of job_id is batched or with the status writer. */
+int dispatch_updating(const dispatch_t *self, const char *job_id);
 /* Sends what can be sent and retries that are due; expires silent workers
  * and running jobs past max_execution_time + grace. */
 void dispatch_tick(dispatch_t *self);

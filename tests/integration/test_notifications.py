@@ -6,7 +6,7 @@ import datetime as dt
 import signal
 import time
 
-from conftest import wait_for
+from conftest import DelayProxy, wait_for
 from test_alerts import Receiver, iso
 
 
@@ -213,5 +213,37 @@ def test_notification_pending_when_its_master_dies_is_sent_by_the_next_owner(clu
         rec = cluster.db.jobs.find_one({"_id": jid})["notifications"]
         assert [r["status"] for r in rec] == ["delivered"], rec
         assert "notification sent again after a takeover" in survivor.text()
+    finally:
+        hook.close()
+
+
+def test_a_notification_goes_out_once_its_job_outcome_is_written(cluster):
+    """A job's outcome is written by the master's status writer, off its
+    loop; the job's notification waits for that write, so a receiver that
+    reads the job back when told (here, inside the webhook handler) finds
+    it as the notification says. The first outcome's write is held 2 s at
+    the store; without the wait the notification came during the hold and
+    the job read back was still `queued`."""
+    seen = []
+
+    def answer(event):
+        doc = cluster.db.jobs.find_one({"_id": event["job"]["id"]})
+        seen.append((time.time(), event["job"]["status"], doc and doc["status"]))
+        return 200
+    hook = Receiver(answer)
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    try:
+        cluster.start(masters=1, workers=1, master_env={
+            "SKED_MONGO_URI": f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}"})
+        proxy.hold_next(b"update\x00\x05\x00\x00\x00jobs\x00", 2.0)
+        create(cluster, "held outcome", {"task_type": "fail", "parameters": {"message": "no"},
+                                         "retry_policy": {"max_retries": 0}},
+               [{"url": hook.url}], interval=5)
+        wait_for(lambda: seen, 30, what="a job_failed notification")
+        assert proxy.holding, "no outcome write was held"
+        at, told, read_back = seen[0]
+        assert told == "failed" and read_back == "failed", seen[0]
+        assert at >= proxy.holding[0] + 1.9, "the notification went out while its outcome's write was held"
     finally:
         hook.close()
