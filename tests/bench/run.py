@@ -279,6 +279,15 @@ class SkedCluster(conftest.Cluster):
                         total += float(m.group(2))
         return total
 
+    def wait_written(self, timeout=30):
+        """Until no master's status writer holds an outcome it has not
+        written (sked_status_writes_queued 0 everywhere), so that the runs
+        read from the store next are all there."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.metric_sum("sked_status_writes_queued") > 0:
+            time.sleep(0.2)
+        time.sleep(0.2)  # a bulk taken as the gauge was read
+
     def rss_pids(self):
         return [p.popen.pid for p in self.masters + self.workers if p.alive()]
 
@@ -623,6 +632,7 @@ class Bench:
             end = t0 + s * 1000
             sleep_until_ms(end)
             wait_progress(lambda: k.c.metric_sum("sked_jobs_finished_total"), n * s, DRAIN_S)
+            k.c.wait_written()
             profile = store_profile(k.c)
             runs = sked_runs(k.c.db, ids)
         finally:
@@ -666,6 +676,7 @@ class Bench:
             k.start()
             sleep_until_ms(t0)
             wait_progress(lambda: k.c.metric_sum("sked_jobs_finished_total"), n, DRAIN_S + n / 10)
+            k.c.wait_written()
             profile = store_profile(k.c)
             runs = sked_runs(k.c.db, ids)
         finally:
@@ -726,6 +737,7 @@ class Bench:
             wait_progress(lambda: k.c.metric_sum("sked_jobs_finished_total"), n, d + DRAIN_S + n / 20, d + 20)
             stop_at = now_ms()
             sampler.stop()
+            k.c.wait_written()
             profile = store_profile(k.c)
             runs = sked_runs(k.c.db, ids)
         finally:
@@ -988,6 +1000,7 @@ class Bench:
             sleep_until_ms(t0 + s * 1000)
             wait_progress(lambda: k.c.metric_sum("sked_jobs_finished_total"), n * s, DRAIN_S, 10)
             time.sleep(2)
+            k.c.wait_written()
             profile = store_profile(k.c)
             runs = sked_runs(k.c.db, ids)
         finally:
