@@ -100,13 +100,17 @@ static size_t s_take(writer_t *w, wr_item_t *batch)
     return k;
 }
 
-/* Writes batch[0..k) in order, those of partitions still held; marks
- * what is saved. Returns 0, or -1 if the store refused one. */
+/* Writes batch[0..k) in order, those of partitions still held (looked at
+ * once it is this master's turn to write); marks what is saved. Returns 0,
+ * or -1 if the store refused one. */
 static int s_write(writer_t *w, wr_item_t *batch, size_t k)
 {
     const char *ids[STORE_BULK_MAX];
     bson_t *updates[STORE_BULK_MAX];
     size_t sent[STORE_BULK_MAX], n = 0;
+    while (__atomic_load_n(&w->m->write_want, __ATOMIC_ACQUIRE) > 0)
+        usleep(200); /* the loop's write goes first */
+    pthread_mutex_lock(&w->m->write_mu);
     int64_t mono = clock_mono_ms();
     for (size_t i = 0; i < k; i++) {
         int p = batch[i].partition;
@@ -118,11 +122,10 @@ static int s_write(writer_t *w, wr_item_t *batch, size_t k)
         updates[n] = batch[i].update;
         sent[n++] = i;
     }
-    if (!n)
+    if (!n) {
+        pthread_mutex_unlock(&w->m->write_mu);
         return 0;
-    while (__atomic_load_n(&w->m->write_want, __ATOMIC_ACQUIRE) > 0)
-        usleep(200); /* the loop's write goes first */
-    pthread_mutex_lock(&w->m->write_mu);
+    }
     bson_error_t berr = {0};
     int64_t matched = 0, t0 = zclock_usecs();
     size_t saved = store_update_by_ids(w->store, "jobs", ids, updates, n, &matched, &berr);
