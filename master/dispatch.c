@@ -151,7 +151,7 @@ struct dispatch {
     uint64_t rng;
     wr_item_t batch[BATCH_MAX]; /* job updates not yet handed to the writer (dispatch_flush) */
     int nbatch;
-    zhashx_t *writing;  /* "job id#attempt" of FINISHEDs with the writer -> count (as intptr_t) */
+    zhashx_t *writing;  /* "job id#attempt" of FINISHEDs batched or with the writer -> count (intptr_t) */
     zhashx_t *updating; /* job id of each update batched or with the writer -> count (intptr_t) */
     zframe_t *batching; /* while a FINISHED is handled: its sender, and */
     int batched;        /* whether its write joined the batch */
@@ -511,7 +511,7 @@ static void s_recent_key(char *buf, size_t size, const char *job_id, int attempt
  * job_id: the loop's own write or read of that job comes after it. */
 static void s_settle_job(dispatch_t *d, const char *job_id)
 {
-    if (zhashx_lookup(d->updating, job_id))
+    if (dispatch_updating(d, job_id))
         dispatch_settle(d);
 }
 
@@ -528,6 +528,11 @@ static void s_batch(dispatch_t *d, const char *job_id, int attempt, bson_t *upda
                      .partition = sched_partition(trig, d->m->cfg->partitions)};
     snprintf(b->id, sizeof b->id, "%s", job_id);
     s_count(d->updating, job_id, 1);
+    if (identity) { /* a FINISHED's: a resend of it is answered by this one's ACK */
+        char key[PROTO_ID_MAX + 16];
+        s_recent_key(key, sizeof key, job_id, attempt);
+        s_count(d->writing, key, 1);
+    }
     if (d->nbatch == BATCH_MAX)
         dispatch_flush(d);
 }
@@ -1186,12 +1191,8 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
             s_ack(d, identity, msg->job_id, msg->attempt);
             return;
         }
-        for (int i = 0; i < d->nbatch; i++) /* a resend of one in the batch: */
-            if (d->batch[i].identity && d->batch[i].attempt == msg->attempt && /* that one's */
-                strcmp(d->batch[i].id, msg->job_id) == 0) /* ACK answers both */
-                return;
-        if (zhashx_lookup(d->writing, key)) /* or of one the writer has */
-            return;
+        if (zhashx_lookup(d->writing, key)) /* a resend of one batched or with the writer: */
+            return;                         /* that one's ACK answers both */
     }
     /* The job's partition is in its id ("<trigger>@<ms>"); only its holder writes. */
     char trig[64];
@@ -1259,13 +1260,6 @@ void dispatch_flush(dispatch_t *self)
     dispatch_t *d = self;
     if (!d->nbatch)
         return;
-    for (int i = 0; i < d->nbatch; i++) {
-        if (!d->batch[i].identity)
-            continue;
-        char key[PROTO_ID_MAX + 16];
-        s_recent_key(key, sizeof key, d->batch[i].id, d->batch[i].attempt);
-        s_count(d->writing, key, 1);
-    }
     int n = d->nbatch;
     d->nbatch = 0;
     writer_put(d->m->writer, d->batch, (size_t)n);
