@@ -389,6 +389,8 @@ void stats_status_waiting(size_t n);
 void stats_status_writes(size_t n);
 /* A FINISHED resend found its attempt's FINISHED waiting already: dropped. */
 void stats_status_resend_dropped(void);
+/* A worker's status about a job of a partition not held here, ignored. */
+void stats_status_not_held(void);
 void stats_states_unsaved(size_t n);
 
 /* prune.c: deletes final jobs past SKED_JOB_RETENTION_S in the partitions

@@ -29,7 +29,7 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
-    metric_t *pruned, *waiting, *writes, *resends, *unsaved, *recon_passes, *recon_seconds;
+    metric_t *pruned, *waiting, *writes, *resends, *not_held, *unsaved, *recon_passes, *recon_seconds;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
 
@@ -66,6 +66,11 @@ void stats_init(void)
                                 "FINISHED resends dropped on arrival because the same attempt's "
                                 "FINISHED was waiting its turn already.",
                                 "");
+    s.not_held = metrics_counter("sked_status_not_held_total",
+                                 "Worker STARTED, OUTPUT and FINISHED messages about jobs of "
+                                 "partitions this master does not hold, ignored (workers resend "
+                                 "an unacknowledged FINISHED to every master; the holder records it).",
+                                 "");
     s.waiting = metrics_gauge("sked_status_messages_waiting",
                               "Worker STARTED, OUTPUT and FINISHED messages received and not yet "
                               "handled (each may cost a store write).",
@@ -244,6 +249,11 @@ void stats_status_writes(size_t n)
 void stats_status_resend_dropped(void)
 {
     metric_inc(s.resends, NULL, 1);
+}
+
+void stats_status_not_held(void)
+{
+    metric_inc(s.not_held, NULL, 1);
 }
 
 void stats_states_unsaved(size_t n)
