@@ -36,8 +36,9 @@ schedulers start (as a bulk import would); creating them one by one through
 the APIs is not what is measured.
 
 Writes var/bench/results.json and var/bench/fire_lag.png (the accuracy
-workload's lag distribution for both systems); the logs stay in
-var/bench/<workload>-<system>/.
+workload's lag distribution for both systems), and sked's accuracy runs
+one by one in var/bench/accuracy-runs.json (lag over the window); the
+logs stay in var/bench/<workload>-<system>/.
 """
 import datetime
 import json
@@ -637,6 +638,8 @@ class Bench:
             runs = sked_runs(k.c.db, ids)
         finally:
             k.stop()
+        with open(os.path.join(OUT, "accuracy-runs.json"), "w") as f:  # each run, for lag over time
+            json.dump({"t0": t0, "runs": runs}, f, default=str)
         expected = {(i, t0 + j * 1000) for i in range(n) for j in range(s)}
         res["sked"] = fire_figures(runs, expected)
         res["sked"]["store"] = profile

@@ -9,7 +9,11 @@ SECONDS: sked's outcome update (its `$set` and `$push` of `attempts`, in
 ordered bulks of 16 by `_id`, what the status writer sends) from 1, 2
 and 4 connections at once, and its claim (insert_many of 16 job
 documents, unordered), on 20,000 jobs with sked's secondary indexes and
-the `_id` index.
+the `_id` index. Then what an outcome would cost written another way:
+an update by `_id` that changes nothing (FerretDB then skips its
+write: what is left is finding and matching the document), and the outcome's
+fields inserted as documents of their own (insert_many of 16, unordered)
+into a collection beside the jobs.
 
 For each size N, a collection of N documents shaped like sked's finished
 jobs, then the mean time of: insert_one; find_one by _id; update_one by
@@ -105,7 +109,14 @@ def rates(seconds):
                     cl = pymongo.MongoClient(url)
                     col, r = cl.rates.jobs, 0
                     while time.time() < stop:
-                        if op == "update":
+                        if op == "same":  # every job already holds these values
+                            col.bulk_write([pymongo.UpdateOne({"_id": f"j{((r * 16 + i) * conns + c) * 7 % n}"},
+                                                              {"$set": {"status": "succeeded", "owner": "bench"}})
+                                            for i in range(16)])
+                        elif op == "outcome insert":
+                            cl.rates.outcomes.insert_many([dict(outcome["$set"], _id=f"o{c}-{r}-{i}")
+                                                           for i in range(16)], ordered=False)
+                        elif op == "update":
                             col.bulk_write([pymongo.UpdateOne({"_id": f"j{((r * 16 + i) * conns + c) * 7 % n}"},
                                                               outcome) for i in range(16)])
                         else:
@@ -124,6 +135,9 @@ def rates(seconds):
             for conns in (1, 2, 4):
                 print(f"outcome updates, {conns} connection(s): {run(conns, 'update'):.0f} a second", flush=True)
             print(f"claims (inserts), 1 connection: {run(1, 'insert'):.0f} a second", flush=True)
+            print(f"outcome updates that change nothing, 1 connection: {run(1, 'same'):.0f} a second", flush=True)
+            print(f"outcomes inserted beside the jobs, 1 connection: {run(1, 'outcome insert'):.0f} a second",
+                  flush=True)
         finally:
             client.close()
             store.close()
