@@ -322,14 +322,18 @@ static int s_run(master_t *m)
         s_drain(m, next_tick, 1);
         sched_fire_due(m->sched, clock_wall_ms(), next_tick);
         dispatch_turn(m->disp); /* the fires just claimed go to their workers before any save */
-        int64_t look = sched_next_due(m->sched) - clock_wall_ms();
+        int64_t mono_now = clock_mono_ms(), look = sched_next_due(m->sched) - clock_wall_ms();
         int busy = zlistx_size(m->waiting) > 0 || look <= 0;
-        /* Saves stop for the next look at the schedule: at 1,000 fires a
-         * second saving a master's 500 states took 400-700 ms, longer
-         * than fires are claimed ahead. */
-        int64_t save_until = clock_mono_ms() + (look < 0 ? 0 : look);
-        sched_save_states(m->sched, -1, busy ? SCHED_SAVE_BUSY_MS : 0,
-                          save_until < next_tick ? save_until : next_tick);
+        /* Saves stop at the next look at the schedule or the tick: at
+         * 1,000 fires a second saving a master's 500 states took 400-700
+         * ms, longer than fires are claimed ahead. With a fire due, only
+         * a state waiting 2 x SCHED_SAVE_BUSY_MS gets its store call. */
+        int64_t save_until = next_tick;
+        if (look <= 0)
+            save_until = mono_now;
+        else if (look < next_tick - mono_now)
+            save_until = mono_now + look;
+        sched_save_states(m->sched, -1, busy ? SCHED_SAVE_BUSY_MS : 0, save_until);
         sched_reconcile_step(m->sched, next_tick, busy);
         dispatch_tick(m->disp);
         alert_tick(m->alert);

@@ -29,7 +29,8 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
-    metric_t *pruned, *waiting, *writes, *resends, *not_held, *unsaved, *recon_passes, *recon_seconds;
+    metric_t *pruned, *waiting, *writes, *resends, *not_held, *unsaved;
+    metric_t *recon_passes, *recon_seconds;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
 
