@@ -2157,6 +2157,11 @@ void dispatch_turn(dispatch_t *self)
     s_pump(self);
 }
 
+void dispatch_pump(dispatch_t *self)
+{
+    s_pump(self);
+}
+
 void dispatch_tick(dispatch_t *self)
 {
     int64_t now = clock_mono_ms();

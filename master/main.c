@@ -321,7 +321,7 @@ static int s_run(master_t *m)
          * housekeeping tick (membership, partitions) is not held up by a backlog. */
         s_drain(m, next_tick, 1);
         sched_fire_due(m->sched, clock_wall_ms(), next_tick);
-        dispatch_turn(m->disp); /* the fires just claimed go to their workers before any save */
+        dispatch_pump(m->disp); /* the fires just claimed go to their workers before any save */
         int64_t mono_now = clock_mono_ms(), look = sched_next_due(m->sched) - clock_wall_ms();
         int busy = zlistx_size(m->waiting) > 0 || look <= 0;
         /* Saves stop at the next look at the schedule or the tick: at

@@ -329,6 +329,9 @@ int dispatch_updating(const dispatch_t *self, const char *job_id);
 /* Sends what can be sent and retries that are due; expires silent workers
  * and running jobs past max_execution_time + grace. */
 void dispatch_tick(dispatch_t *self);
+/* Sends pending jobs to workers with credit, nothing else: the fires a
+ * loop turn claimed go out before its state saves. */
+void dispatch_pump(dispatch_t *self);
 /* dispatch_tick's part that a turn inside a load takes (master_turn):
  * lost workers, retries and deadlines due, jobs sent; not the placing of
  * jobs taken over, which waits for the takeover scan's end. */

@@ -109,16 +109,15 @@ def rates(seconds):
                     cl = pymongo.MongoClient(url)
                     col, r = cl.rates.jobs, 0
                     while time.time() < stop:
+                        ids = [f"j{((r * 16 + i) * conns + c) * 7 % n}" for i in range(16)]
                         if op == "same":  # every job already holds these values
-                            col.bulk_write([pymongo.UpdateOne({"_id": f"j{((r * 16 + i) * conns + c) * 7 % n}"},
-                                                              {"$set": {"status": "succeeded", "owner": "bench"}})
-                                            for i in range(16)])
+                            same = {"$set": {"status": "succeeded", "owner": "bench"}}
+                            col.bulk_write([pymongo.UpdateOne({"_id": j}, same) for j in ids])
                         elif op == "outcome insert":
                             cl.rates.outcomes.insert_many([dict(outcome["$set"], _id=f"o{c}-{r}-{i}")
                                                            for i in range(16)], ordered=False)
                         elif op == "update":
-                            col.bulk_write([pymongo.UpdateOne({"_id": f"j{((r * 16 + i) * conns + c) * 7 % n}"},
-                                                              outcome) for i in range(16)])
+                            col.bulk_write([pymongo.UpdateOne({"_id": j}, outcome) for j in ids])
                         else:
                             col.insert_many([job_doc(f"c{c}-{r}-{i}", now, now) for i in range(16)],
                                             ordered=False)
