@@ -172,6 +172,124 @@ size_t store_update_by_ids(store_t *self, const char *coll, const char *const *i
     return n;
 }
 
+/* The index of an ordered bulk's first write error and whether it was a
+ * duplicate key; -1 if the reply names none. */
+static int64_t s_first_error(const bson_t *reply, int *dup)
+{
+    bson_iter_t it, first, field;
+    *dup = 0;
+    if (!bson_iter_init_find(&it, reply, "writeErrors") || !bson_iter_recurse(&it, &first) ||
+        !bson_iter_next(&first) || !BSON_ITER_HOLDS_DOCUMENT(&first))
+        return -1;
+    int64_t index = -1;
+    bson_iter_t sub = first;
+    if (bson_iter_recurse(&sub, &field) && bson_iter_find(&field, "code"))
+        *dup = bson_iter_as_int64(&field) == 11000;
+    if (bson_iter_recurse(&first, &field) && bson_iter_find(&field, "index"))
+        index = bson_iter_as_int64(&field);
+    return index;
+}
+
+size_t store_insert_new(store_t *self, const char *coll, bson_t *const *docs, size_t n,
+                        bson_error_t *berr)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t k = n - i < STORE_BULK_MAX ? n - i : STORE_BULK_MAX, done = k;
+        mongoc_bulk_operation_t *bulk =
+            mongoc_collection_create_bulk_operation_with_opts(store_coll(self, coll), NULL);
+        bool ok = true;
+        for (size_t j = 0; j < k && ok; j++)
+            ok = mongoc_bulk_operation_insert_with_opts(bulk, docs[i + j], NULL, berr);
+        bson_t reply = BSON_INITIALIZER;
+        ok = ok && mongoc_bulk_operation_execute(bulk, &reply, berr);
+        if (!ok) { /* ordered: stops at its first error; a taken _id is no failure */
+            int dup;
+            int64_t at = s_first_error(&reply, &dup);
+            done = at < 0 ? 0 : dup ? (size_t)at + 1 : (size_t)at;
+            if (at < 0 || !dup)
+                k = 0; /* a failure: stop after what went in */
+        }
+        bson_destroy(&reply);
+        mongoc_bulk_operation_destroy(bulk);
+        i += done;
+        if (k == 0)
+            return i;
+    }
+    return n;
+}
+
+void store_job_overlay(const bson_t *job, const bson_t *record, bson_t *out)
+{
+    bson_t set = BSON_INITIALIZER, push = BSON_INITIALIZER;
+    bson_iter_t it;
+    uint32_t len;
+    const uint8_t *data;
+    if (bson_iter_init_find(&it, record, "set") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        bson_iter_document(&it, &len, &data);
+        bson_init_static(&set, data, len);
+    }
+    if (bson_iter_init_find(&it, record, "push") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        bson_iter_document(&it, &len, &data);
+        bson_init_static(&push, data, len);
+    }
+    bson_init(out);
+    bson_t attempts;
+    int n = 0, have = 0;
+    bson_iter_init(&it, job);
+    while (bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+        if (strcmp(key, "attempts") != 0 && !bson_has_field(&set, key))
+            bson_append_iter(out, key, -1, &it);
+    }
+    bson_iter_init(&it, &set);
+    while (bson_iter_next(&it))
+        bson_append_iter(out, bson_iter_key(&it), -1, &it);
+    BSON_APPEND_ARRAY_BEGIN(out, "attempts", &attempts);
+    bson_iter_t arr, el;
+    if (bson_iter_init_find(&arr, job, "attempts") && BSON_ITER_HOLDS_ARRAY(&arr) &&
+        bson_iter_recurse(&arr, &el)) {
+        while (bson_iter_next(&el)) {
+            char k[16];
+            snprintf(k, sizeof k, "%d", n++);
+            bson_append_iter(&attempts, k, -1, &el);
+            if (BSON_ITER_HOLDS_DOCUMENT(&el)) {
+                bson_t entry;
+                bson_iter_document(&el, &len, &data);
+                have |= bson_init_static(&entry, data, len) && bson_equal(&entry, &push);
+            }
+        }
+    }
+    if (!have && !bson_empty(&push)) { /* folded already: it is there */
+        char k[16];
+        snprintf(k, sizeof k, "%d", n);
+        BSON_APPEND_DOCUMENT(&attempts, k, &push);
+    }
+    bson_append_array_end(out, &attempts);
+}
+
+int store_get_job(store_t *self, const char *id, bson_t *out, err_t *err)
+{
+    bson_t job, record;
+    int rc = store_get_by_id(self, "jobs", id, &job, err);
+    if (rc != 1)
+        return rc;
+    int has = store_get_by_id(self, STORE_RESULTS, id, &record, err);
+    if (has < 0) {
+        bson_destroy(&job);
+        return has;
+    }
+    if (has == 0) {
+        bson_copy_to(&job, out);
+        bson_destroy(&job);
+        return 1;
+    }
+    store_job_overlay(&job, &record, out);
+    bson_destroy(&job);
+    bson_destroy(&record);
+    return 1;
+}
+
 int store_ping(store_t *self, err_t *err)
 {
     bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
@@ -217,6 +335,7 @@ void store_ensure_indexes(store_t *self)
     s_index(self, "jobs", "status_run_at", BCON_NEW("status", BCON_INT32(1), "run_at", BCON_INT32(1)),
             false, -1);
     s_index(self, "jobs", "created_at", BCON_NEW("created_at", BCON_INT32(1)), false, -1);
+    s_index(self, STORE_RESULTS, "partition", BCON_NEW("partition", BCON_INT32(1)), false, -1);
     s_index(self, "triggers", "owner_name", BCON_NEW("owner", BCON_INT32(1), "name", BCON_INT32(1)),
             true, -1);
     s_index(self, "triggers", "partition", BCON_NEW("partition", BCON_INT32(1)), false, -1);

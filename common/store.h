@@ -46,6 +46,29 @@ size_t store_update_by_ids(store_t *store, const char *coll, const char *const *
                            bson_t *const *updates, size_t n, int64_t *matched,
                            bson_error_t *berr);
 
+/* Inserts docs[0..n) into coll in order, STORE_BULK_MAX to a command
+ * (ordered bulks); a document whose _id is taken counts as inserted (it
+ * was, before). Returns how many were inserted before the first other
+ * failure (n if none; *berr then says why). */
+size_t store_insert_new(store_t *store, const char *coll, bson_t *const *docs, size_t n,
+                        bson_error_t *berr);
+
+/* ---- job outcomes ----------------------------------------------------
+ * A job's final outcome is written as a record of its own in
+ * `job_results` (inserting costs the store a tenth of updating the job:
+ * docs/BENCHMARKS.md), {_id: job id, partition, recorded_at, set: the
+ * job's fields it sets, push: its `attempts` entry}; its master folds it
+ * into the job document later, when idle (writer.c). A reader that needs
+ * a job's status reads it through these. */
+#define STORE_RESULTS "job_results"
+
+/* out (initialised here) = job with the record's `set` fields replacing
+ * the job's and its `push` appended to `attempts` unless already there. */
+void store_job_overlay(const bson_t *job, const bson_t *record, bson_t *out);
+
+/* store_get_by_id of a job, its outcome record laid over it. */
+int store_get_job(store_t *store, const char *id, bson_t *out, err_t *err);
+
 /* Round trip to the server; 0 or ERR_RETRY. */
 int store_ping(store_t *store, err_t *err);
 

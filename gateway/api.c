@@ -299,7 +299,9 @@ static int s_load_owned(ctx_t *c, const char *coll, const char *what, size_t max
                         const char *id, bson_t *doc)
 {
     err_t err = {0};
-    int rc = strlen(id) < max_id ? store_get_by_id(c->gw->store, coll, id, doc, &err) : 0;
+    int rc = strlen(id) >= max_id        ? 0
+             : strcmp(coll, "jobs") == 0 ? store_get_job(c->gw->store, id, doc, &err)
+                                         : store_get_by_id(c->gw->store, coll, id, doc, &err);
     if (rc < 0) {
         s_store_error(c->resp, &err);
         return -1;
@@ -724,6 +726,41 @@ static void s_page_out(ctx_t *c, const paging_t *pg, json_t *items, int64_t tota
     s_json(c->resp, 200, out);
 }
 
+/* 1 if the status of a job (its outcome record laid over) is one the
+ * filter's `status` asks for, or the filter asks for none. */
+static int s_status_wanted(const bson_t *filter, const bson_t *job)
+{
+    bson_iter_t it, arr;
+    if (!bson_iter_init(&it, filter) || !bson_iter_find_descendant(&it, "status.$in", &arr))
+        return 1;
+    const char *status = bj_get_str(job, "status", "");
+    if (!BSON_ITER_HOLDS_ARRAY(&arr) || !bson_iter_recurse(&arr, &it))
+        return 1;
+    while (bson_iter_next(&it))
+        if (BSON_ITER_HOLDS_UTF8(&it) && strcmp(bson_iter_utf8(&it, NULL), status) == 0)
+            return 1;
+    return 0;
+}
+
+/* Renders a listed job with its outcome record, if one waits to be
+ * folded, laid over it; NULL if that takes it out of the filter's
+ * statuses (the store matched what it had before the record). */
+static json_t *s_render_job(ctx_t *c, const bson_t *filter, const bson_t *doc, int *failed)
+{
+    bson_t record, view;
+    err_t err = {0};
+    int rc = store_get_by_id(c->gw->store, STORE_RESULTS, bj_get_str(doc, "_id", ""), &record, &err);
+    if (rc < 0)
+        *failed = 1;
+    if (rc != 1)
+        return job_to_response(doc);
+    store_job_overlay(doc, &record, &view);
+    json_t *out = s_status_wanted(filter, &view) ? job_to_response(&view) : NULL;
+    bson_destroy(&view);
+    bson_destroy(&record);
+    return out;
+}
+
 /* Runs a paginated, sorted find and renders {items, total, page, page_size}. */
 static void s_page(ctx_t *c, const char *coll, const bson_t *filter, const bson_t *sort,
                    const paging_t *pg, json_t *(*render)(const bson_t *), json_t *extra)
@@ -743,9 +780,18 @@ static void s_page(ctx_t *c, const char *coll, const bson_t *filter, const bson_
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(col, filter, opts, NULL);
     json_t *items = json_array();
     const bson_t *doc;
-    while (mongoc_cursor_next(cur, &doc))
-        json_array_append_new(items, render(doc));
+    int jobs = strcmp(coll, "jobs") == 0, lost = 0;
+    while (mongoc_cursor_next(cur, &doc)) {
+        json_t *item = jobs ? s_render_job(c, filter, doc, &lost) : render(doc);
+        if (item)
+            json_array_append_new(items, item);
+    }
     int failed = mongoc_cursor_error(cur, &berr);
+    if (lost && !failed) {
+        failed = 1;
+        bson_set_error(&berr, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_SOCKET, "%s",
+                       "outcome records unreadable");
+    }
     mongoc_cursor_destroy(cur);
     bson_destroy(opts);
     if (failed) {

@@ -168,6 +168,7 @@ typedef struct {
     int partition;         /* written only while its lease is valid here */
     const char *op;        /* the store op it counts as (a static string) */
     bson_t *update;        /* the writer's once handed over */
+    int record;            /* update is an outcome record for job_results */
     zframe_t *identity;    /* a FINISHED's sender, to acknowledge; NULL: none */
     int saved;
 } wr_item_t;
@@ -394,6 +395,7 @@ void stats_status_writes(size_t n);
 void stats_status_resend_dropped(void);
 /* A worker's status about a job of a partition not held here, ignored. */
 void stats_status_not_held(void);
+void stats_results_folded(int64_t n);
 void stats_states_unsaved(size_t n);
 
 /* prune.c: deletes final jobs past SKED_JOB_RETENTION_S in the partitions

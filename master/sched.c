@@ -1581,7 +1581,7 @@ void sched_run_manual(sched_t *self, const char *trigger_id, const char *job_id)
     if (!partitions_owned(m, p) || dispatch_active_job(m->disp, job_id))
         return;
     bson_t doc, def;
-    if (store_get_by_id(m->store, "jobs", job_id, &doc, NULL) != 1)
+    if (store_get_job(m->store, job_id, &doc, NULL) != 1)
         return;
     if (strcmp(bj_get_str(&doc, "status", ""), "queued") != 0) {
         bson_destroy(&doc);

@@ -29,7 +29,7 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
-    metric_t *pruned, *waiting, *writes, *resends, *not_held, *unsaved;
+    metric_t *pruned, *waiting, *writes, *resends, *not_held, *unsaved, *folded;
     metric_t *recon_passes, *recon_seconds;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
@@ -72,6 +72,10 @@ void stats_init(void)
                                  "partitions this master does not hold, ignored (workers resend "
                                  "an unacknowledged FINISHED to every master; the holder records it).",
                                  "");
+    s.folded = metrics_counter("sked_results_folded_total",
+                               "Outcome records (job_results) folded into their jobs by the "
+                               "status writer while idle, and deleted.",
+                               "");
     s.waiting = metrics_gauge("sked_status_messages_waiting",
                               "Worker STARTED, OUTPUT and FINISHED messages received and not yet "
                               "handled (each may cost a store write).",
@@ -255,6 +259,12 @@ void stats_status_resend_dropped(void)
 void stats_status_not_held(void)
 {
     metric_inc(s.not_held, NULL, 1);
+}
+
+void stats_results_folded(int64_t n)
+{
+    if (n > 0)
+        metric_inc(s.folded, NULL, (double)n);
 }
 
 void stats_states_unsaved(size_t n)

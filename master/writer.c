@@ -32,6 +32,18 @@
  * resend, and the resends are written as jobs not in memory (guarded).
  * The queue holds WRITER_MAX updates; the loop waits for room beyond it,
  * as it waited for each bulk before.
+ *
+ * Outcome records: a final outcome with nothing left to deliver comes
+ * as a record to insert into job_results (store.h) rather than an update:
+ * on FerretDB 21,500 inserts a second against 1,100 updates
+ * (docs/BENCHMARKS.md), which is what lets 1,000 fires a second through.
+ * A record whose _id is taken was written before (a resend): saved. The
+ * writer folds records into their jobs (the same update as before, with
+ * $addToSet for the attempt so a fold repeated after a crash adds it
+ * once) and deletes them, a bulk at a time, only while it is otherwise
+ * idle: its queue empty and under FOLD_BUSY_MS of store time spent in
+ * the current second. A burst leaves records behind; readers lay them
+ * over their jobs (store_get_job) until folded.
  */
 #include "master/master.h"
 
@@ -49,6 +61,15 @@
  * an ACK reaches a worker before its second resend. */
 #define WRITER_MAX 1024
 
+/* Folding runs while the writer spent less than this much of the current
+ * second in the store (its own writes and folds): at 1,000 outcomes a
+ * second inserting takes about a quarter, so folding waits for the burst
+ * to end; at 100 a second it keeps up. */
+#define FOLD_BUSY_MS 300
+/* How often records of partitions gained are looked for when none are
+ * known to wait (a dead master's, taken over). */
+#define FOLD_LOOK_MS 10000
+
 struct writer {
     master_t *m;
     store_t *store;
@@ -64,7 +85,23 @@ struct writer {
     wr_item_t *done;     /* written or refused, for the loop, in order */
     size_t ndone, done_cap;
     int efd;             /* readable while done items wait */
+    int64_t window;      /* the second (monotonic) busy_us counts in */
+    int64_t busy_us;     /* store time spent in it */
+    int64_t fold_next;   /* monotonic ms of the next look for records */
+    int settling;        /* writer_settle callers waiting: no fold starts */
 };
+
+/* Counts store time spent; 1 while folding may go on this second. */
+static int s_spent(writer_t *w, int64_t us)
+{
+    int64_t sec = clock_mono_ms() / 1000;
+    if (sec != w->window) {
+        w->window = sec;
+        w->busy_us = 0;
+    }
+    w->busy_us += us;
+    return w->busy_us < FOLD_BUSY_MS * 1000;
+}
 
 /* Hands items back to the loop; called with w->mu held. */
 static void s_hand_back(writer_t *w, wr_item_t *items, size_t n)
@@ -128,9 +165,15 @@ static int s_write(writer_t *w, wr_item_t *batch, size_t k)
     }
     bson_error_t berr = {0};
     int64_t matched = 0, t0 = zclock_usecs();
-    size_t saved = store_update_by_ids(w->store, "jobs", ids, updates, n, &matched, &berr);
-    stats_store_op(batch[0].op, zclock_usecs() - t0, saved < n);
+    size_t saved = batch[0].record
+                       ? store_insert_new(w->store, STORE_RESULTS, updates, n, &berr)
+                       : store_update_by_ids(w->store, "jobs", ids, updates, n, &matched, &berr);
+    int64_t spent = zclock_usecs() - t0;
+    stats_store_op(batch[0].op, spent, saved < n);
     pthread_mutex_unlock(&w->m->write_mu);
+    s_spent(w, spent);
+    if (batch[0].record && saved)
+        w->fold_next = 0; /* records to fold */
     for (size_t i = 0; i < saved; i++)
         batch[sent[i]].saved = 1;
     if (saved == n)
@@ -140,6 +183,128 @@ static int s_write(writer_t *w, wr_item_t *batch, size_t k)
     return -1;
 }
 
+/* Folds up to STORE_BULK_MAX outcome records of partitions held here into
+ * their jobs and deletes them. Returns how many were folded, -1 if the
+ * store failed. */
+static int s_fold(writer_t *w)
+{
+    const master_t *m = w->m;
+    int parts[m->cfg->partitions], np = 0;
+    int64_t mono = clock_mono_ms();
+    for (int p = 0; p < m->cfg->partitions; p++)
+        if (mono < __atomic_load_n(&m->leases[p].valid_until, __ATOMIC_ACQUIRE))
+            parts[np++] = p;
+    if (!np)
+        return 0;
+    bson_t *filter = bson_new();
+    bj_append_in_int32(filter, "partition", parts, np);
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(STORE_BULK_MAX));
+    int64_t t0 = zclock_usecs();
+    mongoc_cursor_t *cur =
+        mongoc_collection_find_with_opts(store_coll(w->store, STORE_RESULTS), filter, opts, NULL);
+    char ids[STORE_BULK_MAX][PROTO_ID_MAX];
+    const char *idp[STORE_BULK_MAX];
+    bson_t *updates[STORE_BULK_MAX];
+    int parts_of[STORE_BULK_MAX];
+    size_t n = 0;
+    const bson_t *doc;
+    while (n < STORE_BULK_MAX && mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        const char *id = bj_get_str(doc, "_id", NULL);
+        if (!id || strlen(id) >= PROTO_ID_MAX)
+            continue;
+        bson_t *u = bson_new();
+        if (bson_iter_init_find(&it, doc, "set"))
+            bson_append_iter(u, "$set", -1, &it);
+        if (bson_iter_init_find(&it, doc, "push")) {
+            bson_t add;
+            BSON_APPEND_DOCUMENT_BEGIN(u, "$addToSet", &add);
+            bson_append_iter(&add, "attempts", -1, &it);
+            bson_append_document_end(u, &add);
+        }
+        snprintf(ids[n], sizeof ids[n], "%s", id);
+        idp[n] = ids[n];
+        parts_of[n] = (int)bj_get_int(doc, "partition", -1);
+        updates[n++] = u;
+    }
+    bson_error_t berr = {0};
+    int failed = mongoc_cursor_error(cur, &berr);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    bson_destroy(filter);
+    size_t folded = 0;
+    if (!failed && n) {
+        while (__atomic_load_n(&w->m->write_want, __ATOMIC_ACQUIRE) > 0)
+            usleep(200); /* the loop's write goes first */
+        pthread_mutex_lock(&w->m->write_mu);
+        mono = clock_mono_ms();
+        size_t k = 0; /* those of partitions still held, at the front */
+        for (size_t i = 0; i < n; i++) {
+            int p = parts_of[i];
+            if (p < 0 || p >= m->cfg->partitions ||
+                mono >= __atomic_load_n(&m->leases[p].valid_until, __ATOMIC_ACQUIRE)) {
+                bson_destroy(updates[i]);
+                continue;
+            }
+            idp[k] = idp[i];
+            updates[k++] = updates[i];
+        }
+        n = k;
+        int64_t matched = 0;
+        folded = store_update_by_ids(w->store, "jobs", idp, updates, n, &matched, &berr);
+        failed = folded < n;
+        if (folded) {
+            bson_t *del = bson_new();
+            bj_append_in_utf8(del, "_id", idp, folded);
+            failed |= !mongoc_collection_delete_many(store_coll(w->store, STORE_RESULTS), del,
+                                                     NULL, NULL, &berr);
+            bson_destroy(del);
+        }
+        pthread_mutex_unlock(&w->m->write_mu);
+    }
+    for (size_t i = 0; i < n; i++)
+        bson_destroy(updates[i]);
+    int64_t spent = zclock_usecs() - t0;
+    s_spent(w, spent);
+    stats_store_op("fold_results", spent, failed);
+    if (failed) {
+        log_warn("cannot fold recorded outcomes into their jobs; later",
+                 "folded=%zu reason=\"%s\"", folded, berr.message);
+        return -1;
+    }
+    stats_results_folded((int64_t)folded);
+    return (int)folded;
+}
+
+/* Waits for work; folds records meanwhile while it may. Called and
+ * returns with w->mu held. */
+static void s_idle(writer_t *w)
+{
+    int64_t now = clock_mono_ms();
+    int may = s_spent(w, 0);
+    if (w->settling) {
+        pthread_cond_wait(&w->work, &w->mu);
+        return;
+    }
+    if (w->fold_next > now || !may) {
+        /* nothing known to fold, or the second's share spent: wait for
+         * work, or for the next look (the next second if only spent) */
+        int64_t until = may ? w->fold_next : (now / 1000 + 1) * 1000;
+        int64_t wall = clock_wall_ms() + (until - now);
+        struct timespec ts = {.tv_sec = wall / 1000, .tv_nsec = (wall % 1000) * 1000000};
+        pthread_cond_timedwait(&w->work, &w->mu, &ts);
+        return;
+    }
+    w->inflight = 1; /* writer_settle waits for a fold too (a release of its partition) */
+    pthread_mutex_unlock(&w->mu);
+    int folded = s_fold(w);
+    pthread_mutex_lock(&w->mu);
+    w->inflight = 0;
+    pthread_cond_broadcast(&w->room);
+    if (folded < STORE_BULK_MAX) /* all folded, or the store away: look again later */
+        w->fold_next = clock_mono_ms() + (folded < 0 ? 1000 : FOLD_LOOK_MS);
+}
+
 static void *s_run(void *arg)
 {
     writer_t *w = arg;
@@ -147,7 +312,7 @@ static void *s_run(void *arg)
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
         if (!w->n) {
-            pthread_cond_wait(&w->work, &w->mu);
+            s_idle(w);
             continue;
         }
         size_t k = s_take(w, batch);
@@ -272,8 +437,11 @@ void writer_settle(writer_t *self)
 {
     writer_t *w = self;
     pthread_mutex_lock(&w->mu);
+    w->settling++;
     while ((w->n || w->inflight) && !w->stop)
         pthread_cond_wait(&w->room, &w->mu);
+    if (--w->settling == 0)
+        pthread_cond_signal(&w->work); /* folding may go on */
     pthread_mutex_unlock(&w->mu);
 }
 

@@ -12,6 +12,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 import conftest  # noqa: E402
+from check_invariants import jobs_seen  # noqa: E402
 
 N = int(os.environ.get("BENCH_TRIGGERS", "100"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
@@ -37,8 +38,8 @@ def main():
                 assert r.status_code == 201, r.text
             t0 = time.time()
             time.sleep(SECONDS)
-            jobs = list(c.db.jobs.find({}, {"scheduled_for": 1, "created_at": 1, "started_at": 1,
-                                            "trigger_id": 1, "status": 1}))
+            jobs = list(jobs_seen(c.db, {}, {"scheduled_for": 1, "created_at": 1, "started_at": 1,
+                                             "trigger_id": 1, "status": 1}))
         finally:
             c.stop()
             store.close()

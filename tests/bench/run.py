@@ -60,6 +60,7 @@ import requests
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import conftest  # noqa: E402
+from check_invariants import jobs_seen  # noqa: E402
 
 ROOT = conftest.ROOT
 conftest.BIN = os.environ.get("SKED_BIN_DIR", os.path.join(ROOT, "bin"))
@@ -364,8 +365,8 @@ def insert_many(coll, docs, batch=1000):
 def sked_runs(db, ids):
     """Run records of sked's jobs (scheduled fires, not skips)."""
     runs = []
-    for j in db.jobs.find({}, {"trigger_id": 1, "scheduled_for": 1, "started_at": 1, "finished_at": 1,
-                               "status": 1, "master": 1, "created_at": 1}):
+    for j in jobs_seen(db, {}, {"trigger_id": 1, "scheduled_for": 1, "started_at": 1, "finished_at": 1,
+                                "status": 1, "master": 1, "created_at": 1}):
         if j.get("status") == "skipped":
             continue
         runs.append({"k": ids.get(j["trigger_id"], j["trigger_id"]), "scheduled": ms(j["scheduled_for"]),
@@ -850,16 +851,16 @@ class Bench:
             first = [None]
 
             def probe_fired():
-                j = k.c.db.jobs.find_one({"trigger_id": probe, "started_at": {"$gte": dt(restart_ms)}},
-                                         sort=[("started_at", 1)])
-                first[0] = j
-                return j is not None
+                late = [j for j in jobs_seen(k.c.db, {"trigger_id": probe})
+                        if j.get("started_at") and ms(j["started_at"]) >= restart_ms]
+                first[0] = min(late, key=lambda j: j["started_at"]) if late else None
+                return first[0] is not None
             wait_until(probe_fired, time.time() + 60 + n / 1000, 0.5)
             res["sked"]["first_fire_s"] = ((ms(first[0]["started_at"]) - restart_ms) / 1000) if first[0] else None
             time.sleep(PROBE_WATCH_S)  # the first reconcile pass (10 heartbeats after the load) reads every trigger
             if first[0]:
-                ran = {ms(j["scheduled_for"]): ms(j["started_at"]) for j in k.c.db.jobs.find(
-                    {"trigger_id": probe, "scheduled_for": {"$gt": first[0]["scheduled_for"]}})
+                ran = {ms(j["scheduled_for"]): ms(j["started_at"]) for j in jobs_seen(
+                    k.c.db, {"trigger_id": probe, "scheduled_for": {"$gt": first[0]["scheduled_for"]}})
                     if j.get("started_at")}
                 res["sked"].update(probe_figures(ran, ms(first[0]["scheduled_for"])))
             res["sked"]["rss_after_mib"] = rss_kib(m.popen.pid) / 1024

@@ -29,6 +29,7 @@ import requests
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 import check_invariants  # noqa: E402
+from check_invariants import jobs_seen  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "deploy", "netns-cluster.sh")
 CHAOS_DIR = os.environ.get("CHAOS_DIR", os.path.join(ROOT, "var", "chaos"))
@@ -254,8 +255,9 @@ class NetnsCluster:
         keep_after = utcnow() - dt.timedelta(minutes=10)
         self.deleted = {i: at for i, at in self.deleted.items() if at > keep_after}
         for tid in self.triggers:
-            oldest = self.db.jobs.find_one({"trigger_id": tid, "status": {"$in": list(NON_FINAL)}},
-                                           sort=[("scheduled_for", 1)])
+            live = [j for j in jobs_seen(self.db, {"trigger_id": tid}, {"scheduled_for": 1, "status": 1})
+                    if j.get("status") in NON_FINAL]
+            oldest = min(live, key=lambda j: j["scheduled_for"]) if live else None
             bound = min(cutoff, aware(oldest["scheduled_for"])) if oldest else cutoff
             docs = list(self.db.jobs.find({"trigger_id": tid, "scheduled_for": {"$lt": bound}},
                                           {"_id": 1, "scheduled_for": 1}))
@@ -269,7 +271,7 @@ class NetnsCluster:
         now = utcnow()
         ticks = [t["_id"] for t in self.db.triggers.find({"_id": {"$in": self.triggers},
                                                           "schedule.period_ms": 1000}, {"_id": 1})]
-        jobs = list(self.db.jobs.find({"trigger_id": {"$in": ticks},
+        jobs = list(jobs_seen(self.db, {"trigger_id": {"$in": ticks},
                                        "scheduled_for": {"$gte": now - dt.timedelta(seconds=5),
                                                          "$lt": now - dt.timedelta(seconds=2)}}))
         if len(jobs) < 3 * len(ticks):
@@ -350,7 +352,7 @@ def scenario_stats(c, name, t0, t_fault, t1):
     late_until = None
     for tid, t in triggers.items():
         jobs = defaultdict(list)
-        for j in c.db.jobs.find({"trigger_id": tid, "scheduled_for": {"$gte": t0, "$lt": t1}}):
+        for j in jobs_seen(c.db, {"trigger_id": tid, "scheduled_for": {"$gte": t0, "$lt": t1}}):
             jobs[aware(j["scheduled_for"])].append(j)
         period = t["schedule"]["period_ms"]
         for at in grid(t["schedule"], t0, t1):

@@ -138,6 +138,19 @@ def imported_trigger(template, name, first, period_s):
     return doc
 
 
+def job_seen(db, job_id):
+    """A job as the API shows it: its outcome record laid over it until
+    its master folds it (check_invariants.jobs_seen)."""
+    return next(check_invariants.jobs_seen(db, {"_id": job_id}), None)
+
+
+def count_seen(db, filt, **where):
+    """How many jobs of `filt` match `where` (plain equalities) once their
+    outcome records are laid over them."""
+    return sum(1 for j in check_invariants.jobs_seen(db, filt)
+               if all(j.get(k) == v for k, v in where.items()))
+
+
 def wait_for(pred, timeout, interval=0.1, what="condition"):
     deadline = time.time() + timeout
     last = None

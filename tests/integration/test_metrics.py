@@ -110,9 +110,9 @@ def test_master_metrics_follow_the_jobs(cluster):
     free, used = val(m, "sked_worker_slots", state="free"), val(m, "sked_worker_slots", state="used")
     assert free + used > 0 and used >= 0
     assert val(m, "sked_store_operation_duration_seconds_count", op="insert_job") >= claimed + skipped
-    # Outcomes go in bulks (group commit), and so do deferred starts (the
-    # 2.5 s job's).
-    assert val(m, "sked_store_operation_duration_seconds_count", op="update_jobs") >= 1
+    # Final outcomes go in bulks of records (group commit), and so do
+    # deferred starts (the 2.5 s job's).
+    assert val(m, "sked_store_operation_duration_seconds_count", op="record_jobs") >= 1
     assert val(m, "sked_store_operation_duration_seconds_count", op="update_started") >= 1
     # Each claim saves its trigger's state: the first of each of the 3
     # triggers by insert (one insert_many for those due together), the

@@ -8,8 +8,8 @@ import time
 
 import zmq
 
-from conftest import (DelayProxy, free_port, insert_job_history, one_shot, trigger_partition, wait_for,
-                      zulu)
+from conftest import (DelayProxy, count_seen, free_port, insert_job_history, job_seen, one_shot,
+                      trigger_partition, wait_for, zulu)
 
 FINAL = ("succeeded", "failed", "timed_out", "lost", "cancelled")
 
@@ -450,7 +450,7 @@ def test_freed_slots_get_new_jobs_while_a_burst_of_ends_is_written(cluster):
         assert len(jobs) == n and len(acks) == n, (len(jobs), len(acks))
         assert acked_at_last_job < n / 4, \
             f"the last JOB came after {acked_at_last_job} of {n} ends were written"
-        assert cluster.db.jobs.count_documents({"worker_id": "burst-worker", "status": "succeeded"}) == n
+        assert count_seen(cluster.db, {}, worker_id="burst-worker", status="succeeded") == n
     finally:
         fake.close()
 
@@ -562,7 +562,7 @@ def test_a_burst_of_ends_is_written_in_bulks_and_each_ack_follows_its_write(clus
                     jobs.append(json.loads(frames[2]))
         assert len(jobs) == n, len(jobs)
         m, _ = scrape(f"http://{maddr}/metrics")
-        bulks_before = val(m, "sked_store_operation_duration_seconds_count", op="update_jobs")
+        bulks_before = val(m, "sked_store_operation_duration_seconds_count", op="record_jobs")
         proxy.delay = 0.004
         for j in jobs:
             at = int(time.time() * 1000)
@@ -576,12 +576,12 @@ def test_a_burst_of_ends_is_written_in_bulks_and_each_ack_follows_its_write(clus
                 if frames[1] == b"ACK":
                     jid = json.loads(frames[2])["job_id"]
                     acked.add(jid)
-                    if cluster.db.jobs.find_one({"_id": jid})["status"] != "succeeded":
+                    if job_seen(cluster.db, jid)["status"] != "succeeded":
                         unwritten.append(jid)
         assert len(acked) == n, len(acked)
         assert not unwritten, f"ACKs came before their outcome was written: {unwritten}"
         m, _ = scrape(f"http://{maddr}/metrics")
-        bulks = val(m, "sked_store_operation_duration_seconds_count", op="update_jobs") - bulks_before
+        bulks = val(m, "sked_store_operation_duration_seconds_count", op="record_jobs") - bulks_before
         print(f"{n} ends written in {bulks:.0f} bulks")
         assert 1 <= bulks <= n / 2, f"{n} ends took {bulks} writes"
     finally:
@@ -590,7 +590,7 @@ def test_a_burst_of_ends_is_written_in_bulks_and_each_ack_follows_its_write(clus
 
 def test_worker_messages_are_read_while_a_status_write_waits_on_the_store(cluster):
     """The outcomes are written by the master's status writer, off its loop:
-    one job's end is held 3 s at the store (one update request), and the
+    one job's end is held 3 s at the store (one insert of its outcome), and the
     master reads and handles the next job's end meanwhile (counted
     finished while the hold lasts). Each ACK still comes only once its
     outcome is written. Written by the loop, the hold kept the second end
@@ -624,7 +624,7 @@ def test_worker_messages_are_read_while_a_status_write_waits_on_the_store(cluste
             fake.send("FINISHED", job_id=j["job_id"], attempt=1, at=at, status="succeeded",
                       started_at=at, duration_ms=0, exit_code=0)
 
-        proxy.hold_next(b"update\x00\x05\x00\x00\x00jobs\x00", 3.0)
+        proxy.hold_next(b"insert\x00\x0c\x00\x00\x00job_results\x00", 3.0)
         end_of(jobs[0])
         wait_for(lambda: fake.send("HEARTBEAT", slots=2, free_slots=0, task_types="sleep") or proxy.holding,
                  2, interval=0.05, what="the first end's write held")
@@ -642,7 +642,7 @@ def test_worker_messages_are_read_while_a_status_write_waits_on_the_store(cluste
                     acks.setdefault(json.loads(frames[2])["job_id"], time.time())
         assert len(acks) == 2, acks
         for j in jobs:
-            assert cluster.db.jobs.find_one({"_id": j["job_id"]})["status"] == "succeeded"
+            assert job_seen(cluster.db, j["job_id"])["status"] == "succeeded"
             assert acks[j["job_id"]] >= proxy.holding[0] + 2.9, "an ACK came before its write"
     finally:
         fake.close()

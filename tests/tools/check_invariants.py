@@ -21,12 +21,29 @@ import pymongo
 NON_FINAL = ("queued", "running", "retrying")
 
 
+def jobs_seen(db, filt=None, projection=None):
+    """db.jobs.find(filt, projection) as readers see the jobs: an outcome
+    record in job_results not folded into its job yet is laid over it
+    (its `set` fields; the attempt entry is appended to `attempts` when
+    the projection asks for them)."""
+    records = {r["_id"]: r for r in db.job_results.find({"_id": {"$exists": True}})}
+    for j in db.jobs.find(filt or {}, projection):
+        r = records.get(j["_id"])
+        if r:
+            want = projection is None or "attempts" in projection
+            j.update({k: v for k, v in r.get("set", {}).items()
+                      if projection is None or k in projection})
+            if want and r.get("push") and r["push"] not in j.get("attempts", []):
+                j["attempts"] = j.get("attempts", []) + [r["push"]]
+        yield j
+
+
 def check(db, stuck_after=300.0, now=None):
     now = now or dt.datetime.now(dt.timezone.utc)
     report = {"duplicates": [], "gaps": [], "stuck": [], "jobs": 0, "triggers": 0}
     by_trigger = defaultdict(list)
-    for j in db.jobs.find({}, {"trigger_id": 1, "scheduled_for": 1, "status": 1, "created_at": 1,
-                               "run_at": 1, "kind": 1}):
+    for j in jobs_seen(db, {}, {"trigger_id": 1, "scheduled_for": 1, "status": 1, "created_at": 1,
+                                "run_at": 1, "kind": 1}):
         report["jobs"] += 1
         if j.get("kind", "scheduled") == "scheduled":
             by_trigger[j["trigger_id"]].append(j)
