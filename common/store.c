@@ -219,6 +219,34 @@ size_t store_insert_new(store_t *self, const char *coll, bson_t *const *docs, si
     return n;
 }
 
+size_t store_delete_by_ids(store_t *self, const char *coll, const char *const *ids, size_t n,
+                           bson_error_t *berr)
+{
+    for (size_t i = 0; i < n; i += STORE_BULK_MAX) {
+        size_t k = n - i < STORE_BULK_MAX ? n - i : STORE_BULK_MAX, done = k;
+        mongoc_bulk_operation_t *bulk =
+            mongoc_collection_create_bulk_operation_with_opts(store_coll(self, coll), NULL);
+        bool ok = true;
+        for (size_t j = 0; j < k && ok; j++) {
+            bson_t *filter = BCON_NEW("_id", BCON_UTF8(ids[i + j]));
+            ok = mongoc_bulk_operation_remove_one_with_opts(bulk, filter, NULL, berr);
+            bson_destroy(filter);
+        }
+        bson_t reply = BSON_INITIALIZER;
+        ok = ok && mongoc_bulk_operation_execute(bulk, &reply, berr);
+        if (!ok) {
+            int dup;
+            int64_t at = s_first_error(&reply, &dup);
+            done = at < 0 ? 0 : (size_t)at;
+        }
+        bson_destroy(&reply);
+        mongoc_bulk_operation_destroy(bulk);
+        if (done < k)
+            return i + done;
+    }
+    return n;
+}
+
 void store_job_overlay(const bson_t *job, const bson_t *record, bson_t *out)
 {
     bson_t set = BSON_INITIALIZER, push = BSON_INITIALIZER;

@@ -53,6 +53,12 @@ size_t store_update_by_ids(store_t *store, const char *coll, const char *const *
 size_t store_insert_new(store_t *store, const char *coll, bson_t *const *docs, size_t n,
                         bson_error_t *berr);
 
+/* Deletes the documents of coll with _id ids[i], in order, by `_id` alone,
+ * STORE_BULK_MAX to a command (ordered bulks); returns how many were
+ * deleted or absent before the first failure (n if none). */
+size_t store_delete_by_ids(store_t *store, const char *coll, const char *const *ids, size_t n,
+                           bson_error_t *berr);
+
 /* ---- job outcomes ----------------------------------------------------
  * A job's final outcome is written as a record of its own in
  * `job_results` (inserting costs the store a tenth of updating the job:

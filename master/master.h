@@ -396,6 +396,7 @@ void stats_status_resend_dropped(void);
 /* A worker's status about a job of a partition not held here, ignored. */
 void stats_status_not_held(void);
 void stats_results_folded(int64_t n);
+void stats_results_waiting(size_t n);
 void stats_states_unsaved(size_t n);
 
 /* prune.c: deletes final jobs past SKED_JOB_RETENTION_S in the partitions

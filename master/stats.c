@@ -29,7 +29,7 @@ static struct {
     metric_t *queue, *leases, *acquired, *lease_lost, *slots, *workers, *buffered;
     metric_t *store_errors, *store_seconds, *dropped;
     metric_t *alerts_sent, *alerts_dropped, *alerts_given_up, *alerts_queued, *notifications;
-    metric_t *pruned, *waiting, *writes, *resends, *not_held, *unsaved, *folded;
+    metric_t *pruned, *waiting, *writes, *resends, *not_held, *unsaved, *folded, *unfolded;
     metric_t *recon_passes, *recon_seconds;
     uint64_t dropped_seen; /* proto_dropped already added to `dropped` */
 } s;
@@ -75,6 +75,10 @@ void stats_init(void)
     s.folded = metrics_counter("sked_results_folded_total",
                                "Outcome records (job_results) folded into their jobs by the "
                                "status writer while idle, and deleted.",
+                               "");
+    s.unfolded = metrics_gauge("sked_results_unfolded",
+                               "Outcome records this master's status writer remembers to fold "
+                               "into their jobs (it folds while idle).",
                                "");
     s.waiting = metrics_gauge("sked_status_messages_waiting",
                               "Worker STARTED, OUTPUT and FINISHED messages received and not yet "
@@ -265,6 +269,11 @@ void stats_results_folded(int64_t n)
 {
     if (n > 0)
         metric_inc(s.folded, NULL, (double)n);
+}
+
+void stats_results_waiting(size_t n)
+{
+    metric_set(s.unfolded, NULL, (double)n);
 }
 
 void stats_states_unsaved(size_t n)

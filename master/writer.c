@@ -37,13 +37,20 @@
  * as a record to insert into job_results (store.h) rather than an update:
  * on FerretDB 21,500 inserts a second against 1,100 updates
  * (docs/BENCHMARKS.md), which is what lets 1,000 fires a second through.
- * A record whose _id is taken was written before (a resend): saved. The
- * writer folds records into their jobs (the same update as before, with
+ * A record whose _id is taken was written before (a resend): saved.
+ *
+ * Folding: the writer remembers the records it wrote (up to FOLD_MAX)
+ * and folds them into their jobs (the same update as before, with
  * $addToSet for the attempt so a fold repeated after a crash adds it
- * once) and deletes them, a bulk at a time, only while it is otherwise
- * idle: its queue empty and under FOLD_BUSY_MS of store time spent in
- * the current second. A burst leaves records behind; readers lay them
- * over their jobs (store_get_job) until folded.
+ * once), then deletes them, FOLD_BULK at a time by `_id` only (a read of
+ * job_results by anything else decodes the whole collection on
+ * FerretDB: 1.6 s a bulk in a run that read them so). It folds only
+ * while otherwise idle: its queue empty and its own writes under
+ * FOLD_LOAD_MS of the last second and of this one. Records it does not
+ * remember (a dead master's in partitions gained, those past FOLD_MAX)
+ * are read in one pass every FOLD_LOOK_MS while none are remembered. A
+ * burst leaves records behind; readers lay them over their jobs
+ * (store_get_job) until folded.
  */
 #include "master/master.h"
 
@@ -61,14 +68,35 @@
  * an ACK reaches a worker before its second resend. */
 #define WRITER_MAX 1024
 
-/* Folding runs while the writer spent less than this much of the current
- * second in the store (its own writes and folds): at 1,000 outcomes a
- * second inserting takes about a quarter, so folding waits for the burst
- * to end; at 100 a second it keeps up. */
-#define FOLD_BUSY_MS 300
-/* How often records of partitions gained are looked for when none are
- * known to wait (a dead master's, taken over). */
+/* When folding runs (its queue empty): at full speed (about 500 records
+ * a second) once it has written nothing for FOLD_QUIET_MS; a bulk every
+ * FOLD_TRICKLE_MS (32 records a second) while it writes fewer than
+ * FOLD_LOAD items a second; not at all above that, until half of
+ * FOLD_MAX is remembered, past which it folds whatever the load.
+ * Measured at 1,000 fires a second: folding whenever inserting took
+ * under 100 ms a second took two masters' p99 from 13 to 421 ms; in the
+ * failover benchmark, folding at full speed once a second went by
+ * without writes (a survivor's takeover) slowed the survivors' loops
+ * so their writers stayed idle and folding went on: one survivor fired
+ * nothing for 20-30 s (14,670 fires not run in one run; none, all fired
+ * again 19.2 s after the kill, with no folding during the run). */
+#define FOLD_LOAD 200
+#define FOLD_TRICKLE_MS 250
+#define FOLD_QUIET_MS 10000
+/* Records folded a bulk: about 12 ms of updates, 6 of deletes, holding
+ * the master's turn to write (write_mu) that long. */
+#define FOLD_BULK 8
+/* Records remembered to fold (about 0.3 KiB each). */
+#define FOLD_MAX 65536
+/* How often records are looked for in the store while none are
+ * remembered (partitions gained from a dead master). */
 #define FOLD_LOOK_MS 10000
+
+typedef struct {
+    char id[PROTO_ID_MAX];
+    int partition;
+    bson_t *update; /* the record as the update of its job */
+} fold_t;
 
 struct writer {
     master_t *m;
@@ -85,22 +113,63 @@ struct writer {
     wr_item_t *done;     /* written or refused, for the loop, in order */
     size_t ndone, done_cap;
     int efd;             /* readable while done items wait */
-    int64_t window;      /* the second (monotonic) busy_us counts in */
-    int64_t busy_us;     /* store time spent in it */
-    int64_t fold_next;   /* monotonic ms of the next look for records */
     int settling;        /* writer_settle callers waiting: no fold starts */
+    /* the writer thread's own: */
+    int64_t load_sec;    /* the second (monotonic) load counts in */
+    int64_t load, load_prev; /* items written: this second, the last */
+    fold_t *folds;       /* ring of FOLD_MAX records to fold, from fold_head */
+    size_t fold_head, nfolds;
+    int fold_missed;     /* a record not remembered: look in the store */
+    int64_t look_next;   /* monotonic ms of the next look */
+    int64_t fold_after;  /* monotonic ms: the store failed, wait till then */
+    int64_t fold_last;   /* monotonic ms of the last fold */
+    int64_t wrote_at;    /* monotonic ms of the last queue write */
 };
 
-/* Counts store time spent; 1 while folding may go on this second. */
-static int s_spent(writer_t *w, int64_t us)
+/* Counts n items written (0: brings the count to this second). */
+static void s_load(writer_t *w, int64_t n)
 {
     int64_t sec = clock_mono_ms() / 1000;
-    if (sec != w->window) {
-        w->window = sec;
-        w->busy_us = 0;
+    if (sec != w->load_sec) {
+        w->load_prev = sec == w->load_sec + 1 ? w->load : 0;
+        w->load = 0;
+        w->load_sec = sec;
     }
-    w->busy_us += us;
-    return w->busy_us < FOLD_BUSY_MS * 1000;
+    w->load += n;
+}
+
+/* Remembers a record (an outcome record document) to fold. */
+static void s_remember(writer_t *w, const char *id, int partition, const bson_t *record)
+{
+    if (w->nfolds == FOLD_MAX) {
+        w->fold_missed = 1;
+        return;
+    }
+    fold_t *f = &w->folds[(w->fold_head + w->nfolds++) % FOLD_MAX];
+    snprintf(f->id, sizeof f->id, "%s", id);
+    f->partition = partition;
+    f->update = bson_new();
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, record, "set"))
+        bson_append_iter(f->update, "$set", -1, &it);
+    if (bson_iter_init_find(&it, record, "push")) {
+        bson_t add;
+        BSON_APPEND_DOCUMENT_BEGIN(f->update, "$addToSet", &add);
+        bson_append_iter(&add, "attempts", -1, &it);
+        bson_append_document_end(f->update, &add);
+    }
+    stats_results_waiting(w->nfolds);
+}
+
+/* Forgets the first n remembered records. */
+static void s_forget(writer_t *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        bson_destroy(w->folds[w->fold_head].update);
+        w->fold_head = (w->fold_head + 1) % FOLD_MAX;
+        w->nfolds--;
+    }
+    stats_results_waiting(w->nfolds);
 }
 
 /* Hands items back to the loop; called with w->mu held. */
@@ -171,11 +240,14 @@ static int s_write(writer_t *w, wr_item_t *batch, size_t k)
     int64_t spent = zclock_usecs() - t0;
     stats_store_op(batch[0].op, spent, saved < n);
     pthread_mutex_unlock(&w->m->write_mu);
-    s_spent(w, spent);
-    if (batch[0].record && saved)
-        w->fold_next = 0; /* records to fold */
-    for (size_t i = 0; i < saved; i++)
-        batch[sent[i]].saved = 1;
+    s_load(w, (int64_t)n);
+    w->wrote_at = clock_mono_ms();
+    for (size_t i = 0; i < saved; i++) {
+        wr_item_t *b = &batch[sent[i]];
+        b->saved = 1;
+        if (b->record)
+            s_remember(w, b->id, b->partition, b->update);
+    }
     if (saved == n)
         return 0;
     log_warn("cannot save job statuses", "op=%s jobs=%zu saved=%zu reason=\"%s\"", batch[0].op, n,
@@ -183,113 +255,96 @@ static int s_write(writer_t *w, wr_item_t *batch, size_t k)
     return -1;
 }
 
-/* Folds up to STORE_BULK_MAX outcome records of partitions held here into
- * their jobs and deletes them. Returns how many were folded, -1 if the
- * store failed. */
-static int s_fold(writer_t *w)
+/* Reads the records of the partitions held here into the fold ring. */
+static void s_look(writer_t *w)
 {
     const master_t *m = w->m;
     int parts[m->cfg->partitions], np = 0;
     int64_t mono = clock_mono_ms();
+    w->look_next = mono + FOLD_LOOK_MS;
+    w->fold_missed = 0;
     for (int p = 0; p < m->cfg->partitions; p++)
         if (mono < __atomic_load_n(&m->leases[p].valid_until, __ATOMIC_ACQUIRE))
             parts[np++] = p;
     if (!np)
-        return 0;
+        return;
     bson_t *filter = bson_new();
     bj_append_in_int32(filter, "partition", parts, np);
-    bson_t *opts = BCON_NEW("limit", BCON_INT64(STORE_BULK_MAX));
     int64_t t0 = zclock_usecs();
     mongoc_cursor_t *cur =
-        mongoc_collection_find_with_opts(store_coll(w->store, STORE_RESULTS), filter, opts, NULL);
-    char ids[STORE_BULK_MAX][PROTO_ID_MAX];
-    const char *idp[STORE_BULK_MAX];
-    bson_t *updates[STORE_BULK_MAX];
-    int parts_of[STORE_BULK_MAX];
-    size_t n = 0;
+        mongoc_collection_find_with_opts(store_coll(w->store, STORE_RESULTS), filter, NULL, NULL);
     const bson_t *doc;
-    while (n < STORE_BULK_MAX && mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it;
+    while (!w->fold_missed && mongoc_cursor_next(cur, &doc)) {
         const char *id = bj_get_str(doc, "_id", NULL);
-        if (!id || strlen(id) >= PROTO_ID_MAX)
-            continue;
-        bson_t *u = bson_new();
-        if (bson_iter_init_find(&it, doc, "set"))
-            bson_append_iter(u, "$set", -1, &it);
-        if (bson_iter_init_find(&it, doc, "push")) {
-            bson_t add;
-            BSON_APPEND_DOCUMENT_BEGIN(u, "$addToSet", &add);
-            bson_append_iter(&add, "attempts", -1, &it);
-            bson_append_document_end(u, &add);
-        }
-        snprintf(ids[n], sizeof ids[n], "%s", id);
-        idp[n] = ids[n];
-        parts_of[n] = (int)bj_get_int(doc, "partition", -1);
-        updates[n++] = u;
+        if (id && strlen(id) < PROTO_ID_MAX)
+            s_remember(w, id, (int)bj_get_int(doc, "partition", -1), doc);
     }
-    bson_error_t berr = {0};
+    bson_error_t berr;
     int failed = mongoc_cursor_error(cur, &berr);
     mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
     bson_destroy(filter);
-    size_t folded = 0;
-    if (!failed && n) {
-        while (__atomic_load_n(&w->m->write_want, __ATOMIC_ACQUIRE) > 0)
-            usleep(200); /* the loop's write goes first */
-        pthread_mutex_lock(&w->m->write_mu);
-        mono = clock_mono_ms();
-        size_t k = 0; /* those of partitions still held, at the front */
-        for (size_t i = 0; i < n; i++) {
-            int p = parts_of[i];
-            if (p < 0 || p >= m->cfg->partitions ||
-                mono >= __atomic_load_n(&m->leases[p].valid_until, __ATOMIC_ACQUIRE)) {
-                bson_destroy(updates[i]);
-                continue;
-            }
-            idp[k] = idp[i];
-            updates[k++] = updates[i];
-        }
-        n = k;
-        int64_t matched = 0;
-        folded = store_update_by_ids(w->store, "jobs", idp, updates, n, &matched, &berr);
-        failed = folded < n;
-        if (folded) {
-            bson_t *del = bson_new();
-            bj_append_in_utf8(del, "_id", idp, folded);
-            failed |= !mongoc_collection_delete_many(store_coll(w->store, STORE_RESULTS), del,
-                                                     NULL, NULL, &berr);
-            bson_destroy(del);
-        }
-        pthread_mutex_unlock(&w->m->write_mu);
-    }
-    for (size_t i = 0; i < n; i++)
-        bson_destroy(updates[i]);
-    int64_t spent = zclock_usecs() - t0;
-    s_spent(w, spent);
-    stats_store_op("fold_results", spent, failed);
+    stats_store_op("look_results", zclock_usecs() - t0, failed);
     if (failed) {
-        log_warn("cannot fold recorded outcomes into their jobs; later",
-                 "folded=%zu reason=\"%s\"", folded, berr.message);
-        return -1;
+        log_warn("cannot read recorded outcomes to fold; later", "reason=\"%s\"", berr.message);
+        w->look_next = mono + 1000;
     }
-    stats_results_folded((int64_t)folded);
-    return (int)folded;
 }
 
-/* Waits for work; folds records meanwhile while it may. Called and
- * returns with w->mu held. */
+/* Folds the first FOLD_BULK remembered records of partitions still held
+ * here into their jobs and deletes them (those of partitions gone are
+ * forgotten: their new owner looks for them). */
+static void s_fold(writer_t *w)
+{
+    const master_t *m = w->m;
+    const char *ids[FOLD_BULK];
+    bson_t *updates[FOLD_BULK];
+    size_t k = w->nfolds < FOLD_BULK ? w->nfolds : FOLD_BULK, n = 0;
+    while (__atomic_load_n(&m->write_want, __ATOMIC_ACQUIRE) > 0)
+        usleep(200); /* the loop's write goes first */
+    pthread_mutex_lock(&w->m->write_mu);
+    int64_t mono = clock_mono_ms(), t0 = zclock_usecs();
+    for (size_t i = 0; i < k; i++) {
+        fold_t *f = &w->folds[(w->fold_head + i) % FOLD_MAX];
+        if (f->partition >= 0 && f->partition < m->cfg->partitions &&
+            mono < __atomic_load_n(&m->leases[f->partition].valid_until, __ATOMIC_ACQUIRE)) {
+            ids[n] = f->id;
+            updates[n++] = f->update;
+        }
+    }
+    bson_error_t berr = {0};
+    int64_t matched = 0;
+    size_t folded = store_update_by_ids(w->store, "jobs", ids, updates, n, &matched, &berr);
+    size_t deleted = folded ? store_delete_by_ids(w->store, STORE_RESULTS, ids, folded, &berr) : 0;
+    pthread_mutex_unlock(&w->m->write_mu);
+    int failed = folded < n || deleted < folded;
+    stats_store_op("fold_results", zclock_usecs() - t0, failed);
+    stats_results_folded((int64_t)deleted);
+    if (failed) {
+        log_warn("cannot fold recorded outcomes into their jobs; later",
+                 "folded=%zu reason=\"%s\"", deleted, berr.message);
+        w->fold_after = clock_mono_ms() + 1000;
+        return; /* kept, folded again (a fold twice changes nothing) */
+    }
+    s_forget(w, k);
+}
+
+/* Waits for work; folds records meanwhile while it may (FOLD_LOAD).
+ * Called and returns with w->mu held. */
 static void s_idle(writer_t *w)
 {
-    int64_t now = clock_mono_ms();
-    int may = s_spent(w, 0);
     if (w->settling) {
         pthread_cond_wait(&w->work, &w->mu);
         return;
     }
-    if (w->fold_next > now || !may) {
-        /* nothing known to fold, or the second's share spent: wait for
-         * work, or for the next look (the next second if only spent) */
-        int64_t until = may ? w->fold_next : (now / 1000 + 1) * 1000;
+    int64_t now = clock_mono_ms();
+    s_load(w, 0);
+    int idle = now >= w->wrote_at + FOLD_QUIET_MS;
+    int light = w->load < FOLD_LOAD && w->load_prev < FOLD_LOAD &&
+                now >= w->fold_last + FOLD_TRICKLE_MS;
+    int look = (idle || light) && !w->nfolds && (w->fold_missed || now >= w->look_next);
+    int fold = w->nfolds && (idle || light || w->nfolds >= FOLD_MAX / 2);
+    if (now < w->fold_after || (!look && !fold)) { /* wait for work meanwhile */
+        int64_t until = now < w->fold_after ? w->fold_after : now + FOLD_TRICKLE_MS;
         int64_t wall = clock_wall_ms() + (until - now);
         struct timespec ts = {.tv_sec = wall / 1000, .tv_nsec = (wall % 1000) * 1000000};
         pthread_cond_timedwait(&w->work, &w->mu, &ts);
@@ -297,12 +352,14 @@ static void s_idle(writer_t *w)
     }
     w->inflight = 1; /* writer_settle waits for a fold too (a release of its partition) */
     pthread_mutex_unlock(&w->mu);
-    int folded = s_fold(w);
+    if (look)
+        s_look(w);
+    if (w->nfolds)
+        s_fold(w);
+    w->fold_last = clock_mono_ms();
     pthread_mutex_lock(&w->mu);
     w->inflight = 0;
     pthread_cond_broadcast(&w->room);
-    if (folded < STORE_BULK_MAX) /* all folded, or the store away: look again later */
-        w->fold_next = clock_mono_ms() + (folded < 0 ? 1000 : FOLD_LOOK_MS);
 }
 
 static void *s_run(void *arg)
@@ -339,6 +396,7 @@ writer_t *writer_new(master_t *m, err_t *err)
     writer_t *w = calloc(1, sizeof *w);
     w->m = m;
     w->q = calloc(WRITER_MAX, sizeof *w->q);
+    w->folds = calloc(FOLD_MAX, sizeof *w->folds);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->work, NULL);
     pthread_cond_init(&w->room, NULL);
@@ -386,6 +444,9 @@ void writer_destroy(writer_t **self_p)
     if (w->efd >= 0)
         close(w->efd);
     store_destroy(&w->store);
+    if (w->folds)
+        s_forget(w, w->nfolds);
+    free(w->folds);
     free(w->q);
     free(w->done);
     free(w);

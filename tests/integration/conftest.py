@@ -138,19 +138,6 @@ def imported_trigger(template, name, first, period_s):
     return doc
 
 
-def job_seen(db, job_id):
-    """A job as the API shows it: its outcome record laid over it until
-    its master folds it (check_invariants.jobs_seen)."""
-    return next(check_invariants.jobs_seen(db, {"_id": job_id}), None)
-
-
-def count_seen(db, filt, **where):
-    """How many jobs of `filt` match `where` (plain equalities) once their
-    outcome records are laid over them."""
-    return sum(1 for j in check_invariants.jobs_seen(db, filt)
-               if all(j.get(k) == v for k, v in where.items()))
-
-
 def wait_for(pred, timeout, interval=0.1, what="condition"):
     deadline = time.time() + timeout
     last = None
@@ -339,6 +326,134 @@ class Proc:
             return f.read()
 
 
+# The job fields an outcome record (job_results) sets until its master
+# folds it into the job (docs/ARCHITECTURE.md, "Outcomes by insert").
+RECORD_KEYS = {"status", "attempt", "finished_at", "started_at", "worker_id", "duration_ms",
+               "result", "attempts", "notify_pending"}
+_MISSING = object()
+
+
+def _values(doc, dotted):
+    """The values at a dotted path; through an array, each element's."""
+    vals = [doc]
+    for part in dotted.split("."):
+        nxt = []
+        for v in vals:
+            if isinstance(v, dict):
+                if part in v:
+                    nxt.append(v[part])
+            elif isinstance(v, list):
+                if part.isdigit():
+                    if int(part) < len(v):
+                        nxt.append(v[int(part)])
+                else:
+                    nxt += [e[part] for e in v if isinstance(e, dict) and part in e]
+        vals = nxt
+    return vals
+
+
+def _cond(vals, cond):
+    flat = vals + [e for v in vals if isinstance(v, list) for e in v]
+    if not (isinstance(cond, dict) and cond and all(k.startswith("$") for k in cond)):
+        return cond in flat or (cond is None and not vals)
+    for op, arg in cond.items():
+        if op == "$in":
+            ok = any(v in arg for v in flat) or (None in arg and not vals)
+        elif op == "$nin":
+            ok = not any(v in arg for v in flat) and not (None in arg and not vals)
+        elif op == "$ne":
+            ok = arg not in flat and not (arg is None and not vals)
+        elif op == "$exists":
+            ok = bool(vals) == bool(arg)
+        elif op in ("$gt", "$gte", "$lt", "$lte"):
+            cmp = {"$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
+                   "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b}[op]
+            num = (int, float)
+            ok = any(v is not None and (type(v) is type(arg) or
+                                        (isinstance(v, num) and isinstance(arg, num))) and cmp(v, arg)
+                     for v in flat)
+        elif op == "$size":
+            ok = any(isinstance(v, list) and len(v) == arg for v in vals)
+        else:
+            raise NotImplementedError(f"JobsView cannot match {op}")
+        if not ok:
+            return False
+    return True
+
+
+def matches(doc, filt):
+    """A Mongo filter of the forms the tests use, evaluated in Python."""
+    for key, cond in filt.items():
+        if key == "$and":
+            ok = all(matches(doc, f) for f in cond)
+        elif key == "$or":
+            ok = any(matches(doc, f) for f in cond)
+        else:
+            ok = _cond(_values(doc, key), cond)
+        if not ok:
+            return False
+    return True
+
+
+class Rows(list):
+    def sort(self, key, direction=1):  # the cursor's sort(key, direction)
+        super().sort(key=lambda d: (d.get(key) is None, d.get(key)), reverse=direction < 0)
+        return self
+
+
+class JobsView:
+    """db.jobs as the API shows the jobs: each outcome record not folded
+    yet laid over its job (check_invariants.jobs_seen), filters on the
+    fields a record sets matched after that. Everything else is the
+    collection's own."""
+
+    def __init__(self, coll):
+        self._coll = coll
+
+    def __getattr__(self, name):
+        return getattr(self._coll, name)
+
+    def find(self, filt=None, projection=None, sort=None, limit=0, **kw):
+        filt = filt or {}
+        stored = {k: v for k, v in filt.items()
+                  if not k.startswith("$") and k.split(".")[0] not in RECORD_KEYS}
+        later = {k: v for k, v in filt.items() if k not in stored}
+        rows = Rows(j for j in check_invariants.jobs_seen(self._coll.database, stored, None, **kw)
+                    if matches(j, later))
+        for key, direction in reversed(sort or []):
+            rows.sort(key, direction)
+        if limit:
+            del rows[limit:]
+        if projection:
+            keep = {k.split(".")[0] for k, v in projection.items() if v} | {"_id"}
+            rows = Rows({k: v for k, v in j.items() if k in keep} for j in rows)
+        return rows
+
+    def find_one(self, filt=None, projection=None, sort=None, **kw):
+        rows = self.find(filt, projection, sort=sort, limit=1, **kw)
+        return rows[0] if rows else None
+
+    def count_documents(self, filt, **kw):
+        return len(self.find(filt, **kw))
+
+    def distinct(self, key, filt=None):
+        return sorted({v for j in self.find(filt) for v in _values(j, key)}, key=repr)
+
+
+class DbView:
+    """A database whose `jobs` is a JobsView."""
+
+    def __init__(self, db):
+        self._db = db
+        self.jobs = JobsView(db.jobs)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def __getitem__(self, name):
+        return self.jobs if name == "jobs" else self._db[name]
+
+
 class Cluster:
     """A sked cluster on loopback against the session's FerretDB."""
 
@@ -361,7 +476,7 @@ class Cluster:
     def use_db(self, name):
         self.db_name = name
         self.uri = f"mongodb://127.0.0.1:{self.store_port}/{name}"
-        self.db = self.mongo[name]
+        self.db = DbView(self.mongo[name])
 
     def unindexed(self):
         """Before start: a database the store's indexer leaves as FerretDB

@@ -8,8 +8,8 @@ import time
 
 import zmq
 
-from conftest import (DelayProxy, count_seen, free_port, insert_job_history, job_seen, one_shot,
-                      trigger_partition, wait_for, zulu)
+from conftest import (DelayProxy, free_port, insert_job_history, one_shot, trigger_partition, wait_for,
+                      zulu)
 
 FINAL = ("succeeded", "failed", "timed_out", "lost", "cancelled")
 
@@ -450,7 +450,7 @@ def test_freed_slots_get_new_jobs_while_a_burst_of_ends_is_written(cluster):
         assert len(jobs) == n and len(acks) == n, (len(jobs), len(acks))
         assert acked_at_last_job < n / 4, \
             f"the last JOB came after {acked_at_last_job} of {n} ends were written"
-        assert count_seen(cluster.db, {}, worker_id="burst-worker", status="succeeded") == n
+        assert cluster.db.jobs.count_documents({"worker_id": "burst-worker", "status": "succeeded"}) == n
     finally:
         fake.close()
 
@@ -462,7 +462,8 @@ def test_a_worker_that_dies_with_its_end_still_waiting_loses_nothing(cluster):
     the end of its one job and dies, and the master drops the silent
     worker (1 s timeout) while the 64 writes are still being made. Its
     attempt is not taken for lost (and run again by a retry): its end is
-    recorded as it ran. Written by the loop, the 64 held it and the
+    recorded as it ran. (Since outcomes are inserted as records, the 64
+    are written before the worker is dropped; the test waits for the drop.) Written by the loop, the 64 held it and the
     FINISHED waited unread (then "attempt not taken for lost" kept the
     attempt); with the status writer the loop reads it at once and the
     flight has ended before the worker is dropped."""
@@ -512,6 +513,13 @@ def test_a_worker_that_dies_with_its_end_still_waiting_loses_nothing(cluster):
             if doc["status"] in ("succeeded", "lost", "failed"):
                 break
             time.sleep(0.3)
+        # Outcomes inserted as records are written before the worker is
+        # dropped: the attempt must stay as recorded once it is.
+        wait_for(lambda: busy.send("HEARTBEAT", slots=slots, free_slots=slots, task_types="sleep")
+                 or "worker gone" in cluster.masters[0].text(), 10, interval=0.3,
+                 what="the silent worker dropped")
+        time.sleep(1.0)
+        doc = cluster.db.jobs.find_one({"_id": mine})
         text = cluster.masters[0].text()
         assert "worker gone" in text and "dying-worker" in text, "the worker was not dropped"
         assert doc["status"] == "succeeded" and doc["attempt"] == 1, doc
@@ -576,7 +584,7 @@ def test_a_burst_of_ends_is_written_in_bulks_and_each_ack_follows_its_write(clus
                 if frames[1] == b"ACK":
                     jid = json.loads(frames[2])["job_id"]
                     acked.add(jid)
-                    if job_seen(cluster.db, jid)["status"] != "succeeded":
+                    if cluster.db.jobs.find_one({"_id": jid})["status"] != "succeeded":
                         unwritten.append(jid)
         assert len(acked) == n, len(acked)
         assert not unwritten, f"ACKs came before their outcome was written: {unwritten}"
@@ -642,7 +650,7 @@ def test_worker_messages_are_read_while_a_status_write_waits_on_the_store(cluste
                     acks.setdefault(json.loads(frames[2])["job_id"], time.time())
         assert len(acks) == 2, acks
         for j in jobs:
-            assert job_seen(cluster.db, j["job_id"])["status"] == "succeeded"
+            assert cluster.db.jobs.find_one({"_id": j["job_id"]})["status"] == "succeeded"
             assert acks[j["job_id"]] >= proxy.holding[0] + 2.9, "an ACK came before its write"
     finally:
         fake.close()

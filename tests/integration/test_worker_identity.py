@@ -8,7 +8,7 @@ import time
 
 import zmq
 
-from conftest import job_seen, wait_for
+from conftest import wait_for
 
 
 class FakeWorker:
@@ -92,7 +92,7 @@ def list_then_finish(cluster, fw, job, seconds):
     while time.time() < end:
         fw.hello("HEARTBEAT", free=0, running=[job["job_id"]])
         time.sleep(0.3)
-    doc = job_seen(cluster.db, job["job_id"])
+    doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
     assert doc["status"] == "running" and doc["attempt"] == 1, doc
     fw.send("FINISHED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000),
             status="succeeded", exit_code=0, duration_ms=10)
@@ -119,7 +119,7 @@ def test_reconnected_worker_keeps_its_running_job(cluster):
         # past SKED_WORKER_TIMEOUT_MS of the old connection
         ack = list_then_finish(cluster, fw, job, 5)
         assert ack["job_id"] == job["job_id"]
-        doc = job_seen(cluster.db, job["job_id"])
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
         assert doc["status"] == "succeeded" and [a["status"] for a in doc["attempts"]] == ["succeeded"]
         assert "worker reconnected" in cluster.masters[0].text()
         fw.close()
@@ -153,12 +153,12 @@ def test_an_unreachable_connection_hands_its_jobs_to_the_live_one(cluster):
         wait_for(lambda: "worker gone" in master.text(), 5, interval=0.05,
                  what="the unreachable entry dropped")
         assert "other_connection=live" in master.text()
-        doc = job_seen(cluster.db, job["job_id"])
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
         assert doc["status"] == "running" and doc["attempt"] == 1, doc
         new.send("FINISHED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000),
                  status="succeeded", exit_code=0, duration_ms=10)
         new.recv("ACK", 10, beat={"free": 0, "running": [job["job_id"]]})
-        doc = job_seen(cluster.db, job["job_id"])
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
         assert [a["status"] for a in doc["attempts"]] == ["succeeded"], doc
         assert master.text().count("two workers share a node id") <= 2, "said once per connection"
         new.close()
@@ -192,7 +192,7 @@ def test_a_job_sent_on_the_old_connection_is_kept_when_it_starts_after_the_recon
     try:
         new.send("STARTED", job_id=job["job_id"], attempt=1, at=int(time.time() * 1000))
         list_then_finish(cluster, new, job, 2)  # several heartbeats (300 ms)
-        doc = job_seen(cluster.db, job["job_id"])
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
         assert [a["status"] for a in doc["attempts"]] == ["succeeded"], doc
         assert "job lost" not in cluster.masters[0].text()
         new.close()
@@ -264,7 +264,7 @@ def test_finished_carries_the_start_time_when_started_went_unrecorded(cluster):
         fw.send("FINISHED", job_id=job["job_id"], attempt=1, at=began + 1234, status="succeeded",
                 exit_code=0, duration_ms=0, started_at=began)
         fw.recv("ACK", 10, beat={"free": 1})
-        doc = job_seen(cluster.db, job["job_id"])
+        doc = cluster.db.jobs.find_one({"_id": job["job_id"]})
         assert doc["status"] == "succeeded"
         assert int(doc["started_at"].timestamp() * 1000) == began, doc
         fw.close()

@@ -21,13 +21,13 @@ import pymongo
 NON_FINAL = ("queued", "running", "retrying")
 
 
-def jobs_seen(db, filt=None, projection=None):
+def jobs_seen(db, filt=None, projection=None, **kw):
     """db.jobs.find(filt, projection) as readers see the jobs: an outcome
     record in job_results not folded into its job yet is laid over it
     (its `set` fields; the attempt entry is appended to `attempts` when
     the projection asks for them)."""
     records = {r["_id"]: r for r in db.job_results.find({"_id": {"$exists": True}})}
-    for j in db.jobs.find(filt or {}, projection):
+    for j in getattr(db.jobs, "_coll", db.jobs).find(filt or {}, projection, **kw):
         r = records.get(j["_id"])
         if r:
             want = projection is None or "attempts" in projection
