@@ -139,39 +139,6 @@ int store_get_by_id(store_t *self, const char *coll, const char *id, bson_t *out
     return rc;
 }
 
-size_t store_update_by_ids(store_t *self, const char *coll, const char *const *ids,
-                           bson_t *const *updates, size_t n, int64_t *matched,
-                           bson_error_t *berr)
-{
-    for (size_t i = 0; i < n; i += STORE_BULK_MAX) {
-        size_t k = n - i < STORE_BULK_MAX ? n - i : STORE_BULK_MAX, done = k;
-        mongoc_bulk_operation_t *bulk =
-            mongoc_collection_create_bulk_operation_with_opts(store_coll(self, coll), NULL);
-        bool ok = true;
-        for (size_t j = 0; j < k && ok; j++) {
-            bson_t *filter = BCON_NEW("_id", BCON_UTF8(ids[i + j]));
-            ok = mongoc_bulk_operation_update_one_with_opts(bulk, filter, updates[i + j], NULL, berr);
-            bson_destroy(filter);
-        }
-        bson_t reply = BSON_INITIALIZER; /* execute replaces it; stays empty if not run */
-        ok = ok && mongoc_bulk_operation_execute(bulk, &reply, berr);
-        *matched += bj_get_int(&reply, "nMatched", 0);
-        if (!ok) { /* an ordered bulk stops at its first error */
-            bson_iter_t it, first, idx;
-            done = 0;
-            if (bson_iter_init_find(&it, &reply, "writeErrors") && bson_iter_recurse(&it, &first) &&
-                bson_iter_next(&first) && BSON_ITER_HOLDS_DOCUMENT(&first) &&
-                bson_iter_recurse(&first, &idx) && bson_iter_find(&idx, "index"))
-                done = (size_t)bson_iter_as_int64(&idx);
-        }
-        bson_destroy(&reply);
-        mongoc_bulk_operation_destroy(bulk);
-        if (done < k)
-            return i + done;
-    }
-    return n;
-}
-
 /* The index of an ordered bulk's first write error and whether it was a
  * duplicate key; -1 if the reply names none. */
 static int64_t s_first_error(const bson_t *reply, int *dup)
@@ -188,6 +155,54 @@ static int64_t s_first_error(const bson_t *reply, int *dup)
     if (bson_iter_recurse(&first, &field) && bson_iter_find(&field, "index"))
         index = bson_iter_as_int64(&field);
     return index;
+}
+
+/* Updates (updates non-NULL) or deletes the documents of coll with _id
+ * ids[i], in order, STORE_BULK_MAX to an ordered bulk; returns how many
+ * were done before the first failure (n if none). */
+static size_t s_by_ids(store_t *self, const char *coll, const char *const *ids,
+                       bson_t *const *updates, size_t n, int64_t *matched, bson_error_t *berr)
+{
+    for (size_t i = 0; i < n; i += STORE_BULK_MAX) {
+        size_t k = n - i < STORE_BULK_MAX ? n - i : STORE_BULK_MAX, done = k;
+        mongoc_bulk_operation_t *bulk =
+            mongoc_collection_create_bulk_operation_with_opts(store_coll(self, coll), NULL);
+        bool ok = true;
+        for (size_t j = 0; j < k && ok; j++) {
+            bson_t *filter = BCON_NEW("_id", BCON_UTF8(ids[i + j]));
+            ok = updates ? mongoc_bulk_operation_update_one_with_opts(bulk, filter, updates[i + j],
+                                                                       NULL, berr)
+                         : mongoc_bulk_operation_remove_one_with_opts(bulk, filter, NULL, berr);
+            bson_destroy(filter);
+        }
+        bson_t reply = BSON_INITIALIZER; /* execute replaces it; stays empty if not run */
+        ok = ok && mongoc_bulk_operation_execute(bulk, &reply, berr);
+        *matched += bj_get_int(&reply, "nMatched", 0);
+        if (!ok) { /* an ordered bulk stops at its first error */
+            int dup;
+            int64_t at = s_first_error(&reply, &dup);
+            done = at < 0 ? 0 : (size_t)at;
+        }
+        bson_destroy(&reply);
+        mongoc_bulk_operation_destroy(bulk);
+        if (done < k)
+            return i + done;
+    }
+    return n;
+}
+
+size_t store_update_by_ids(store_t *self, const char *coll, const char *const *ids,
+                           bson_t *const *updates, size_t n, int64_t *matched,
+                           bson_error_t *berr)
+{
+    return s_by_ids(self, coll, ids, updates, n, matched, berr);
+}
+
+size_t store_delete_by_ids(store_t *self, const char *coll, const char *const *ids, size_t n,
+                           bson_error_t *berr)
+{
+    int64_t matched = 0;
+    return s_by_ids(self, coll, ids, NULL, n, &matched, berr);
 }
 
 size_t store_insert_new(store_t *self, const char *coll, bson_t *const *docs, size_t n,
@@ -215,34 +230,6 @@ size_t store_insert_new(store_t *self, const char *coll, bson_t *const *docs, si
         i += done;
         if (k == 0)
             return i;
-    }
-    return n;
-}
-
-size_t store_delete_by_ids(store_t *self, const char *coll, const char *const *ids, size_t n,
-                           bson_error_t *berr)
-{
-    for (size_t i = 0; i < n; i += STORE_BULK_MAX) {
-        size_t k = n - i < STORE_BULK_MAX ? n - i : STORE_BULK_MAX, done = k;
-        mongoc_bulk_operation_t *bulk =
-            mongoc_collection_create_bulk_operation_with_opts(store_coll(self, coll), NULL);
-        bool ok = true;
-        for (size_t j = 0; j < k && ok; j++) {
-            bson_t *filter = BCON_NEW("_id", BCON_UTF8(ids[i + j]));
-            ok = mongoc_bulk_operation_remove_one_with_opts(bulk, filter, NULL, berr);
-            bson_destroy(filter);
-        }
-        bson_t reply = BSON_INITIALIZER;
-        ok = ok && mongoc_bulk_operation_execute(bulk, &reply, berr);
-        if (!ok) {
-            int dup;
-            int64_t at = s_first_error(&reply, &dup);
-            done = at < 0 ? 0 : (size_t)at;
-        }
-        bson_destroy(&reply);
-        mongoc_bulk_operation_destroy(bulk);
-        if (done < k)
-            return i + done;
     }
     return n;
 }
