@@ -86,7 +86,8 @@
 /* Records folded a bulk: about 12 ms of updates, 6 of deletes, holding
  * the master's turn to write (write_mu) that long. */
 #define FOLD_BULK 8
-/* Records remembered to fold (about 0.3 KiB each). */
+/* Records remembered to fold (about 0.5 KiB each with its update; the
+ * ring is allocated untouched, resident as it fills). */
 #define FOLD_MAX 65536
 /* How often records are looked for in the store while none are
  * remembered (partitions gained from a dead master). */
