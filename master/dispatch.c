@@ -501,6 +501,14 @@ static int s_guard_holds(dispatch_t *d, const char *job_id, int attempt)
     return holds;
 }
 
+/* A job's partition, from the trigger id its _id begins with ("<trigger>@<ms>"). */
+static int s_job_partition(const dispatch_t *d, const char *job_id)
+{
+    char trig[64];
+    snprintf(trig, sizeof trig, "%.*s", (int)strcspn(job_id, "@"), job_id);
+    return sched_partition(trig, d->m->cfg->partitions);
+}
+
 /* "job id#attempt": the key of an attempt's FINISHED in d->recent and d->writing. */
 static void s_recent_key(char *buf, size_t size, const char *job_id, int attempt)
 {
@@ -519,14 +527,11 @@ static void s_settle_job(dispatch_t *d, const char *job_id)
  * over when full, and at the end of each pass over worker messages);
  * identity: the FINISHED's sender to acknowledge once it is written. */
 static void s_batch(dispatch_t *d, const char *job_id, int attempt, bson_t *update,
-                    const char *op, zframe_t *identity)
+                    const char *op, zframe_t *identity, int record)
 {
-    char trig[64];
-    snprintf(trig, sizeof trig, "%.*s", (int)strcspn(job_id, "@"), job_id);
     wr_item_t *b = &d->batch[d->nbatch++];
     *b = (wr_item_t){.attempt = attempt, .op = op, .update = update, .identity = identity,
-                     .partition = sched_partition(trig, d->m->cfg->partitions),
-                     .record = strcmp(op, "record_jobs") == 0};
+                     .partition = s_job_partition(d, job_id), .record = record};
     snprintf(b->id, sizeof b->id, "%s", job_id);
     s_count(d->updating, job_id, 1);
     if (identity) { /* a FINISHED's: a resend of it is answered by this one's ACK */
@@ -545,7 +550,7 @@ int dispatch_updating(const dispatch_t *self, const char *job_id)
 
 void dispatch_write_job(dispatch_t *self, const char *job_id, bson_t *update, const char *op)
 {
-    s_batch(self, job_id, 0, update, op, NULL);
+    s_batch(self, job_id, 0, update, op, NULL, 0);
 }
 
 /* Applies `update` to a job; takes ownership of update.
@@ -580,7 +585,7 @@ static int s_write_job(dispatch_t *d, const char *job_id, int attempt, bson_t *u
     if (d->batching) { /* a FINISHED's: the status writer writes it */
         int rec = record != NULL;
         s_batch(d, job_id, attempt, rec ? record : update, rec ? "record_jobs" : "update_jobs",
-                zframe_dup(d->batching));
+                zframe_dup(d->batching), rec);
         if (rec)
             bson_destroy(update);
         d->batched = 1;
@@ -692,10 +697,8 @@ static int s_save_outcome(dispatch_t *d, const char *job_id, int attempt, const 
      * which this master's writer folds into the job when idle. */
     bson_t *record = NULL;
     if (!retry_at && !notify && d->batching) {
-        char trig[64];
-        snprintf(trig, sizeof trig, "%.*s", (int)strcspn(job_id, "@"), job_id);
         record = BCON_NEW("_id", BCON_UTF8(job_id), "partition",
-                          BCON_INT32(sched_partition(trig, d->m->cfg->partitions)), "recorded_at",
+                          BCON_INT32(s_job_partition(d, job_id)), "recorded_at",
                           BCON_DATE_TIME(clock_wall_ms()));
         bson_iter_t it, sub;
         if (bson_iter_init_find(&it, update, "$set"))
@@ -1230,10 +1233,8 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
         if (zhashx_lookup(d->writing, key)) /* a resend of one batched or with the writer: */
             return;                         /* that one's ACK answers both */
     }
-    /* The job's partition is in its id ("<trigger>@<ms>"); only its holder writes. */
-    char trig[64];
-    snprintf(trig, sizeof trig, "%.*s", (int)strcspn(msg->job_id, "@"), msg->job_id);
-    int p = sched_partition(trig, d->m->cfg->partitions);
+    /* The job's partition is in its id; only its holder writes. */
+    int p = s_job_partition(d, msg->job_id);
     if (partitions_loading(d->m, p)) {
         /* Gained and being taken over: not acknowledged, the worker sends
          * it again and the takeover's end finds it (a job recorded ended
