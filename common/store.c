@@ -44,6 +44,11 @@ static void s_driver_log(mongoc_log_level_t level, const char *domain, const cha
 
 store_t *store_new(const char *uri_text, err_t *err)
 {
+    return store_new_patient(uri_text, 10000, err);
+}
+
+store_t *store_new_patient(const char *uri_text, int socket_timeout_ms, err_t *err)
+{
     if (!s_inited) {
         mongoc_log_set_handler(s_driver_log, NULL);
         mongoc_init();
@@ -61,7 +66,7 @@ store_t *store_new(const char *uri_text, err_t *err)
     if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
         mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 2000);
     if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
-        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 10000);
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, socket_timeout_ms);
     /* Retry quickly after a failed selection instead of mongoc's 5 s cooldown. */
     if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTRYONCE))
         mongoc_uri_set_option_as_bool(uri, MONGOC_URI_SERVERSELECTIONTRYONCE, false);

@@ -20,8 +20,13 @@
 typedef struct store store_t;
 
 /* Connects lazily: a bad URI fails here, an unreachable server on first use.
- * Short server-selection and socket timeouts are set unless the URI has its own. */
+ * Short server-selection and socket timeouts (10 s) are set unless the URI
+ * has its own. */
 store_t *store_new(const char *uri, err_t *err);
+/* The same with a socket timeout of socket_timeout_ms: for a connection
+ * whose one round trip may take long and holds up nothing (a read on a
+ * thread of its own). */
+store_t *store_new_patient(const char *uri, int socket_timeout_ms, err_t *err);
 void store_destroy(store_t **self_p);
 
 /* A cached collection handle, borrowed. */

@@ -155,6 +155,8 @@ struct dispatch {
     zhashx_t *updating; /* job id of each update batched or with the writer -> count (intptr_t) */
     zframe_t *batching; /* while a FINISHED is handled: its sender, and */
     int batched;        /* whether its write joined the batch */
+    scan_t *scan;       /* the takeover scan under way, or NULL */
+    zhashx_t *claimed;  /* ids of the jobs written here in partitions it scans (values unused) */
 };
 
 /* A job taken over from the store after gaining its partition. */
@@ -298,6 +300,7 @@ dispatch_t *dispatch_new(master_t *m)
     d->rng = (uint64_t)zclock_usecs() ^ ((uint64_t)(uintptr_t)d << 16);
     d->writing = zhashx_new();
     d->updating = zhashx_new();
+    d->claimed = zhashx_new();
     char list[sizeof m->cfg->task_limits];
     snprintf(list, sizeof list, "%s", m->cfg->task_limits);
     for (char *save = NULL, *kv = strtok_r(list, ",", &save); kv && d->nlimits < 32;
@@ -346,6 +349,9 @@ void dispatch_destroy(dispatch_t **self_p)
     }
     zhashx_destroy(&d->writing);
     zhashx_destroy(&d->updating);
+    zlistx_t *scanned = scan_finish(&d->scan, NULL, NULL); /* stopped: taken over by no one */
+    zlistx_destroy(&scanned);
+    zhashx_destroy(&d->claimed);
     free(d);
     *self_p = NULL;
 }
@@ -1235,10 +1241,11 @@ static void s_on_status(dispatch_t *d, zframe_t *identity, const proto_msg_t *ms
     }
     /* The job's partition is in its id; only its holder writes. */
     int p = s_job_partition(d, msg->job_id);
-    if (partitions_loading(d->m, p)) {
+    if (partitions_loading(d->m, p) && !zhashx_lookup(d->claimed, msg->job_id)) {
         /* Gained and being taken over: not acknowledged, the worker sends
          * it again and the takeover's end finds it (a job recorded ended
-         * here might be read `running` by the scan, then declared lost). */
+         * here might be read `running` by the scan, then declared lost).
+         * A job claimed here meanwhile is ours: the scan leaves it out. */
         log_debug("status for a partition being loaded; it waits", "job=%s", msg->job_id);
         return;
     }
@@ -1485,7 +1492,7 @@ static void s_place_recovered(dispatch_t *d)
 /* Places the recovered jobs once the takeover wait is over. */
 static void s_place_when_heard(dispatch_t *d, int64_t now)
 {
-    if (d->m->taking)
+    if (d->m->taking || d->scan)
         return; /* a takeover scan may be reading more of them: placed after it */
     if (now >= d->recover_until && s_workers_heard(d, now))
         s_place_recovered(d);
@@ -1542,117 +1549,84 @@ static void s_renotify(dispatch_t *d, const bson_t *doc)
     bson_destroy(update);
 }
 
-/* The ids of the jobs of partitions parts[0..n) with an outcome record
- * not folded yet (their writer had not been idle since), as a set; NULL
- * if the store cannot say (the scan then waits for the next gain). */
-static zhashx_t *s_recorded(dispatch_t *d, const int *parts, int n)
-{
-    bson_t *filter = bson_new();
-    bj_append_in_int32(filter, "partition", parts, n);
-    bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}", "batchSize",
-                            BCON_INT32(LEASE_KEEP_EVERY));
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(
-        store_coll(d->m->store, STORE_RESULTS), filter, opts, NULL);
-    zhashx_t *ids = zhashx_new();
-    const bson_t *doc;
-    size_t read = 0;
-    while (mongoc_cursor_next(cur, &doc) && !partitions_keep_reading(d->m, &read)) {
-        const char *id = bj_get_str(doc, "_id", NULL);
-        if (id)
-            zhashx_update(ids, id, (void *)1);
-    }
-    bson_error_t berr;
-    if (mongoc_cursor_error(cur, &berr)) {
-        log_warn("cannot read recorded outcomes to take over; the next gain retries",
-                 "reason=\"%s\"", berr.message);
-        zhashx_destroy(&ids);
-    }
-    mongoc_cursor_destroy(cur);
-    bson_destroy(opts);
-    bson_destroy(filter);
-    return ids;
-}
-
 void dispatch_recover(dispatch_t *self, const int *parts, int n)
 {
-    if (n == 0)
+    if (n == 0 || self->scan)
         return;
     dispatch_settle(self); /* a job read here as running was not just written ended */
-    bson_t *filter = bson_new();
-    bj_append_in_int32(filter, "partition", parts, n);
-    /* Non-final jobs, and final ones whose notifications were not all
-     * delivered (their master died first). */
-    bson_t or, alt;
-    BSON_APPEND_ARRAY_BEGIN(filter, "$or", &or);
-    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
-    job_live_append(&alt, "status", "$in");
-    bson_append_document_end(&or, &alt);
-    BCON_APPEND(&or, "1", "{", "notify_pending", BCON_BOOL(true), "}");
-    bson_append_array_end(filter, &or);
-    /* On FerretDB this reads every job (about 0.5 ms each): with tens of
-     * thousands it outlasts a lease's TTL, so it tells the lease keeper
-     * the loop is alive as it reads, as a load does. A lease lost
-     * meanwhile is forgotten by the next tick; its jobs are not taken
-     * here. */
-    zhashx_t *ended = s_recorded(self, parts, n);
-    bson_t *opts = BCON_NEW("batchSize", BCON_INT32(LEASE_KEEP_EVERY));
-    mongoc_cursor_t *cur =
-        mongoc_collection_find_with_opts(store_coll(self->m->store, "jobs"), filter, opts, NULL);
-    bson_destroy(opts);
-    const bson_t *doc;
-    int count = 0;
-    size_t read = 0;
-    while (ended && mongoc_cursor_next(cur, &doc)) {
-        if (partitions_keep_reading(self->m, &read))
-            break; /* stopping: what is not taken over waits for the next owner */
-        const char *id = bj_get_str(doc, "_id", NULL);
-        if (!id || strlen(id) >= PROTO_ID_MAX || zhashx_lookup(self->flights, id) ||
-            zhashx_lookup(self->recovering, id) ||
-            !partitions_owned(self->m, (int)bj_get_int(doc, "partition", -1)))
-            continue;
-        if (zhashx_lookup(ended, id))
-            continue; /* its outcome is recorded, not folded yet: final */
-        const char *status = bj_get_str(doc, "status", "queued");
-        if (!job_status_live(status)) {
-            s_renotify(self, doc);
-            continue;
-        }
-        rec_t *r = calloc(1, sizeof *r);
-        job_t *job = r->job = calloc(1, sizeof *job);
-        snprintf(job->id, sizeof job->id, "%s", id);
-        snprintf(job->trigger_id, sizeof job->trigger_id, "%s", bj_get_str(doc, "trigger_id", ""));
-        snprintf(job->task_type, sizeof job->task_type, "%s", bj_get_str(doc, "task_type", "noop"));
-        job->partition = (int)bj_get_int(doc, "partition", 0);
-        job->attempt = (int)bj_get_int(doc, "attempt", 1);
-        job->scheduled_for = bj_get_date(doc, "scheduled_for", 0);
-        job->retry = RETRY_POLICY_DEFAULT;
-        sched_fill_job(self->m->sched, job);
-        bson_iter_t it;
-        if (bson_iter_init_find(&it, doc, "parameters") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-            uint32_t len;
-            const uint8_t *data;
-            bson_t sub;
-            bson_iter_document(&it, &len, &data);
-            if (bson_init_static(&sub, data, len)) {
-                json_t *j = bj_to_json(&sub);
-                job->parameters = json_dumps(j, JSON_COMPACT);
-                json_decref(j);
-            }
-        }
-        snprintf(r->status, sizeof r->status, "%s", bj_get_str(doc, "status", "queued"));
-        r->started_at = bj_get_date(doc, "started_at", 0);
-        r->run_at = bj_get_date(doc, "run_at", 0);
-        s_count(self->active, job->trigger_id, 1);
-        zhashx_insert(self->recovering, id, r);
-        count++;
+    zhashx_purge(self->claimed);
+    self->scan = scan_start(self->m->cfg->mongo_uri, parts, n);
+}
+
+void dispatch_claimed(dispatch_t *self, const char *job_id)
+{
+    zhashx_update(self->claimed, job_id, (void *)1);
+}
+
+char *job_parameters_json(const bson_t *doc)
+{
+    bson_iter_t it;
+    uint32_t len;
+    const uint8_t *data;
+    bson_t sub;
+    if (!bson_iter_init_find(&it, doc, "parameters") || !BSON_ITER_HOLDS_DOCUMENT(&it))
+        return NULL;
+    bson_iter_document(&it, &len, &data);
+    if (!bson_init_static(&sub, data, len))
+        return NULL;
+    json_t *j = bj_to_json(&sub);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return text;
+}
+
+/* Takes over one job the scan read (a copy, not final, or with
+ * notifications to send again). Returns 1 if it is now recovering. */
+static int s_take_over(dispatch_t *self, const bson_t *doc)
+{
+    const char *id = bj_get_str(doc, "_id", NULL);
+    if (!id || strlen(id) >= PROTO_ID_MAX || zhashx_lookup(self->flights, id) ||
+        zhashx_lookup(self->recovering, id) || zhashx_lookup(self->claimed, id) ||
+        !partitions_owned(self->m, (int)bj_get_int(doc, "partition", -1)))
+        return 0;
+    const char *status = bj_get_str(doc, "status", "queued");
+    if (!job_status_live(status)) {
+        s_renotify(self, doc);
+        return 0;
     }
-    bson_error_t berr;
-    if (mongoc_cursor_error(cur, &berr))
-        log_warn("cannot scan jobs to take over; the next gain retries", "reason=\"%s\"",
-                 berr.message);
-    mongoc_cursor_destroy(cur);
-    bson_destroy(filter);
-    zhashx_destroy(&ended);
+    rec_t *r = calloc(1, sizeof *r);
+    job_t *job = r->job = calloc(1, sizeof *job);
+    snprintf(job->id, sizeof job->id, "%s", id);
+    snprintf(job->trigger_id, sizeof job->trigger_id, "%s", bj_get_str(doc, "trigger_id", ""));
+    snprintf(job->task_type, sizeof job->task_type, "%s", bj_get_str(doc, "task_type", "noop"));
+    job->partition = (int)bj_get_int(doc, "partition", 0);
+    job->attempt = (int)bj_get_int(doc, "attempt", 1);
+    job->scheduled_for = bj_get_date(doc, "scheduled_for", 0);
+    job->retry = RETRY_POLICY_DEFAULT;
+    sched_fill_job(self->m->sched, job);
+    job->parameters = job_parameters_json(doc);
+    snprintf(r->status, sizeof r->status, "%s", status);
+    r->started_at = bj_get_date(doc, "started_at", 0);
+    r->run_at = bj_get_date(doc, "run_at", 0);
+    s_count(self->active, job->trigger_id, 1);
+    zhashx_insert(self->recovering, id, r);
+    return 1;
+}
+
+int dispatch_scan_poll(dispatch_t *self)
+{
+    if (!self->scan)
+        return 0;
+    if (!scan_done(self->scan))
+        return 1;
+    size_t read = 0;
+    int64_t took = 0;
+    zlistx_t *docs = scan_finish(&self->scan, &read, &took);
+    int count = 0;
+    for (bson_t *doc = docs ? zlistx_first(docs) : NULL; doc; doc = zlistx_next(docs))
+        count += s_take_over(self, doc);
+    zlistx_destroy(&docs);
+    zhashx_purge(self->claimed);
     if (count) {
         /* Wait for every worker to have heartbeaten once with its running jobs. */
         self->recover_started = clock_mono_ms();
@@ -1660,9 +1634,13 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
         self->recover_token = (int64_t)(s_random(self) * 4503599627370496.0) + 1;
         for (worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
             s_ping(self, w, self->recover_started);
-        log_info("jobs taken over", "count=%d placing_in_ms=%d", count,
-                 self->m->cfg->worker_timeout_ms);
+        log_info("jobs taken over", "count=%d placing_in_ms=%d read=%zu scan_ms=%lld", count,
+                 self->m->cfg->worker_timeout_ms, read, (long long)took);
+    } else {
+        log_info("takeover scan over", "read=%zu scan_ms=%lld", read, (long long)took);
     }
+    partitions_scanned(self->m);
+    return 0;
 }
 
 /* Sends CANCEL for a flight's attempt to its worker. */

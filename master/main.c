@@ -314,6 +314,7 @@ static int s_run(master_t *m)
         if (zmq_poll(items, nitems, (long)wait) < 0 && errno != EINTR)
             break;
         partitions_alive(m);
+        dispatch_scan_poll(m->disp); /* a takeover scan over: what it read is taken over */
         /* Drain what arrived, bounded. A message may cost a store write
          * (tens of ms on a loaded FerretDB), so a fire that falls due
          * meanwhile goes first rather than after the whole batch (unless

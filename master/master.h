@@ -10,15 +10,18 @@
  *                 webhooks (curl multi), deliveries recorded on jobs
  *   prune.c       job retention (SKED_JOB_RETENTION_S)
  *   writer.c      job status updates, written by a thread of their own
+ *   scan.c        the takeover scan of gained partitions' jobs, read by a
+ *                 thread of its own
  *   main.c        configuration, the ZeroMQ loop, signals, metrics server
  *
  * Everything runs on one thread, the loop, with synchronous store calls,
- * but for two threads, each with a store connection of its own: the lease
- * keeper (partitions.c), that renews the leases held while the loop
+ * but for three threads, each with a store connection of its own: the
+ * lease keeper (partitions.c), that renews the leases held while the loop
  * shows signs of life, so that a loop held up in one slow store call does
- * not lose them; and the status writer (writer.c), that writes the
- * outcomes the loop hands it, so that the loop reads the next worker
- * messages and claims the next fires meanwhile.
+ * not lose them; the status writer (writer.c), that writes the outcomes
+ * the loop hands it, so that the loop reads the next worker messages and
+ * claims the next fires meanwhile; and, while partitions are taken over,
+ * the takeover scan (scan.c), that reads their jobs while the loop fires.
  */
 #ifndef SKED_MASTER_H
 #define SKED_MASTER_H
@@ -48,7 +51,7 @@ typedef struct {
     int write_want;           /* the loop waits for write_mu (atomic): the writer lets it go first */
     int64_t *handing; /* per partition: monotonic ms since it is being given back, 0 = not */
     char *lapsed;     /* per partition: lease found lost by the keeper, to forget (its lock) */
-    char *loading;    /* per partition: gained, being loaded and taken over: nothing of it runs yet */
+    char *loading;    /* per partition: gained, LOAD_TRIGGERS then LOAD_SCAN (partitions_may_fire) */
     int64_t joined;   /* monotonic ms of its first member document; 0 before (partitions_tick) */
     int taking;       /* partitions_tick is contending, loading, taking over: turns (master_turn) */
     int turning;      /* inside master_turn */
@@ -61,6 +64,11 @@ typedef struct {
     uint64_t rx;       /* messages received so far; the one being handled is number rx_now */
     uint64_t rx_now;
 } master_t;
+
+/* m->loading[p]: a gained partition's triggers are being read (nothing of
+ * it runs), then its jobs are being scanned to be taken over (its
+ * triggers that allow overlapping runs fire; reports and NOTIFYs wait). */
+enum { LOAD_TRIGGERS = 1, LOAD_SCAN = 2 };
 
 /* execution_config.retry_policy of a trigger, defaults filled in. */
 typedef struct {
@@ -119,10 +127,10 @@ int master_end_waiting(master_t *m, const char *job_id, int attempt);
  * long read on the loop thread stops early (partitions_keep_reading). */
 int master_stopping(void);
 /* One turn of the loop from inside partitions_tick's contention for
- * partitions, the load of those gained or their takeover scan (between
- * two of their round trips): what has arrived is handled and the due
- * fires of the partitions held before are made, so that a load of minutes
- * holds neither. Does nothing elsewhere. */
+ * partitions or the load of those gained (between two of their round
+ * trips): what has arrived is handled and the due fires of the
+ * partitions held before are made, so that a load of minutes holds
+ * neither. Does nothing elsewhere. */
 void master_turn(master_t *m);
 /* Handles the NOTIFYs kept while their partitions loaded (m->later). */
 void master_loaded(master_t *m);
@@ -148,8 +156,8 @@ void partitions_alive(master_t *m);
  * life (partitions_keep_reading); also the batch such a read asks for, so
  * that a round trip returns in time for the next. */
 #define LEASE_KEEP_EVERY 256
-/* Counts a document of such a read (a load, a takeover scan, a prune
- * pass: each a full scan on FerretDB) in *read, and every
+/* Counts a document of such a read (a load, a prune pass: each a full
+ * scan on FerretDB) in *read, and every
  * LEASE_KEEP_EVERY of them tells the keeper the loop is alive and gives
  * the loop a turn (master_turn). Returns 1 if the read is to stop there
  * because the master is stopping (a load of 1,000,000 triggers takes
@@ -157,6 +165,9 @@ void partitions_alive(master_t *m);
 int partitions_keep_reading(master_t *m, size_t *read);
 /* True while this master may fire and write for partition p. */
 int partitions_owned(const master_t *m, int p);
+/* The takeover scan of the partitions gained is over (dispatch_scan_poll):
+ * they are no longer loading, and the NOTIFYs kept meanwhile are handled. */
+void partitions_scanned(master_t *m);
 void partitions_release_all(master_t *m);
 
 /* writer.c */
@@ -192,6 +203,19 @@ void master_write_end(master_t *m);
 void writer_settle(writer_t *self);
 /* Readable while items wait to be taken (the loop polls it). */
 int writer_fd(const writer_t *self);
+
+/* scan.c */
+typedef struct scan scan_t;
+/* Starts reading, on a thread with a store connection to uri of its own,
+ * the jobs of partitions parts[0..n) to take over (on the calling thread
+ * if no thread can start). */
+scan_t *scan_start(const char *uri, const int *parts, int n);
+/* True once the read is over. */
+int scan_done(const scan_t *self);
+/* Stops the read if it is not over, and frees the scan. Returns the
+ * documents read (bson_t*, the caller's), or NULL if the store could not
+ * say or the read stopped early; *read: jobs read, *took: its ms. */
+zlistx_t *scan_finish(scan_t **self_p, size_t *read, int64_t *took);
 
 /* sched.c */
 sched_t *sched_new(master_t *m);
@@ -257,6 +281,8 @@ int job_status_live(const char *status);
 /* Appends `key: {op: ["queued", "running", "retrying"]}` (op "$in" or
  * "$nin") to filter. */
 void job_live_append(bson_t *filter, const char *key, const char *op);
+/* A job document's `parameters` as compact JSON text (the caller's), or NULL. */
+char *job_parameters_json(const bson_t *doc);
 dispatch_t *dispatch_new(master_t *m);
 void dispatch_destroy(dispatch_t **self_p);
 /* Takes ownership of *job (sets it to NULL) and sends it when a worker with
@@ -280,11 +306,13 @@ size_t dispatch_unstarted_in(dispatch_t *self, int partition);
 /* Jobs sent ahead of their time that have not ended yet. */
 size_t dispatch_ahead_open(dispatch_t *self);
 /* 1 if fires of p (0 <= p < partitions) may be claimed at monotonic time
- * mono: its lease is valid, and it is neither being given back (its
- * fires claimed ahead still starting) nor being loaded or taken over. */
-int partitions_may_fire(const master_t *m, int p, int64_t mono);
-/* 1 if p is gained and still being loaded or taken over: its fires,
- * NOTIFYs and job reports wait for the end of that. */
+ * mono: its lease is valid, it is not being given back (its fires claimed
+ * ahead still starting) nor loaded, and, while its takeover scan runs,
+ * the trigger allows overlapping runs (`overlap_ok`): the jobs another
+ * policy looks at are not known before the scan's end. */
+int partitions_may_fire(const master_t *m, int p, int64_t mono, int overlap_ok);
+/* 1 if p is gained and still being loaded or taken over: its NOTIFYs and
+ * the reports of jobs it did not claim itself wait for the end of that. */
 int partitions_loading(const master_t *m, int p);
 void dispatch_cancel_trigger(dispatch_t *self, const char *trigger_id, const char *reason);
 /* Withdraws the trigger's fires claimed ahead whose time is after `after`
@@ -299,10 +327,18 @@ void dispatch_cancel_job(dispatch_t *self, const char *job_id);
 /* Forgets queued, buffered and retry-waiting jobs of a partition given up
  * (they stay queued/retrying in the store for the next owner). */
 void dispatch_drop_partition(dispatch_t *self, int partition);
-/* Takes over the non-final jobs of newly gained partitions: adopts those a
- * worker reports running, and after SKED_WORKER_TIMEOUT_MS queues the rest,
- * declares the running ones nobody reports lost, and re-arms retries. */
+/* Takes over the non-final jobs of newly gained partitions: starts the
+ * takeover scan (scan.c); once it is over (dispatch_scan_poll) adopts the
+ * jobs a worker reports running, and after SKED_WORKER_TIMEOUT_MS queues
+ * the rest, declares the running ones nobody reports lost, and re-arms
+ * retries. */
 void dispatch_recover(dispatch_t *self, const int *parts, int n);
+/* A job this master wrote (a fire claimed, a skip recorded) in a
+ * partition whose takeover scan runs: ours, not to be taken over. */
+void dispatch_claimed(dispatch_t *self, const char *job_id);
+/* Takes over what the takeover scan read once it is over (then calls
+ * partitions_scanned). Returns 1 while a scan is under way, else 0. */
+int dispatch_scan_poll(dispatch_t *self);
 /* The workers other live masters list in their member documents, as read
  * at each heartbeat: a takeover places the jobs no worker reports only
  * once each of them has been heard from (or after three worker timeouts). */

@@ -238,9 +238,16 @@ static void s_drop(master_t *m, int p)
     dispatch_drop_partition(m->disp, p);
 }
 
-int partitions_may_fire(const master_t *m, int p, int64_t mono)
+int partitions_may_fire(const master_t *m, int p, int64_t mono, int overlap_ok)
 {
-    return lease_valid(&m->leases[p], mono) && !m->handing[p] && !m->loading[p];
+    return lease_valid(&m->leases[p], mono) && !m->handing[p] &&
+           (!m->loading[p] || (m->loading[p] == LOAD_SCAN && overlap_ok));
+}
+
+void partitions_scanned(master_t *m)
+{
+    memset(m->loading, 0, (size_t)m->cfg->partitions);
+    master_loaded(m);
 }
 
 int partitions_loading(const master_t *m, int p)
@@ -379,7 +386,7 @@ static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
     int rc = s_lease_take(m, p, err);
     if (rc == 1) {
         gained[(*ngained)++] = p;
-        m->loading[p] = 1; /* until loaded and taken over */
+        m->loading[p] = LOAD_TRIGGERS; /* until loaded and taken over */
     } else if (rc < 0) {
         log_warn("cannot contend for lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                  err->msg);
@@ -458,6 +465,8 @@ void partitions_tick(master_t *m)
      * since the last tick): a partition gained again below keeps what it
      * loads. */
     int gained[np], ngained = 0, nlost = partitions_forget_lost(m);
+    if (dispatch_scan_poll(m->disp))
+        return; /* a takeover scan is under way: no lease moves until it is over (seconds) */
     mono = clock_mono_ms();
     /* Above our share: give the highest partitions back, but not while a
      * stale master's partitions are being taken (the share changes when its
@@ -531,11 +540,13 @@ void partitions_tick(master_t *m)
     } else if (ngained) {
         log_info("partitions gained", "count=%d held=%d target=%d triggers=%zu", ngained, held,
                  target, sched_size(m->sched));
+        for (int i = 0; i < ngained; i++)
+            m->loading[gained[i]] = LOAD_SCAN;
         dispatch_recover(m->disp, gained, ngained);
     }
     m->taking = 0;
-    memset(m->loading, 0, (size_t)np);
-    master_loaded(m);
+    if (!dispatch_scan_poll(m->disp))
+        partitions_scanned(m);
     if (++s_tick_count % RECONCILE_TICKS == 0) {
         int all[np], n = 0;
         for (int p = 0; p < np; p++)

@@ -7,7 +7,7 @@ import datetime as dt
 import signal
 import time
 
-from conftest import free_port, wait_for, zulu
+from conftest import DelayProxy, free_port, imported_trigger, template_trigger, wait_for, zulu
 from test_metrics import scrape, val
 
 N = 12          # triggers, all on the same 2-second grid
@@ -198,3 +198,54 @@ def test_jobs_started_together_have_their_starts_written_in_bulks(cluster):
     assert singles == 0, f"{singles} starts written one by one"
     wait_for(lambda: cluster.db.jobs.count_documents({"_id": {"$in": jobs}, "status": "succeeded"}) == n,
              30, interval=0.5, what="every job done")
+
+
+def test_a_catch_up_does_not_hold_up_the_triggers_due_on_time(cluster):
+    """Triggers catching up on many missed fires (fire_all, after a
+    master's death or downtime) come round again and again, each time
+    still due and older than any trigger due on time. A batch of fires
+    takes every due trigger once: the one due on time fires in the next
+    batch rather than after the whole catch-up. Here 4 triggers imported
+    while the master was stopped, defined and first due 120 s before it
+    comes back, each store request of its held 50 ms."""
+    cluster.start(masters=1, workers=1)
+    template = template_trigger(cluster)
+    on_time = cluster.api("POST", "/triggers/", json={
+        "name": "on-time", "trigger_config": {"interval": 1, "unit": "seconds"},
+        "execution_config": {"task_type": "noop", "overlap_policy": "allow"}}).json()["id"]
+    wait_for(lambda: cluster.db.jobs.find_one({"trigger_id": on_time, "status": "succeeded"}), 15,
+             what="the on-time trigger to run")
+    first = cluster.masters.pop(0)
+    assert first.stop() == 0
+    cluster.checked_stop.append(first)
+    past = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=120)
+    behind = []
+    for i in range(4):
+        doc = imported_trigger(template, f"behind-{i}", past, 1)
+        doc["trigger_config"]["misfire_policy"] = "fire_all"
+        doc["execution_config"] = dict(doc["execution_config"], overlap_policy="allow")
+        doc["created_at"] = doc["updated_at"] = past - dt.timedelta(seconds=1)
+        cluster.db.triggers.insert_one(doc)
+        behind.append(doc["_id"])
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    proxy.delay = 0.05
+    restarted = time.time()
+    cluster.start_master(0, cluster.master_ports[0],
+                         SKED_MONGO_URI=f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}")
+    caught = {"scheduled_for": {"$gt": dt.datetime.fromtimestamp(restarted, dt.timezone.utc)}}
+    wait_for(lambda: all(cluster.db.jobs.find_one({"trigger_id": t, **caught}) for t in behind), 90,
+             interval=0.5, what="the catch-up of 480 fires")
+    caught_up = time.time()
+    time.sleep(3)
+    behind_jobs = list(cluster.db.jobs.find({"trigger_id": {"$in": behind}}))
+    assert len(behind_jobs) >= 4 * 120, len(behind_jobs)
+    began = min(j["created_at"] for j in behind_jobs).timestamp()
+    assert caught_up - began > 4, f"the catch-up took {caught_up - began:.1f} s: too short to tell"
+    lags = sorted((j["started_at"] - j["scheduled_for"]).total_seconds()
+                  for j in cluster.db.jobs.find({"trigger_id": on_time})
+                  if j.get("started_at") and began + 1 <= j["scheduled_for"].timestamp() < caught_up)
+    print(f"catch-up {caught_up - began:.1f} s; on-time lags {lags}")
+    assert len(lags) >= caught_up - began - 3, \
+        f"the on-time trigger ran {len(lags)} fires due during the {caught_up - began:.1f}-s catch-up"
+    assert lags[-1] < 1.5, f"fires due on time waited for the catch-up: lags {lags}"

@@ -2,12 +2,13 @@
 the jobs workers still run (not run twice, G5), records their end, and
 declares lost the ones nobody runs (retried by policy, G3)."""
 import datetime as dt
+import re
 import signal
 import time
 
 import zmq
 
-from conftest import wait_for, zulu
+from conftest import DelayProxy, wait_for, zulu
 from test_worker_identity import FakeWorker
 
 
@@ -236,3 +237,70 @@ def test_takeover_stops_waiting_for_a_worker_that_never_answers(cluster):
     finally:
         mute.close()
         ctx.term()
+
+
+# The takeover scan's read of `jobs` as it goes over the wire: the one
+# request with `notify_pending: true` in it (its filter's second branch).
+SCAN_JOBS = b"\x08notify_pending\x00\x01"
+LIVE = ("queued", "running", "retrying")
+
+
+def test_a_gained_partition_fires_while_its_takeover_scan_reads(cluster):
+    """The takeover scan reads every job on FerretDB (seconds, with tens
+    of thousands): it runs on a thread of its own, and the gained
+    partitions' triggers that allow overlapping runs fire meanwhile;
+    those that forbid them wait for its end (the jobs they would overlap
+    are not known before). The jobs claimed during the scan are the new
+    owner's: not taken over, each run once. Here the scan's read of
+    `jobs` is held 6 s at the store, and 40 triggers fire every second
+    meanwhile: more outcomes than are folded into their jobs while the
+    master is busy (writer.c), so the scan reads many of its own jobs
+    still `queued` in the store."""
+    cluster.start(masters=1, workers=1)
+    tids = {}
+    for name, overlap in [(f"allow{i}", "allow") for i in range(40)] + [("forbid", "forbid")]:
+        tids[name] = cluster.api("POST", "/triggers/", json={
+            "name": name, "trigger_config": {"interval": 1, "unit": "seconds"},
+            "execution_config": {"task_type": "noop", "overlap_policy": overlap}}).json()["id"]
+    tids["allow"] = tids["allow0"]
+    wait_for(lambda: all(cluster.db.jobs.find_one({"trigger_id": tids[t], "status": "succeeded"})
+                         for t in ("allow", "forbid")), 15, what="both kinds of trigger to have run")
+    first = cluster.masters[0]
+    assert first.stop() == 0
+    cluster.checked_stop.append(first)
+    # A claim the old owner left, never sent: the takeover runs it.
+    part = cluster.db.triggers.find_one({"_id": tids["allow"]})["partition"]
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    orphan = f"{tids['allow']}@{int(now.timestamp() * 1000) - 300007}"
+    cluster.db.jobs.insert_one({"_id": orphan, "trigger_id": tids["allow"], "owner": "alice",
+                                "partition": part, "kind": "scheduled", "task_type": "noop",
+                                "attempt": 1, "parameters": {}, "created_at": now,
+                                "scheduled_for": now - dt.timedelta(minutes=5), "run_at": now,
+                                "status": "queued"})
+    live = len(list(cluster.db.jobs.find({"status": {"$in": list(LIVE)}})))
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    proxy.hold_next(SCAN_JOBS, 6)
+    second = cluster.start_master(1, cluster.master_ports[0],
+                                  SKED_MONGO_URI=f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}")
+    wait_for(lambda: proxy.held, 40, interval=0.1, what="the takeover scan's held read to end")
+    (t0, t1), = proxy.held
+    wait_for(lambda: "jobs taken over" in second.text(), 15, what="the scan's end")
+    done = wait_for(lambda: (lambda d: d if d["status"] not in LIVE else None)(
+        cluster.db.jobs.find_one({"_id": orphan})), 30, interval=0.5, what="the orphan to run")
+    assert done["status"] == "succeeded" and len(done["attempts"]) == 1, done
+    time.sleep(2)
+
+    def between(tid, field):
+        return [j for j in cluster.db.jobs.find({"trigger_id": tid})
+                if j.get(field) and t0 <= j[field].timestamp() < t1]
+    ran = between(tids["allow"], "started_at")
+    assert len(ran) >= 3, f"the allowing trigger ran {len(ran)} times during the 6-s scan"
+    assert not between(tids["forbid"], "created_at"), "a forbidding trigger fired before the scan's end"
+    # Taken over: what was live before the new master came, not its own claims.
+    count = int(re.search(r"jobs taken over count=(\d+)", second.text()).group(1))
+    assert count == live, (count, live)
+    starts = re.findall(r"job started job=(\S+) attempt=1", cluster.workers[0].text())
+    assert len(starts) == len(set(starts)), "a job ran twice"
+    report = cluster.invariants(stuck_after=30)
+    assert not report["duplicates"] and not report["stuck"], report
