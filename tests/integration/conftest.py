@@ -222,6 +222,7 @@ class DelayProxy:
     def __init__(self, target_port):
         self.delay = 0.0
         self.hold = None  # (marker, seconds): see hold_next
+        self.slow = None  # (marker, seconds): every request that contains marker held that long
         self.held = []  # (start, end) of each request held by hold_next, once over
         self.holding = []  # start of each request held by hold_next, from its start
         self.lock = threading.Lock()
@@ -273,6 +274,9 @@ class DelayProxy:
             hold = self.hold if self.hold and self.hold[0] in data else None
             if hold:
                 self.hold = None
+        if not hold and self.slow and self.slow[0] in data:
+            time.sleep(self.slow[1])
+            return
         if hold:
             t0 = time.time()
             self.holding.append(t0)
