@@ -121,6 +121,7 @@ typedef struct {
     tasktype_t *tt;   /* borrowed; NULL if not served here */
     int64_t started_at; /* wall ms */
     int64_t started_mono;
+    int start_unsent;   /* started, its STARTED not sent yet (jobs.c, s_report_started) */
     int64_t done_at_mono;  /* builtin: when a timed built-in ends; 0 = not timed */
     int64_t deadline_mono; /* 0 = none */
     int deadline_is_job;   /* max_execution_time set the deadline (not the type's timeout) */
