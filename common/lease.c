@@ -193,8 +193,9 @@ int lease_tick(store_t *store, lease_t *lease, const char *owner, int ttl_ms, er
     int rc = s_find_head(store, lease, &head, &have_head, err);
     if (rc >= 0) {
         int64_t expires = have_head ? bj_get_date(&head, "expires_at", 0) : 0;
-        rc = (!have_head || expires <= clock_wall_ms()) ? s_insert(store, lease, owner, ttl_ms, err)
-                                                         : 0;
+        int expired = !have_head || expires <= clock_wall_ms();
+        lease->head_expires = expired ? 0 : expires;
+        rc = expired ? s_insert(store, lease, owner, ttl_ms, err) : 0;
     }
     bson_destroy(&head);
     return rc;

@@ -27,6 +27,8 @@ typedef struct {
                           * lease_valid: another thread may move it (an atomic
                           * store), as the master's lease keeper does */
     int64_t expires_at;  /* wall ms written in our epoch document */
+    int64_t head_expires; /* wall ms another's unexpired head expires at, as the
+                           * last lease_tick that did not take it read; 0 none */
 } lease_t;
 
 /* Starts with no knowledge of the chain. Can't fail. */

@@ -294,7 +294,8 @@ static int s_run(master_t *m)
                 prune_tick(m, &next_prune);
             }
             dispatch_tick(m->disp);
-            next_tick = clock_mono_ms() + tick_ms;
+            int64_t retake = partitions_retake_in(m); /* a dead master's lease expiring */
+            next_tick = clock_mono_ms() + (retake >= 0 && retake < tick_ms ? retake : tick_ms);
         }
         int64_t now = clock_wall_ms();
         int64_t wait = next_tick - clock_mono_ms();

@@ -53,6 +53,7 @@ typedef struct {
     char *lapsed;     /* per partition: lease found lost by the keeper, to forget (its lock) */
     char *loading;    /* per partition: gained, LOAD_TRIGGERS then LOAD_SCAN (partitions_may_fire) */
     int64_t joined;   /* monotonic ms of its first member document; 0 before (partitions_tick) */
+    int64_t retake_at; /* wall ms the first orphan lease not taken expires; 0 none (partitions_tick) */
     int taking;       /* partitions_tick is contending, loading, taking over: turns (master_turn) */
     int turning;      /* inside master_turn */
     zlistx_t *later;  /* NOTIFYs for partitions being loaded, handled once the load is over */
@@ -165,6 +166,10 @@ void partitions_alive(master_t *m);
 int partitions_keep_reading(master_t *m, size_t *read);
 /* True while this master may fire and write for partition p. */
 int partitions_owned(const master_t *m, int p);
+/* Milliseconds until a dead master's lease that the last tick could not
+ * take yet expires (and a little more), or -1: the loop ticks again then
+ * rather than up to a heartbeat later. */
+int64_t partitions_retake_in(const master_t *m);
 /* The takeover scan of the partitions gained is over (dispatch_scan_poll):
  * they are no longer loading, and the NOTIFYs kept meanwhile are handled. */
 void partitions_scanned(master_t *m);

@@ -250,6 +250,18 @@ void partitions_scanned(master_t *m)
     master_loaded(m);
 }
 
+/* How long after an orphan lease's expiry the retake tick comes: the
+ * store's and this master's clocks read the same (NTP), give or take. */
+#define RETAKE_MARGIN_MS 50
+
+int64_t partitions_retake_in(const master_t *m)
+{
+    if (!m->retake_at)
+        return -1;
+    int64_t in = m->retake_at + RETAKE_MARGIN_MS - clock_wall_ms();
+    return in > 0 ? in : 0;
+}
+
 int partitions_loading(const master_t *m, int p)
 {
     return p >= 0 && p < m->cfg->partitions && m->loading[p];
@@ -442,6 +454,7 @@ int partitions_forget_lost(master_t *m)
 void partitions_tick(master_t *m)
 {
     int np = m->cfg->partitions;
+    m->retake_at = 0; /* set again below while an orphan lease is not expired yet */
     char orphan[np];
     int fresh;
     int live = s_heartbeat(m, orphan, &fresh);
@@ -520,9 +533,16 @@ void partitions_tick(master_t *m)
      * some back a few seconds later: a second move, load and takeover
      * scan for those partitions (docs/BENCHMARKS.md). */
     int orphan_target = (np + fresh - 1) / fresh;
-    for (int p = 0, rc = 0; p < np && held < orphan_target && rc >= 0; p++)
-        if (orphan[p] && !m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
+    for (int p = 0, rc = 0; p < np && held < orphan_target && rc >= 0; p++) {
+        if (!orphan[p] || m->leases[p].held)
+            continue;
+        if ((rc = s_contend(m, p, gained, &ngained, &err)) == 1) {
             held++;
+        } else if (rc == 0 && m->leases[p].head_expires &&
+                   (!m->retake_at || m->leases[p].head_expires < m->retake_at)) {
+            m->retake_at = m->leases[p].head_expires; /* not expired yet: tick again then */
+        }
+    }
     stats_leases(held, ngained, nlost);
     int loaded = ngained ? sched_load(m->sched, gained, ngained, &err) : 0;
     /* Leases the keeper found lost while the load ran: forgotten now,

@@ -6,7 +6,7 @@ import signal
 import time
 from collections import defaultdict
 
-from conftest import (DelayProxy, imported_trigger, insert_job_history, interval_trigger,
+from conftest import (DelayProxy, free_port, imported_trigger, insert_job_history, interval_trigger,
                       template_trigger, trigger_partition, wait_for)
 
 
@@ -133,6 +133,42 @@ def test_killed_master_partitions_are_taken_over(cluster):
     for m in cluster.masters[1:]:
         assert "lease released" not in m.text(), f"{m.name} took too many orphans and gave some back"
     assert shares_of(cluster, ("master-1", "master-2")) == [4, 4]
+
+
+def test_a_dead_masters_leases_are_taken_as_they_expire(cluster):
+    """A survivor that finds a dead master's lease not expired yet ticks
+    again right after it expires rather than up to a heartbeat later (1 s
+    here, the default): each partition moves within 250 ms of its lease's
+    expiry. A 6-s TTL, so that the dead master is known dead (its member
+    heartbeat 4 s stale) before its leases expire; the dead master
+    started 0.5 s after the others, so that its renewals do not fall in
+    step with their ticks."""
+    env = {"SKED_LEASE_TTL_MS": "6000", "SKED_HEARTBEAT_MS": "1000", "SKED_WORKER_TIMEOUT_MS": "3000"}
+    cluster.start(masters=2, workers=1, master_env=env)
+    time.sleep(0.5)
+    victim = cluster.start_master(2, free_port(), **env)
+    wait_for(lambda: shares_of(cluster, ("master-0", "master-1", "master-2"))[0] >= 2, 30,
+             what="the partitions shared by three masters")
+    time.sleep(2)
+    victim.popen.send_signal(signal.SIGKILL)
+    victim.popen.wait()
+    cluster.checked_stop.append(victim)
+
+    def moved():
+        chains = lease_chains(cluster)
+        heads = [docs[-1] for docs in chains.values()]
+        return len(heads) == 8 and all(h["owner"] != "master-2" for h in heads) and chains
+    chains = wait_for(moved, 30, interval=0.2, what="the dead master's partitions taken")
+    gaps = []
+    for res, docs in chains.items():
+        for prev, nxt in zip(docs, docs[1:]):
+            if prev["owner"] == "master-2" and nxt["owner"] != "master-2" and \
+                    prev.get("released_at") is None:
+                gaps.append((nxt["acquired_at"] - prev["expires_at"]).total_seconds())
+    print(f"taken {sorted(gaps)} s after their leases expired")
+    assert gaps, "no partition of the dead master's moved"
+    assert max(gaps) < 0.25, f"taken {sorted(gaps)} s after their leases expired"
+    assert_chains_sound(cluster)
 
 
 def test_a_backlog_of_slow_status_writes_does_not_hold_up_lease_renewal(cluster):
