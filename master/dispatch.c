@@ -1558,9 +1558,13 @@ void dispatch_recover(dispatch_t *self, const int *parts, int n)
     self->scan = scan_start(self->m->cfg->mongo_uri, parts, n);
 }
 
-void dispatch_claimed(dispatch_t *self, const char *job_id)
+void dispatch_claimed(dispatch_t *self, const bson_t *doc)
 {
-    zhashx_update(self->claimed, job_id, (void *)1);
+    if (!self->scan) /* the fire path's usual case: nothing more to read */
+        return;
+    const char *id = bj_get_str(doc, "_id", NULL);
+    if (id && partitions_loading(self->m, (int)bj_get_int(doc, "partition", -1)))
+        zhashx_update(self->claimed, id, (void *)1);
 }
 
 char *job_parameters_json(const bson_t *doc)

@@ -338,9 +338,10 @@ void dispatch_drop_partition(dispatch_t *self, int partition);
  * the rest, declares the running ones nobody reports lost, and re-arms
  * retries. */
 void dispatch_recover(dispatch_t *self, const int *parts, int n);
-/* A job this master wrote (a fire claimed, a skip recorded) in a
- * partition whose takeover scan runs: ours, not to be taken over. */
-void dispatch_claimed(dispatch_t *self, const char *job_id);
+/* A job document this master just wrote (a fire claimed, a skip
+ * recorded): if a takeover scan runs for its partition, the job is ours,
+ * not to be taken over. */
+void dispatch_claimed(dispatch_t *self, const bson_t *doc);
 /* Takes over what the takeover scan read once it is over (then calls
  * partitions_scanned). Returns 1 while a scan is under way, else 0. */
 int dispatch_scan_poll(dispatch_t *self);

@@ -1265,17 +1265,13 @@ static int64_t s_record_skipped(sched_t *s, trig_t *t, int64_t from, int64_t unt
     return sf;
 }
 
-/* The jobs just written (st[i] == 1) in partitions being taken over are
- * this master's: the takeover scan leaves them out (dispatch_claimed). */
+/* The jobs just written (st[i] == 1) are this master's: a takeover scan
+ * of their partitions leaves them out (dispatch_claimed). */
 static void s_note_claims(sched_t *s, bson_t **docs, const int *st, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (st[i] != 1 || !partitions_loading(s->m, (int)bj_get_int(docs[i], "partition", -1)))
-            continue;
-        const char *id = bj_get_str(docs[i], "_id", NULL);
-        if (id)
-            dispatch_claimed(s->m->disp, id);
-    }
+    for (size_t i = 0; i < n; i++)
+        if (st[i] == 1)
+            dispatch_claimed(s->m->disp, docs[i]);
 }
 
 /* Writes the skip records gathered so far, one insert for all of them
