@@ -885,13 +885,28 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
         rc = s_query(self->m->store, "triggers", df, s_collect_def, &ctx, err);
     if (rc == 0) {
         /* Sweep: triggers of these partitions not read since the load
-         * began are gone (deleted or paused) and leave the schedule. */
+         * began are gone (deleted or paused) and leave the schedule. The
+         * others are looked at when their fires are due again: a turn of
+         * the loop during the load put those read before it 100 ms on
+         * (sched_fire_due: a partition being loaded fires nothing), and
+         * with a catch-up to make, the triggers read after the turn came
+         * first, batch after batch, to their last missed fire, while those
+         * waited (at 1,000 fires a second a dead master's last triggers
+         * fired 0.8-1.1 s after its first: docs/BENCHMARKS.md). */
         zlistx_t *gone = zlistx_new();
         for (size_t k = 0; k < self->by_id.cap; k++) {
             trig_t *t = self->by_id.v[k]; /* empty slots are NULL */
-            for (int i = 0; t && i < n; i++)
-                if (t->partition == parts[i] && (int)(t->gen - gen) < 0)
+            for (int i = 0; t && i < n; i++) {
+                if (t->partition != parts[i])
+                    continue;
+                if ((int)(t->gen - gen) < 0) {
                     zlistx_add_end(gone, t);
+                } else if (t->hn.idx != HEAP_NONE && t->hn.key != s_look_at(self, t->next_ms)) {
+                    t->hn.key = s_look_at(self, t->next_ms);
+                    heap_update(&self->heap, &t->hn);
+                }
+                break;
+            }
         }
         for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone)) {
             s_withdraw(self, t->id, NULL);
@@ -1752,7 +1767,10 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
 {
     int64_t mono = clock_mono_ms();
     size_t decided = 0;
-    for (;;) {
+    for (;; now = clock_wall_ms(), mono = clock_mono_ms()) {
+        /* Each batch reads the clocks again: a catch-up of many batches
+         * leaves room in the next one to the fires that fell due (those
+         * claimed ahead on time among them) rather than after its end. */
         /* Decide a batch: every due trigger once. A fire_all catch-up
          * brings the same trigger round again, still due: it is set
          * aside until the batch is decided, and the next batch takes it,

@@ -249,3 +249,53 @@ def test_a_catch_up_does_not_hold_up_the_triggers_due_on_time(cluster):
     assert len(lags) >= caught_up - began - 3, \
         f"the on-time trigger ran {len(lags)} fires due during the {caught_up - began:.1f}-s catch-up"
     assert lags[-1] < 1.5, f"fires due on time waited for the catch-up: lags {lags}"
+
+
+# An insert of job documents (claims) as it goes over the wire.
+JOB_INSERT = b"insert\x00\x05\x00\x00\x00jobs\x00"
+
+
+def test_triggers_gained_together_each_fire_before_any_catches_up(cluster):
+    """A master that gains partitions loads their triggers a batch of
+    documents at a time, the loop taking a turn between two; a partition
+    being loaded fires nothing, so a turn puts its due triggers off a
+    moment. With a catch-up to make (fire_all), each gained trigger's first
+    missed fire is claimed in the first batches, not after the triggers
+    read later have caught up on all of theirs. Here 300 triggers imported
+    while the master was stopped, each 20 fires behind, every claim insert
+    held 50 ms."""
+    cluster.start(masters=1, workers=1)
+    template = template_trigger(cluster)
+    first = cluster.masters.pop(0)
+    assert first.stop() == 0
+    cluster.checked_stop.append(first)
+    past = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=20)
+    docs = []
+    for i in range(300):
+        doc = imported_trigger(template, f"behind-{i}", past, 1)
+        doc["trigger_config"]["misfire_policy"] = "fire_all"
+        doc["execution_config"] = dict(doc["execution_config"], overlap_policy="allow")
+        doc["created_at"] = doc["updated_at"] = past - dt.timedelta(seconds=1)
+        docs.append(doc)
+    cluster.db.triggers.insert_many(docs)
+    ids = [d["_id"] for d in docs]
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    proxy.slow = (JOB_INSERT, 0.05)
+    restarted = dt.datetime.now(dt.timezone.utc)
+    cluster.start_master(0, cluster.master_ports[0],
+                         SKED_MONGO_URI=f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}")
+    missed = {"trigger_id": {"$in": ids}, "scheduled_for": {"$lt": restarted}}
+    wait_for(lambda: cluster.db.jobs.count_documents(missed) >= 300 * 20, 90, interval=0.5,
+             what="the catch-up of 6,000 fires")
+    claimed = {}
+    for j in cluster.db.jobs.find(missed, {"trigger_id": 1, "created_at": 1}):
+        claimed.setdefault(j["trigger_id"], []).append(j["created_at"].timestamp())
+    assert len(claimed) == 300
+    firsts = sorted(min(v) for v in claimed.values())
+    began, ended = firsts[0], max(max(v) for v in claimed.values())
+    spread = firsts[-1] - began
+    print(f"catch-up {ended - began:.2f} s; first fires claimed over {spread:.2f} s")
+    assert ended - began > 1, f"the catch-up took {ended - began:.2f} s: too short to tell"
+    assert spread < 0.2 * (ended - began), \
+        f"the last gained trigger's first fire came {spread:.2f} s into a {ended - began:.2f}-s catch-up"
