@@ -53,7 +53,7 @@ typedef struct {
     char *lapsed;     /* per partition: lease found lost by the keeper, to forget (its lock) */
     char *loading;    /* per partition: gained, LOAD_TRIGGERS then LOAD_SCAN (partitions_may_fire) */
     int64_t joined;   /* monotonic ms of its first member document; 0 before (partitions_tick) */
-    int64_t retake_at; /* wall ms the first orphan lease not taken expires; 0 none (partitions_tick) */
+    int64_t retake_at; /* wall ms the first lease contended for and not taken expires; 0 none (partitions_tick) */
     int taking;       /* partitions_tick is contending, loading, taking over: turns (master_turn) */
     int turning;      /* inside master_turn */
     zlistx_t *later;  /* NOTIFYs for partitions being loaded, handled once the load is over */

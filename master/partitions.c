@@ -262,6 +262,16 @@ int64_t partitions_retake_in(const master_t *m)
     return in > 0 ? in : 0;
 }
 
+/* Partition p's lease, held by another, was not expired when read: the
+ * tick comes again as it expires (partitions_retake_in) rather than up to
+ * a heartbeat later. A live holder renews its lease long before. */
+static void s_retake_at(master_t *m, int p)
+{
+    int64_t e = m->leases[p].head_expires;
+    if (e && (!m->retake_at || e < m->retake_at))
+        m->retake_at = e;
+}
+
 int partitions_loading(const master_t *m, int p)
 {
     return p >= 0 && p < m->cfg->partitions && m->loading[p];
@@ -454,7 +464,7 @@ int partitions_forget_lost(master_t *m)
 void partitions_tick(master_t *m)
 {
     int np = m->cfg->partitions;
-    m->retake_at = 0; /* set again below while an orphan lease is not expired yet */
+    m->retake_at = 0; /* set again below while a lease contended for is not expired yet */
     char orphan[np];
     int fresh;
     int live = s_heartbeat(m, orphan, &fresh);
@@ -522,8 +532,12 @@ void partitions_tick(master_t *m)
     int start = (int)(zclock_usecs() % (uint64_t)np);
     for (int i = 0, rc = 0; i < np && held < target && rc >= 0; i++) {
         int p = (start + i) % np;
-        if (!m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
+        if (m->leases[p].held)
+            continue;
+        if ((rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
+        else if (rc == 0)
+            s_retake_at(m, p); /* a dead master whose member document has expired too */
     }
     /* Orphans, up to the share among the masters still fresh: a dead
      * master's partitions move as soon as their leases expire, not when
@@ -536,12 +550,10 @@ void partitions_tick(master_t *m)
     for (int p = 0, rc = 0; p < np && held < orphan_target && rc >= 0; p++) {
         if (!orphan[p] || m->leases[p].held)
             continue;
-        if ((rc = s_contend(m, p, gained, &ngained, &err)) == 1) {
+        if ((rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
-        } else if (rc == 0 && m->leases[p].head_expires &&
-                   (!m->retake_at || m->leases[p].head_expires < m->retake_at)) {
-            m->retake_at = m->leases[p].head_expires; /* not expired yet: tick again then */
-        }
+        else if (rc == 0)
+            s_retake_at(m, p);
     }
     stats_leases(held, ngained, nlost);
     int loaded = ngained ? sched_load(m->sched, gained, ngained, &err) : 0;
