@@ -891,8 +891,8 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
          * (sched_fire_due: a partition being loaded fires nothing), and
          * with a catch-up to make, the triggers read after the turn came
          * first, batch after batch, to their last missed fire, while those
-         * waited (at 1,000 fires a second a dead master's last triggers
-         * fired 0.8-1.1 s after its first: docs/BENCHMARKS.md). */
+         * waited (at 1,000 fires a second a survivor's last gained
+         * triggers fired 0.8 s after its first: docs/BENCHMARKS.md). */
         zlistx_t *gone = zlistx_new();
         for (size_t k = 0; k < self->by_id.cap; k++) {
             trig_t *t = self->by_id.v[k]; /* empty slots are NULL */
@@ -1768,10 +1768,9 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
     int64_t mono = clock_mono_ms();
     size_t decided = 0;
     for (;; now = clock_wall_ms(), mono = clock_mono_ms()) {
-        /* Each batch reads the clocks again: a catch-up of many batches
-         * leaves room in the next one to the fires that fell due (those
-         * claimed ahead on time among them) rather than after its end. */
-        /* Decide a batch: every due trigger once. A fire_all catch-up
+        /* Decide a batch: every due trigger once, by the clocks read again
+         * for each batch (fires that fell due during a catch-up of many
+         * batches join the next one). A fire_all catch-up
          * brings the same trigger round again, still due: it is set
          * aside until the batch is decided, and the next batch takes it,
          * so that the triggers due on time share each batch with those
@@ -1824,7 +1823,7 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until)
         /* This batch's jobs go to their workers now, not after the pass's
          * last batch: a catch-up's pass runs batch after batch until the
          * tick, and its first jobs waited for all of them (a dead master's
-         * triggers, gained, started 0.7-1.1 s after their first claim). */
+         * triggers, gained, started 0.35-1.1 s after their load). */
         dispatch_pump(self->m->disp);
         for (size_t i = 0; i < n; i++) {
             if (st[i] < 0)

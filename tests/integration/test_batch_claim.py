@@ -200,6 +200,32 @@ def test_jobs_started_together_have_their_starts_written_in_bulks(cluster):
              30, interval=0.5, what="every job done")
 
 
+def stop_and_import_behind(cluster, template, n, seconds):
+    """Stops the one master and imports n triggers firing every second
+    since `seconds` ago (fire_all, overlaps allowed), defined before then;
+    returns their ids and a proxy to the store for the master's restart."""
+    first = cluster.masters.pop(0)
+    assert first.stop() == 0
+    cluster.checked_stop.append(first)
+    past = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=seconds)
+    docs = []
+    for i in range(n):
+        doc = imported_trigger(template, f"behind-{i}", past, 1)
+        doc["trigger_config"]["misfire_policy"] = "fire_all"
+        doc["execution_config"] = dict(doc["execution_config"], overlap_policy="allow")
+        doc["created_at"] = doc["updated_at"] = past - dt.timedelta(seconds=1)
+        docs.append(doc)
+    cluster.db.triggers.insert_many(docs)
+    proxy = DelayProxy(cluster.store_port)
+    cluster.cleanups.append(proxy.stop)
+    return [d["_id"] for d in docs], proxy
+
+
+def restart_behind(cluster, proxy):
+    cluster.start_master(0, cluster.master_ports[0],
+                         SKED_MONGO_URI=f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}")
+
+
 def test_a_catch_up_does_not_hold_up_the_triggers_due_on_time(cluster):
     """Triggers catching up on many missed fires (fire_all, after a
     master's death or downtime) come round again and again, each time
@@ -215,24 +241,10 @@ def test_a_catch_up_does_not_hold_up_the_triggers_due_on_time(cluster):
         "execution_config": {"task_type": "noop", "overlap_policy": "allow"}}).json()["id"]
     wait_for(lambda: cluster.db.jobs.find_one({"trigger_id": on_time, "status": "succeeded"}), 15,
              what="the on-time trigger to run")
-    first = cluster.masters.pop(0)
-    assert first.stop() == 0
-    cluster.checked_stop.append(first)
-    past = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=120)
-    behind = []
-    for i in range(4):
-        doc = imported_trigger(template, f"behind-{i}", past, 1)
-        doc["trigger_config"]["misfire_policy"] = "fire_all"
-        doc["execution_config"] = dict(doc["execution_config"], overlap_policy="allow")
-        doc["created_at"] = doc["updated_at"] = past - dt.timedelta(seconds=1)
-        cluster.db.triggers.insert_one(doc)
-        behind.append(doc["_id"])
-    proxy = DelayProxy(cluster.store_port)
-    cluster.cleanups.append(proxy.stop)
+    behind, proxy = stop_and_import_behind(cluster, template, 4, 120)
     proxy.delay = 0.05
     restarted = time.time()
-    cluster.start_master(0, cluster.master_ports[0],
-                         SKED_MONGO_URI=f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}")
+    restart_behind(cluster, proxy)
     caught = {"scheduled_for": {"$gt": dt.datetime.fromtimestamp(restarted, dt.timezone.utc)}}
     wait_for(lambda: all(cluster.db.jobs.find_one({"trigger_id": t, **caught}) for t in behind), 90,
              interval=0.5, what="the catch-up of 480 fires")
@@ -267,25 +279,10 @@ def test_triggers_gained_together_each_fire_before_any_catches_up(cluster):
     behind, every claim insert held 50 ms."""
     cluster.start(masters=1, workers=1, worker_env={"SKED_WORKER_SLOTS": "8000"})
     template = template_trigger(cluster)
-    first = cluster.masters.pop(0)
-    assert first.stop() == 0
-    cluster.checked_stop.append(first)
-    past = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=20)
-    docs = []
-    for i in range(300):
-        doc = imported_trigger(template, f"behind-{i}", past, 1)
-        doc["trigger_config"]["misfire_policy"] = "fire_all"
-        doc["execution_config"] = dict(doc["execution_config"], overlap_policy="allow")
-        doc["created_at"] = doc["updated_at"] = past - dt.timedelta(seconds=1)
-        docs.append(doc)
-    cluster.db.triggers.insert_many(docs)
-    ids = [d["_id"] for d in docs]
-    proxy = DelayProxy(cluster.store_port)
-    cluster.cleanups.append(proxy.stop)
+    ids, proxy = stop_and_import_behind(cluster, template, 300, 20)
     proxy.slow = (JOB_INSERT, 0.05)
     restarted = dt.datetime.now(dt.timezone.utc)
-    cluster.start_master(0, cluster.master_ports[0],
-                         SKED_MONGO_URI=f"mongodb://127.0.0.1:{proxy.port}/{cluster.db_name}")
+    restart_behind(cluster, proxy)
     missed = {"trigger_id": {"$in": ids}, "scheduled_for": {"$lt": restarted}}
     wait_for(lambda: cluster.db.jobs.count_documents(missed) >= 300 * 20, 90, interval=0.5,
              what="the catch-up of 6,000 fires")
