@@ -250,7 +250,7 @@ void partitions_scanned(master_t *m)
     master_loaded(m);
 }
 
-/* How long after an orphan lease's expiry the retake tick comes: the
+/* How long after a lease's expiry the retake tick comes: the
  * store's and this master's clocks read the same (NTP), give or take. */
 #define RETAKE_MARGIN_MS 50
 
@@ -409,7 +409,9 @@ static int s_contend(master_t *m, int p, int *gained, int *ngained, err_t *err)
     if (rc == 1) {
         gained[(*ngained)++] = p;
         m->loading[p] = LOAD_TRIGGERS; /* until loaded and taken over */
-    } else if (rc < 0) {
+    } else if (rc == 0) {
+        s_retake_at(m, p); /* held by another: a dead master's, if not renewed */
+    } else {
         log_warn("cannot contend for lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                  err->msg);
     }
@@ -532,12 +534,8 @@ void partitions_tick(master_t *m)
     int start = (int)(zclock_usecs() % (uint64_t)np);
     for (int i = 0, rc = 0; i < np && held < target && rc >= 0; i++) {
         int p = (start + i) % np;
-        if (m->leases[p].held)
-            continue;
-        if ((rc = s_contend(m, p, gained, &ngained, &err)) == 1)
+        if (!m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
-        else if (rc == 0)
-            s_retake_at(m, p); /* a dead master whose member document has expired too */
     }
     /* Orphans, up to the share among the masters still fresh: a dead
      * master's partitions move as soon as their leases expire, not when
@@ -547,14 +545,9 @@ void partitions_tick(master_t *m)
      * some back a few seconds later: a second move, load and takeover
      * scan for those partitions (docs/BENCHMARKS.md). */
     int orphan_target = (np + fresh - 1) / fresh;
-    for (int p = 0, rc = 0; p < np && held < orphan_target && rc >= 0; p++) {
-        if (!orphan[p] || m->leases[p].held)
-            continue;
-        if ((rc = s_contend(m, p, gained, &ngained, &err)) == 1)
+    for (int p = 0, rc = 0; p < np && held < orphan_target && rc >= 0; p++)
+        if (orphan[p] && !m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
-        else if (rc == 0)
-            s_retake_at(m, p);
-    }
     stats_leases(held, ngained, nlost);
     int loaded = ngained ? sched_load(m->sched, gained, ngained, &err) : 0;
     /* Leases the keeper found lost while the load ran: forgotten now,

@@ -893,19 +893,20 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
          * first, batch after batch, to their last missed fire, while those
          * waited (at 1,000 fires a second a survivor's last gained
          * triggers fired 0.8 s after its first: docs/BENCHMARKS.md). */
+        char loaded[self->m->cfg->partitions];
+        memset(loaded, 0, sizeof loaded);
+        for (int i = 0; i < n; i++)
+            loaded[parts[i]] = 1;
         zlistx_t *gone = zlistx_new();
         for (size_t k = 0; k < self->by_id.cap; k++) {
             trig_t *t = self->by_id.v[k]; /* empty slots are NULL */
-            for (int i = 0; t && i < n; i++) {
-                if (t->partition != parts[i])
-                    continue;
-                if ((int)(t->gen - gen) < 0) {
-                    zlistx_add_end(gone, t);
-                } else if (t->hn.idx != HEAP_NONE && t->hn.key != s_look_at(self, t->next_ms)) {
-                    t->hn.key = s_look_at(self, t->next_ms);
-                    heap_update(&self->heap, &t->hn);
-                }
-                break;
+            if (!t || !loaded[t->partition])
+                continue;
+            if ((int)(t->gen - gen) < 0) {
+                zlistx_add_end(gone, t);
+            } else if (t->hn.idx != HEAP_NONE) {
+                t->hn.key = s_look_at(self, t->next_ms);
+                heap_update(&self->heap, &t->hn);
             }
         }
         for (trig_t *t = zlistx_first(gone); t; t = zlistx_next(gone)) {
