@@ -4,7 +4,7 @@
 # build/asan/bin/; `make test` builds and tests the sanitizer build.
 
 CC      ?= gcc
-PKGS    := libzmq libczmq libmongoc-1.0 libbson-1.0 jansson libjwt libh2o-evloop libcurl
+PKGS    := libzmq libczmq libmongoc-1.0 libbson-1.0 jansson libjwt libh2o-evloop libcurl zlib
 # -isystem keeps the libraries' own headers out of -Werror.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null | sed 's/-I/-isystem /g')
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lssl -lcrypto -lm

@@ -115,6 +115,10 @@ static const setting_t s_settings[] = {
     {"SKED_FIRE_AHEAD_MS", INT(fire_ahead_ms), "500", M,
      "a fire is claimed and sent to its worker this long before its time, and started on "
      "time there; 0 claims at the time"},
+    {"SKED_SNAPSHOT_MIN", INT(snapshot_min), "10000", M,
+     "a master holding at least this many triggers writes each partition's schedule to the "
+     "store when it gives the partition up gracefully, and the next holder restores it "
+     "instead of reading every trigger; 0: always"},
     {"SKED_JOB_RETENTION_S", INT(job_retention_s), "604800", M,
      "final jobs finished longer ago than this many seconds are deleted; 0 keeps every job"},
 };

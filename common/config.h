@@ -60,6 +60,7 @@ typedef struct {
     int alert_unowned_ms;
     int job_retention_s;
     int fire_ahead_ms;
+    int snapshot_min;
     /* master: per-trigger notification webhooks */
     int notify_tries;
     int notify_backoff_ms;

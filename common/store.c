@@ -12,6 +12,7 @@
 
 #include <assert.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_COLLS 16
 
@@ -107,6 +108,11 @@ mongoc_collection_t *store_coll(store_t *self, const char *name)
     snprintf(self->colls[i].name, sizeof self->colls[i].name, "%s", name);
     self->colls[i].coll = mongoc_client_get_collection(self->client, self->db, name);
     return self->colls[i].coll;
+}
+
+mongoc_collection_t *store_coll_new(store_t *self, const char *name)
+{
+    return mongoc_client_get_collection(self->client, self->db, name);
 }
 
 int store_error(const bson_error_t *e, const char *what, err_t *err)
@@ -308,6 +314,61 @@ int store_get_job(store_t *self, const char *id, bson_t *out, err_t *err)
     bson_destroy(&job);
     bson_destroy(&record);
     return 1;
+}
+
+void store_changes_name(int64_t at_ms, char *out, size_t size)
+{
+    time_t secs = (time_t)(at_ms / STORE_CHANGES_WINDOW_MS * (STORE_CHANGES_WINDOW_MS / 1000));
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(out, size, STORE_CHANGES_PREFIX "%04d%02d%02d%02d%02d", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min);
+}
+
+int store_note_change(store_t *self, const char *trigger_id, int partition, err_t *err)
+{
+    int64_t now = clock_wall_ms();
+    char coll[64];
+    store_changes_name(now, coll, sizeof coll);
+    bson_oid_t oid;
+    bson_oid_init(&oid, NULL);
+    bson_t *doc = BCON_NEW("_id", BCON_OID(&oid), "trigger_id", BCON_UTF8(trigger_id),
+                           "partition", BCON_INT32(partition), "at", BCON_DATE_TIME(now));
+    bson_error_t berr;
+    int rc = 0;
+    mongoc_collection_t *c = store_coll_new(self, coll);
+    if (!mongoc_collection_insert_one(c, doc, NULL, NULL, &berr))
+        rc = store_error(&berr, "note trigger change", err);
+    mongoc_collection_destroy(c);
+    bson_destroy(doc);
+    return rc;
+}
+
+int store_drop_changes_before(store_t *self, int64_t cutoff_ms, err_t *err)
+{
+    mongoc_database_t *db = mongoc_client_get_database(self->client, self->db);
+    bson_error_t berr;
+    char **names = mongoc_database_get_collection_names_with_opts(db, NULL, &berr);
+    int n = 0;
+    char last[64];
+    /* a window's name sorts as its minute: those before the cutoff's go */
+    store_changes_name(cutoff_ms - STORE_CHANGES_WINDOW_MS, last, sizeof last);
+    for (char **name = names; name && *name && n >= 0; name++) {
+        if (strncmp(*name, STORE_CHANGES_PREFIX, strlen(STORE_CHANGES_PREFIX)) != 0 ||
+            strlen(*name) != strlen(last) || strcmp(*name, last) > 0)
+            continue;
+        mongoc_collection_t *c = mongoc_database_get_collection(db, *name);
+        if (mongoc_collection_drop(c, &berr))
+            n++;
+        else if (!strstr(berr.message, "ns not found"))
+            n = store_error(&berr, "drop trigger change window", err);
+        mongoc_collection_destroy(c);
+    }
+    if (!names)
+        n = store_error(&berr, "list collections", err);
+    bson_strfreev(names);
+    mongoc_database_destroy(db);
+    return n;
 }
 
 int store_ping(store_t *self, err_t *err)

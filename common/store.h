@@ -29,8 +29,11 @@ store_t *store_new(const char *uri, err_t *err);
 store_t *store_new_patient(const char *uri, int socket_timeout_ms, err_t *err);
 void store_destroy(store_t **self_p);
 
-/* A cached collection handle, borrowed. */
+/* A cached collection handle, borrowed (a fixed set of names). */
 mongoc_collection_t *store_coll(store_t *store, const char *name);
+/* A new handle, the caller's (mongoc_collection_destroy): for names that
+ * come and go (the change windows). */
+mongoc_collection_t *store_coll_new(store_t *store, const char *name);
 
 /* Reads the document with _id `id` from coll into *out (initialised by this
  * call when found). Returns 1 found, 0 absent, or a negative code. */
@@ -79,6 +82,30 @@ void store_job_overlay(const bson_t *job, const bson_t *record, bson_t *out);
 
 /* store_get_by_id of a job, its outcome record laid over it. */
 int store_get_job(store_t *store, const char *id, bson_t *out, err_t *err);
+
+/* ---- trigger changes -----------------------------------------------
+ * Before each write of a trigger a gateway inserts {trigger_id,
+ * partition, at} into the change window of the minute it writes in
+ * (its clock): `trigger_changes_<YYYYMMDDHHMM>`, UTC. A master that
+ * restores a partition from a snapshot reads the windows written since
+ * (master/snapshot.c); windows are dropped once older than
+ * STORE_CHANGES_KEEP_MS. One collection a minute so that a reader scans
+ * only the minutes it needs (every filter but `_id` equality is a scan
+ * on FerretDB) and old ones go by a drop, not a scan. */
+#define STORE_CHANGES_PREFIX "trigger_changes_"
+#define STORE_CHANGES_WINDOW_MS 60000
+#define STORE_CHANGES_KEEP_MS 3600000
+
+/* The name of the change window holding time at_ms; can't fail. */
+void store_changes_name(int64_t at_ms, char *out, size_t size);
+
+/* Notes that trigger_id (of partition) is about to be written; 0 or a
+ * negative code (then the trigger must not be written). */
+int store_note_change(store_t *store, const char *trigger_id, int partition, err_t *err);
+
+/* Drops the change windows wholly before cutoff_ms; how many, or a
+ * negative code. */
+int store_drop_changes_before(store_t *store, int64_t cutoff_ms, err_t *err);
 
 /* Round trip to the server; 0 or ERR_RETRY. */
 int store_ping(store_t *store, err_t *err);

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 FERRETDB_VERSION=v1.24.2
 APT_PKGS="build-essential pkg-config libzmq3-dev libczmq-dev libmongoc-dev libbson-dev
-libjansson-dev libjwt-dev libh2o-evloop-dev libcurl4-openssl-dev libssl-dev tzdata curl
+libjansson-dev libjwt-dev libh2o-evloop-dev libcurl4-openssl-dev libssl-dev zlib1g-dev tzdata curl
 iproute2"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

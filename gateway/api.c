@@ -421,6 +421,11 @@ static void s_create_trigger(ctx_t *c)
     bson_destroy(doc);
     bson_error_t berr;
     err_t err = {0};
+    if (store_note_change(c->gw->store, id, sched_partition(id, c->gw->cfg->partitions), &err) < 0) {
+        s_store_error(c->resp, &err);
+        bson_destroy(&full);
+        return;
+    }
     if (!mongoc_collection_insert_one(store_coll(c->gw->store, "triggers"), &full, NULL, NULL,
                                       &berr)) {
         if (store_error(&berr, "create trigger", &err) == ERR_CONFLICT)
@@ -526,6 +531,8 @@ static void s_store_change(ctx_t *c, const bson_t *stored, const bson_t *def, in
     if (strcmp(name, bj_get_str(stored, "name", "")) != 0)
         rc = s_name_taken(c->gw, owner, name, id, &err);
     bson_t after;
+    if (rc == 0) /* noted first: a master restoring a snapshot reads it (store.h) */
+        rc = store_note_change(c->gw->store, id, sched_partition(id, c->gw->cfg->partitions), &err);
     if (rc == 0)
         rc = s_apply_update(c->gw, id, update, &after, &err);
     else if (rc > 0)
@@ -584,8 +591,11 @@ static void s_delete_trigger(ctx_t *c, const char *id)
     bson_t reply;
     bson_error_t berr;
     err_t err = {0};
-    if (!mongoc_collection_delete_one(store_coll(c->gw->store, "triggers"), filter, NULL, &reply,
-                                      &berr)) {
+    if (store_note_change(c->gw->store, id, sched_partition(id, c->gw->cfg->partitions), &err) < 0) {
+        bson_init(&reply);
+        s_store_error(c->resp, &err);
+    } else if (!mongoc_collection_delete_one(store_coll(c->gw->store, "triggers"), filter, NULL,
+                                             &reply, &berr)) {
         store_error(&berr, "delete trigger", &err);
         s_store_error(c->resp, &err);
     } else if (bj_get_int(&reply, "deletedCount", 0) == 0) {

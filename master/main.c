@@ -276,7 +276,7 @@ static int s_run(master_t *m)
     const config_t *cfg = m->cfg;
     int tick_ms = cfg->heartbeat_ms < cfg->lease_ttl_ms / 3 ? cfg->heartbeat_ms
                                                             : cfg->lease_ttl_ms / 3;
-    int64_t next_tick = 0, next_prune = 0;
+    int64_t next_tick = 0, next_prune = 0, next_drop = 0;
     int scanned = 0;
     zmq_pollitem_t items[2 + MAX_ALERT_FDS] = {{zsock_resolve(m->router), 0, ZMQ_POLLIN, 0},
                                                {NULL, writer_fd(m->writer), ZMQ_POLLIN, 0}};
@@ -292,6 +292,7 @@ static int s_run(master_t *m)
             if (scanned) {
                 partitions_tick(m);
                 prune_tick(m, &next_prune);
+                snapshot_tick(m, &next_drop);
             }
             dispatch_tick(m->disp);
             int64_t retake = partitions_retake_in(m); /* a dead master's lease expiring */

@@ -228,6 +228,15 @@ void sched_destroy(sched_t **self_p);
 /* Loads the active triggers of the given partitions. */
 int sched_load(sched_t *self, const int *parts, int n, err_t *err);
 void sched_drop(sched_t *self, int partition);
+/* Appends the triggers of `partition` scheduled here to `records`,
+ * packed, and the settings they share to `confs` (a BSON array, one
+ * document each); returns how many (master/snapshot.c). */
+size_t sched_pack(sched_t *self, int partition, zchunk_t *records, bson_t *confs);
+/* Schedules the triggers sched_pack packed (of a partition just gained,
+ * its lease held), as a load would; returns how many, or -1 if the
+ * records are malformed (some may be scheduled: sched_drop them). */
+long sched_unpack(sched_t *self, int partition, const bson_t *confs, const uint8_t *data,
+                  size_t len);
 /* Begins a reconcile pass over the given partitions (unless one is
  * running): their triggers are re-read a batch at a time by
  * sched_reconcile_step, and those not found at its end leave. */
@@ -440,6 +449,19 @@ void stats_status_not_held(void);
 void stats_results_folded(int64_t n);
 void stats_results_waiting(size_t n);
 void stats_states_unsaved(size_t n);
+
+/* snapshot.c: a partition's schedule handed to its next holder. Writes
+ * partition p's snapshot before its lease is released gracefully (if
+ * this master holds SKED_SNAPSHOT_MIN triggers); 0 or a negative code
+ * (logged). */
+int snapshot_save(master_t *m, int p);
+/* Restores the partitions of parts[0..*n) (just gained) that their
+ * previous holder left a snapshot of, with the changes noted since;
+ * leaves the others, to load in full, in parts[0..*n). Returns how many
+ * were restored. */
+int snapshot_restore(master_t *m, int *parts, int *n);
+/* Drops the change windows past STORE_CHANGES_KEEP_MS, every few minutes. */
+void snapshot_tick(master_t *m, int64_t *next_mono);
 
 /* prune.c: deletes final jobs past SKED_JOB_RETENTION_S in the partitions
  * held here, one batch per pass; *next_mono is when the next pass is due. */

@@ -522,6 +522,7 @@ void partitions_tick(master_t *m)
             continue; /* next tick */
         m->handing[p] = 0;
         sched_save_states(m->sched, p, 0, INT64_MAX); /* the next owner starts where we are */
+        snapshot_save(m, p);
         s_drop(m, p);
         s_lease_release(m, p, &err);
     }
@@ -549,7 +550,11 @@ void partitions_tick(master_t *m)
         if (orphan[p] && !m->leases[p].held && (rc = s_contend(m, p, gained, &ngained, &err)) == 1)
             held++;
     stats_leases(held, ngained, nlost);
-    int loaded = ngained ? sched_load(m->sched, gained, ngained, &err) : 0;
+    int load[np], nload = ngained;
+    memcpy(load, gained, sizeof(int) * (size_t)ngained);
+    if (nload)
+        snapshot_restore(m, load, &nload);
+    int loaded = nload ? sched_load(m->sched, load, nload, &err) : 0;
     /* Leases the keeper found lost while the load ran: forgotten now,
      * the load's triggers of theirs included. */
     int nlapsed = s_forget_lapsed(m, gained, &ngained);
@@ -586,7 +591,7 @@ void partitions_release_all(master_t *m)
     err_t err = {0};
     sched_save_states(m->sched, -1, 0, INT64_MAX);
     for (int p = 0; p < m->cfg->partitions; p++)
-        if (m->leases[p].held && s_lease_release(m, p, &err) < 0)
+        if (m->leases[p].held && (snapshot_save(m, p), s_lease_release(m, p, &err)) < 0)
             log_warn("cannot release lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                      err.msg);
     char id[160];

@@ -958,6 +958,214 @@ void sched_drop(sched_t *self, int partition)
     zlistx_destroy(&gone);
 }
 
+/* ---- snapshot records (master/snapshot.c) ----------------------------- */
+
+/* A packed trigger record's fixed part; the id (id_len bytes) and the
+ * parameters (params_len bytes; 0: "{}") follow it. The schedule is the
+ * record's own union, bytes as they are in memory: snapshot.c writes a
+ * probe cron with each snapshot and restores only where this binary
+ * parses it to the same bytes. */
+typedef struct {
+    int64_t version, next_ms, saved_last;
+    uint32_t conf, params_len;
+    uint16_t id_len;
+    uint8_t kind, next_flags;
+    _Alignas(int64_t) unsigned char u[sizeof ((trig_t *)0)->u];
+} rec_t;
+
+static void s_conf_to_bson(const conf_t *c, bson_t *out)
+{
+    BSON_APPEND_UTF8(out, "task_type", c->task_type);
+    BSON_APPEND_UTF8(out, "owner", c->owner);
+    BSON_APPEND_UTF8(out, "labels", c->labels);
+    if (c->notify)
+        BSON_APPEND_UTF8(out, "notify", c->notify);
+    if (c->tz)
+        BSON_APPEND_UTF8(out, "tz", tz_name(c->tz));
+    BCON_APPEND(out, "max_retries", BCON_INT32(c->retry.max_retries), "initial_delay",
+                BCON_DOUBLE(c->retry.initial_delay), "multiplier", BCON_DOUBLE(c->retry.multiplier),
+                "max_delay", BCON_DOUBLE(c->retry.max_delay), "jitter", BCON_BOOL(c->retry.jitter),
+                "start_ms", BCON_INT64(c->start_ms), "end_ms", BCON_INT64(c->end_ms), "catchup_ms",
+                BCON_INT64(c->catchup_ms), "max_execution_time", BCON_INT32(c->max_execution_time),
+                "priority", BCON_INT32(c->priority), "gap", BCON_INT32(c->pol.gap), "dst_overlap",
+                BCON_INT32(c->pol.overlap), "overlap", BCON_INT32(c->overlap), "misfire",
+                BCON_INT32(c->misfire));
+}
+
+/* Reads settings written by s_conf_to_bson into *c (its notify the
+ * caller's); -1 if malformed (an unknown zone). */
+static int s_conf_from_bson(sched_t *s, const bson_t *doc, conf_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->task_type = s_intern(s, bj_get_str(doc, "task_type", "noop"), sizeof ((job_t *)0)->task_type);
+    c->owner = s_intern(s, bj_get_str(doc, "owner", ""), 256);
+    c->labels = s_intern(s, bj_get_str(doc, "labels", ""), sizeof ((job_t *)0)->labels);
+    const char *notify = bj_get_str(doc, "notify", NULL), *tz = bj_get_str(doc, "tz", NULL);
+    err_t err = {0};
+    if (tz && !(c->tz = tz_get(tz, &err)))
+        return -1;
+    c->retry.max_retries = (int)bj_get_int(doc, "max_retries", 0);
+    c->retry.initial_delay = s_get_double(doc, "initial_delay", 1.0);
+    c->retry.multiplier = s_get_double(doc, "multiplier", 2.0);
+    c->retry.max_delay = s_get_double(doc, "max_delay", 300.0);
+    bson_iter_t it;
+    c->retry.jitter = bson_iter_init_find(&it, doc, "jitter") && bson_iter_as_bool(&it);
+    c->start_ms = bj_get_int(doc, "start_ms", 0);
+    c->end_ms = bj_get_int(doc, "end_ms", 0);
+    c->catchup_ms = bj_get_int(doc, "catchup_ms", 0);
+    c->max_execution_time = (int)bj_get_int(doc, "max_execution_time", 0);
+    c->priority = (int)bj_get_int(doc, "priority", 0);
+    c->pol.gap = bj_get_int(doc, "gap", 0) ? CRON_GAP_SKIP : CRON_GAP_FIRE_AFTER;
+    c->pol.overlap = bj_get_int(doc, "dst_overlap", 0) ? CRON_OVERLAP_BOTH : CRON_OVERLAP_FIRST;
+    c->overlap = (uint8_t)bj_get_int(doc, "overlap", OVERLAP_FORBID);
+    c->misfire = (uint8_t)bj_get_int(doc, "misfire", MISFIRE_FIRE_ONCE);
+    c->notify = notify ? strdup(notify) : NULL;
+    return c->overlap <= OVERLAP_BUFFER_ONE && c->misfire <= MISFIRE_SKIP ? 0 : -1;
+}
+
+static size_t s_ptr_hash(const void *key)
+{
+    return (size_t)(uintptr_t)key * 0x9E3779B97F4A7C15ull;
+}
+
+static int s_ptr_cmp(const void *a, const void *b)
+{
+    return a != b;
+}
+
+size_t sched_pack(sched_t *self, int partition, zchunk_t *records, bson_t *confs)
+{
+    zhashx_t *index = zhashx_new(); /* conf_t* -> 1 + its index in confs */
+    zhashx_set_key_hasher(index, s_ptr_hash);
+    zhashx_set_key_comparator(index, s_ptr_cmp);
+    zhashx_set_key_duplicator(index, NULL);
+    zhashx_set_key_destructor(index, NULL);
+    size_t n = 0, nconfs = 0;
+    for (size_t k = 0; k < self->by_id.cap; k++) {
+        const trig_t *t = self->by_id.v[k];
+        if (!t || t->partition != partition || t->hn.idx == HEAP_NONE)
+            continue; /* another's, or ending (its state says so) */
+        uintptr_t at = (uintptr_t)zhashx_lookup(index, t->c);
+        if (!at) {
+            char key[24];
+            snprintf(key, sizeof key, "%zu", nconfs);
+            bson_t doc;
+            BSON_APPEND_DOCUMENT_BEGIN(confs, key, &doc);
+            s_conf_to_bson(t->c, &doc);
+            bson_append_document_end(confs, &doc);
+            at = ++nconfs;
+            zhashx_insert(index, t->c, (void *)at);
+        }
+        rec_t r;
+        memset(&r, 0, sizeof r); /* its padding too: the bytes are written as they are */
+        r.version = t->version;
+        r.next_ms = t->next_ms;
+        r.saved_last = t->saved_last;
+        r.conf = (uint32_t)(at - 1);
+        r.id_len = (uint16_t)strlen(t->id);
+        r.kind = t->kind;
+        r.next_flags = t->next_flags;
+        r.params_len = t->parameters == s_empty_params ? 0 : (uint32_t)strlen(t->parameters);
+        memcpy(r.u, &t->u, sizeof r.u);
+        zchunk_extend(records, &r, sizeof r);
+        zchunk_extend(records, t->id, r.id_len);
+        if (r.params_len)
+            zchunk_extend(records, t->parameters, r.params_len);
+        n++;
+    }
+    zhashx_destroy(&index);
+    return n;
+}
+
+/* The settings a snapshot's triggers point to, read; NULL if any is
+ * malformed. *n: how many. */
+static conf_t *s_confs_read(sched_t *s, const bson_t *confs, size_t *n)
+{
+    *n = bson_count_keys(confs);
+    conf_t *v = calloc(*n ? *n : 1, sizeof *v);
+    bson_iter_t it;
+    size_t i = 0;
+    if (bson_iter_init(&it, confs))
+        while (i < *n && bson_iter_next(&it) && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            uint32_t len;
+            const uint8_t *data;
+            bson_t doc;
+            bson_iter_document(&it, &len, &data);
+            if (!bson_init_static(&doc, data, len) || s_conf_from_bson(s, &doc, &v[i]) < 0)
+                break;
+            i++;
+        }
+    if (i == *n)
+        return v;
+    for (size_t k = 0; k <= i && k < *n; k++)
+        free(v[k].notify);
+    free(v);
+    return NULL;
+}
+
+/* The trigger of a packed record at data (len bytes left), scheduled;
+ * its length, or 0 if malformed. */
+static size_t s_unpack_one(sched_t *s, int partition, const conf_t *confs, size_t nconfs,
+                           const uint8_t *data, size_t len)
+{
+    rec_t r;
+    if (len < sizeof r)
+        return 0;
+    memcpy(&r, data, sizeof r);
+    size_t size = sizeof r + r.id_len + r.params_len;
+    char id[64];
+    if (r.id_len == 0 || r.id_len >= sizeof id || size > len || r.conf >= nconfs ||
+        r.kind > SCHED_CRON || r.kind == SCHED_NONE)
+        return 0;
+    memcpy(id, data + sizeof r, r.id_len);
+    id[r.id_len] = '\0';
+    if (sched_partition(id, s->m->cfg->partitions) != partition)
+        return 0;
+    if (s_idx_find(&s->by_id, id))
+        return size; /* reloaded meanwhile (a NOTIFY): that copy is newer */
+    trig_t *t = s_trig_new(id);
+    conf_t c = confs[r.conf];
+    c.notify = c.notify ? strdup(c.notify) : NULL;
+    t->c = s_conf_get(s, &c);
+    t->parameters = s_empty_params;
+    if (r.params_len)
+        s_set_params(t, strndup((const char *)data + sizeof r + r.id_len, r.params_len));
+    t->version = r.version;
+    t->next_ms = r.next_ms;
+    t->saved_last = r.saved_last;
+    t->kind = r.kind;
+    t->next_flags = r.next_flags;
+    t->partition = (uint16_t)partition;
+    t->gen = s->gen;
+    t->seen = s->pass;
+    memcpy(&t->u, r.u, sizeof r.u);
+    t->hn.key = s_look_at(s, t->next_ms);
+    s_idx_add(&s->by_id, t);
+    heap_push(&s->heap, &t->hn);
+    return size;
+}
+
+long sched_unpack(sched_t *self, int partition, const bson_t *confs, const uint8_t *data,
+                  size_t len)
+{
+    size_t nconfs;
+    conf_t *v = s_confs_read(self, confs, &nconfs);
+    if (!v)
+        return -1;
+    self->recon_parts[partition] = 0; /* restored whole: a running reconcile pass leaves it */
+    long n = 0;
+    size_t at = 0, size = 1;
+    while (at < len && (size = s_unpack_one(self, partition, v, nconfs, data + at, len - at))) {
+        at += size;
+        if (++n % 4096 == 0)
+            partitions_alive(self->m);
+    }
+    for (size_t i = 0; i < nconfs; i++)
+        free(v[i].notify);
+    free(v);
+    return size ? n : -1;
+}
+
 /* ---- reconcile -------------------------------------------------------- */
 
 /* A NOTIFY can be lost (a gateway that dies after its write), so a master

@@ -840,9 +840,11 @@ class Bench:
             res["sked"]["first_load_s"] = self._gained(k.c.masters[0], n + 1) if ok else None
             time.sleep(2)
             res["sked"]["rss_mib"] = rss_kib(k.c.masters[0].popen.pid) / 1024
-            # restart: SIGTERM (leases released at once), start again
+            # restart: SIGTERM (snapshots written, leases released), start again
+            t_stop = time.time()
             k.c.restart_master(0, SKED_LOG_LEVEL="info")
             t_restart = time.time()
+            res["sked"]["stop_s"] = t_restart - t_stop
             m = k.c.masters[0]
             ok = wait_until(lambda: self._gained(m, n + 1), time.time() + 120 + n / 1000, 0.2)
             rebuilt = self._gained(m, n + 1)
@@ -911,6 +913,7 @@ class Bench:
         sk, ag = res["sked"], res["agenda"]
         w = f"scale ({n} cron triggers, 1 scheduler)"
         self.row(w, "scheduler RSS (MiB)", sk.get("rss_mib"), ag.get("rss_mib"))
+        self.row(w, "SIGTERM -> exit, partitions' snapshots written (s)", sk.get("stop_s"), "n/a (no queue)")
         self.row(w, "queue rebuilt after restart (s)", sk.get("rebuild_s"), "n/a (no queue)")
         self.row(w, "restart -> first fire of a due trigger (s)", sk.get("first_fire_s"), ag.get("first_fire_s"))
         self.row(w, f"that trigger's fire lag (every 1 s), max over the next {PROBE_WATCH_S} s (ms)",

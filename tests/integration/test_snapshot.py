@@ -1,0 +1,173 @@
+"""A master that gives its partitions up gracefully (SIGTERM) and holds at
+least SKED_SNAPSHOT_MIN triggers writes each partition's schedule to the
+store; the next holder restores it instead of reading every trigger and
+state, and re-reads what the gateways changed since. A holder that died
+left none, and a snapshot of an older epoch or of another build is not
+used: those partitions load in full."""
+import datetime as dt
+import re
+import signal
+import time
+
+from conftest import free_port, interval_trigger, wait_for, zulu
+
+
+def fired_since(cluster, tid, since):
+    return cluster.db.jobs.count_documents({"trigger_id": tid, "scheduled_for": {"$gt": since}})
+
+
+def restored(master):
+    """(partitions, triggers, changes) restored from snapshots, summed over
+    the master's restores; None if none."""
+    m = re.findall(r"partitions restored from snapshots count=(\d+) triggers=(\d+) changes=(\d+)",
+                   master.text())
+    return tuple(sum(int(x[k]) for x in m) for k in range(3)) if m else None
+
+
+def restart(cluster, **env):
+    assert cluster.masters[0].stop(signal.SIGTERM) == 0
+    cluster.masters.pop(0)
+    m = cluster.start_master(0, cluster.master_ports[0], **env)
+    wait_for(lambda: "partitions gained" in m.text(), 30, what="the restarted master's load")
+    return m
+
+
+def test_a_restarted_master_restores_its_schedule_and_the_changes_made_meanwhile(cluster):
+    cluster.start(masters=1, workers=1, master_env={"SKED_SNAPSHOT_MIN": "1000"})
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
+    steady = interval_trigger(cluster, "steady", {"task_type": "echo", "parameters": {"k": "v"},
+                                                   "priority": 3}, now, 1)
+    r = cluster.api("POST", "/triggers/", json={
+        "name": "berlin", "trigger_type": "CRON",
+        "trigger_config": {"cron_expression": "* * * * * *", "timezone": "Europe/Berlin"},
+        "execution_config": {"task_type": "noop"}})
+    assert r.status_code == 201, r.text
+    berlin = r.json()["id"]
+    paused = interval_trigger(cluster, "paused-meanwhile", {"task_type": "noop"}, now, 1)
+    deleted = interval_trigger(cluster, "deleted-meanwhile", {"task_type": "noop"}, now, 1)
+    changed = interval_trigger(cluster, "changed-meanwhile", {"task_type": "noop"}, now, 3600)
+    quiet = [interval_trigger(cluster, f"quiet-{i}", {"task_type": "noop"},
+                              now + dt.timedelta(hours=1), 3600) for i in range(40)]
+    wait_for(lambda: fired_since(cluster, steady, now) >= 2, 20, what="the steady trigger firing")
+
+    # Below SKED_SNAPSHOT_MIN: no snapshot, a full load.
+    m = restart(cluster, SKED_SNAPSHOT_MIN="0")
+    assert cluster.db.snapshots.count_documents({}) == 0
+    assert restored(m) is None
+
+    # At or above it: a snapshot of each of the 8 partitions at SIGTERM.
+    assert m.stop(signal.SIGTERM) == 0
+    cluster.masters.pop(0)
+    heads = list(cluster.db.snapshots.find({"chunks": {"$exists": True}}))
+    assert sorted(h["partition"] for h in heads) == list(range(8))
+    assert sum(h["triggers"] for h in heads) == 5 + len(quiet)
+    # Changed while no master runs: the gateway notes each change.
+    assert cluster.api("POST", f"/triggers/{paused}/pause").status_code == 200
+    assert cluster.api("DELETE", f"/triggers/{deleted}").status_code == 204
+    r = cluster.api("PATCH", f"/triggers/{changed}", json={
+        "trigger_config": {"interval": 1, "unit": "seconds",
+                           "start_at": zulu(dt.datetime.now(dt.timezone.utc).replace(microsecond=0))}})
+    assert r.status_code == 200, r.text
+    created = interval_trigger(cluster, "created-meanwhile", {"task_type": "noop"},
+                               dt.datetime.now(dt.timezone.utc).replace(microsecond=0), 1)
+
+    back = dt.datetime.now(dt.timezone.utc)
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_SNAPSHOT_MIN="0")
+    wait_for(lambda: restored(m) is not None, 30, what="the partitions restored")
+    count, triggers, changes = restored(m)
+    assert (count, triggers) == (8, 5 + len(quiet))
+    # Every trigger the gateway noted from 2 minutes before the snapshot
+    # on is re-read: here all, those created before it included.
+    assert changes == 5 + len(quiet) + 1
+    assert "snapshot not used" not in m.text()
+    assert cluster.db.snapshots.count_documents({}) == 0, "a restored snapshot is deleted"
+
+    settled = back + dt.timedelta(seconds=2)
+    wait_for(lambda: all(fired_since(cluster, t, settled) >= 3 for t in (steady, berlin, changed, created)),
+             30, what="the restored, changed and created triggers firing")
+    assert fired_since(cluster, paused, settled) == 0
+    assert fired_since(cluster, deleted, settled) == 0
+    job = cluster.db.jobs.find_one({"trigger_id": steady, "scheduled_for": {"$gt": settled}})
+    assert (job["task_type"], job["parameters"], job["owner"]) == ("echo", {"k": "v"}, "alice")
+    # Each time fired once (G1 by _id), and none of the steady trigger's missed.
+    times = [j["scheduled_for"] for j in cluster.db.jobs.find({"trigger_id": steady})]
+    assert len(times) == len(set(times))
+    assert all(fired_since(cluster, t, now + dt.timedelta(hours=1)) == 0 for t in quiet)
+
+
+def test_no_snapshot_of_a_dead_holder_an_older_epoch_or_another_build_is_used(cluster):
+    cluster.start(masters=1, workers=1, master_env={"SKED_SNAPSHOT_MIN": "0"})
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
+    ids = [interval_trigger(cluster, f"t-{i}", {"task_type": "noop"}, now, 1) for i in range(12)]
+    wait_for(lambda: all(fired_since(cluster, t, now) >= 1 for t in ids), 20, what="every trigger firing")
+
+    # Another build's snapshot of one partition (its probe cron differs).
+    assert cluster.masters[0].stop(signal.SIGTERM) == 0
+    cluster.masters.pop(0)
+    kept = list(cluster.db.snapshots.find({}))
+    assert len([d for d in kept if "chunks" in d]) == 8
+    odd = kept[0]["partition"]
+    cluster.db.snapshots.update_one({"_id": f"partition/{odd}#{kept[0]['epoch']}/0"},
+                                    {"$set": {"probe": b"\x00" * 32}})
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_SNAPSHOT_MIN="0")
+    wait_for(lambda: restored(m) is not None, 30, what="the partitions restored")
+    assert restored(m)[0] == 7
+    assert f"snapshot not used; loading in full partition={odd}" in m.text()
+    assert "written by another build" in m.text()
+
+    # A holder killed (kill -9) writes none; the snapshot it restored from
+    # (an older epoch) put back is not used: every partition loads in full.
+    wait_for(lambda: "partitions gained" in m.text(), 30, what="the load")
+    assert m.stop(signal.SIGKILL) != 0
+    cluster.masters.pop(0)
+    cluster.checked_stop.append(m)
+    assert cluster.db.snapshots.count_documents({}) == 0
+    cluster.db.snapshots.insert_many(kept)
+    killed = dt.datetime.now(dt.timezone.utc)
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_SNAPSHOT_MIN="0")
+    wait_for(lambda: re.search(r"partitions gained count=8 .* triggers=12", m.text()), 30,
+             what="every partition loaded in full")
+    assert restored(m) is None
+    assert "snapshot not used" not in m.text()  # not even looked at: not the previous epoch's
+    wait_for(lambda: all(fired_since(cluster, t, killed + dt.timedelta(seconds=2)) >= 2 for t in ids), 30,
+             what="every trigger firing again")
+
+
+def test_partitions_handed_to_a_new_master_are_restored_there(cluster):
+    """A second master joins: the first gives half of its partitions back
+    (a graceful release) with their snapshots, and the second restores
+    them; every trigger fires on, each time once."""
+    cluster.start(masters=1, workers=1, master_env={"SKED_SNAPSHOT_MIN": "0"})
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
+    ids = [interval_trigger(cluster, f"t-{i}", {"task_type": "noop"}, now, 1) for i in range(16)]
+    wait_for(lambda: all(fired_since(cluster, t, now) >= 1 for t in ids), 20, what="every trigger firing")
+    port = free_port()
+    cluster.master_ports.append(port)
+    second = cluster.start_master(1, port, SKED_SNAPSHOT_MIN="0")
+    wait_for(lambda: (restored(second) or (0,))[0] == 4, 30, what="the handed partitions restored")
+    count, triggers, _ = restored(second)
+    assert 0 < triggers < 16
+    assert "snapshot not used" not in second.text()
+    joined = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    wait_for(lambda: all(fired_since(cluster, t, joined) >= 3 for t in ids), 30,
+             what="every trigger firing on after the handover")
+    for t in ids:
+        times = [j["scheduled_for"] for j in cluster.db.jobs.find({"trigger_id": t})]
+        assert len(times) == len(set(times))
+    assert cluster.db.snapshots.count_documents({}) == 0
+
+
+def test_change_windows_older_than_an_hour_are_dropped(cluster):
+    """The gateways' change windows (one collection a minute) are dropped
+    by a master once older than an hour (10 s after its start, then every
+    10 minutes); younger ones stay."""
+    old = cluster.db["trigger_changes_202001011200"]
+    old.insert_one({"trigger_id": "x", "partition": 0})
+    cluster.start(masters=1, workers=1)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    interval_trigger(cluster, "noted", {"task_type": "noop"}, now + dt.timedelta(hours=1), 3600)
+    names = cluster.mongo[cluster.db_name].list_collection_names
+    young = [n for n in names() if n.startswith("trigger_changes_") and n != old.name]
+    assert len(young) == 1, young
+    wait_for(lambda: old.name not in names(), 30, what="the old window dropped")
+    assert young[0] in names()
