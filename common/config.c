@@ -119,6 +119,10 @@ static const setting_t s_settings[] = {
      "a master holding at least this many triggers writes each partition's schedule to the "
      "store when it gives the partition up gracefully, and the next holder restores it "
      "instead of reading every trigger; 0: always"},
+    {"SKED_SNAPSHOT_EVERY_S", INT(snapshot_every_s), "300", M,
+     "such a master also writes each partition's snapshot this often while it holds it, so "
+     "that the partition's next holder restores it after this one died too (re-reading the "
+     "triggers that may have fired since); 0: only when giving partitions up"},
     {"SKED_JOB_RETENTION_S", INT(job_retention_s), "604800", M,
      "final jobs finished longer ago than this many seconds are deleted; 0 keeps every job"},
 };

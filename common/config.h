@@ -61,6 +61,7 @@ typedef struct {
     int job_retention_s;
     int fire_ahead_ms;
     int snapshot_min;
+    int snapshot_every_s;
     /* master: per-trigger notification webhooks */
     int notify_tries;
     int notify_backoff_ms;

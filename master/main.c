@@ -276,7 +276,7 @@ static int s_run(master_t *m)
     const config_t *cfg = m->cfg;
     int tick_ms = cfg->heartbeat_ms < cfg->lease_ttl_ms / 3 ? cfg->heartbeat_ms
                                                             : cfg->lease_ttl_ms / 3;
-    int64_t next_tick = 0, next_prune = 0, next_drop = 0;
+    int64_t next_tick = 0, next_prune = 0;
     int scanned = 0;
     zmq_pollitem_t items[2 + MAX_ALERT_FDS] = {{zsock_resolve(m->router), 0, ZMQ_POLLIN, 0},
                                                {NULL, writer_fd(m->writer), ZMQ_POLLIN, 0}};
@@ -292,7 +292,7 @@ static int s_run(master_t *m)
             if (scanned) {
                 partitions_tick(m);
                 prune_tick(m, &next_prune);
-                snapshot_tick(m, &next_drop);
+                snapshot_tick(m);
             }
             dispatch_tick(m->disp);
             int64_t retake = partitions_retake_in(m); /* a dead master's lease expiring */
@@ -380,6 +380,7 @@ static void s_cleanup(master_t *m)
     writer_destroy(&m->writer); /* the threads first: they read the leases */
     partitions_destroy(m);
     sched_destroy(&m->sched);
+    snapshots_destroy(&m->snaps);
     dispatch_destroy(&m->disp);
     zsock_destroy(&m->router);
     zlistx_destroy(&m->waiting);
@@ -444,6 +445,7 @@ int main(int argc, char **argv)
     m.later = zlistx_new();
     zlistx_set_destructor(m.later, s_item_free);
     m.sched = sched_new(&m);
+    m.snaps = snapshots_new(cfg.partitions);
     m.disp = dispatch_new(&m);
     if (partitions_init(&m, &err) < 0 || !(m.writer = writer_new(&m, &err))) {
         log_error("cannot start", "reason=\"%s\"", err.msg);

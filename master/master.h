@@ -39,6 +39,7 @@ typedef struct dispatch dispatch_t;
 typedef struct alert alert_t;
 typedef struct keeper keeper_t;
 typedef struct writer writer_t;
+typedef struct snapshots snapshots_t;
 
 typedef struct {
     const config_t *cfg;
@@ -58,6 +59,7 @@ typedef struct {
     int turning;      /* inside master_turn */
     zlistx_t *later;  /* NOTIFYs for partitions being loaded, handled once the load is over */
     sched_t *sched;
+    snapshots_t *snaps; /* this master's own snapshots, per partition (snapshot.c) */
     dispatch_t *disp;
     alert_t *alert; /* NULL: alerts off */
     zlistx_t *waiting; /* worker status messages (packed) not handled yet, arrival order (main.c) */
@@ -233,10 +235,12 @@ void sched_drop(sched_t *self, int partition);
  * document each); returns how many (master/snapshot.c). */
 size_t sched_pack(sched_t *self, int partition, zchunk_t *records, bson_t *confs);
 /* Schedules the triggers sched_pack packed (of a partition just gained,
- * its lease held), as a load would; returns how many, or -1 if the
- * records are malformed (some may be scheduled: sched_drop them). */
+ * its lease held), as a load would, but those whose next fire is before
+ * stale_before: their ids go to `stale` (a zlistx of strings; NULL: none
+ * is stale). Returns how many were scheduled, or -1 if the records are
+ * malformed (some may be scheduled: sched_drop them). */
 long sched_unpack(sched_t *self, int partition, const bson_t *confs, const uint8_t *data,
-                  size_t len);
+                  size_t len, int64_t stale_before, zlistx_t *stale);
 /* Begins a reconcile pass over the given partitions (unless one is
  * running): their triggers are re-read a batch at a time by
  * sched_reconcile_step, and those not found at its end leave. */
@@ -450,18 +454,23 @@ void stats_results_folded(int64_t n);
 void stats_results_waiting(size_t n);
 void stats_states_unsaved(size_t n);
 
-/* snapshot.c: a partition's schedule handed to its next holder. Writes
- * partition p's snapshot before its lease is released gracefully (if
- * this master holds SKED_SNAPSHOT_MIN triggers); 0 or a negative code
- * (logged). */
-int snapshot_save(master_t *m, int p);
+/* snapshot.c: a partition's schedule handed to its next holder. */
+snapshots_t *snapshots_new(int partitions);
+void snapshots_destroy(snapshots_t **self_p);
+/* Writes partition p's snapshot if this master holds SKED_SNAPSHOT_MIN
+ * triggers: `final` before its lease is released gracefully (nothing of
+ * it fires after), else one of those taken every SKED_SNAPSHOT_EVERY_S
+ * (snapshot_tick). 0 or a negative code (logged). */
+int snapshot_save(master_t *m, int p, int final);
 /* Restores the partitions of parts[0..*n) (just gained) that their
  * previous holder left a snapshot of, with the changes noted since;
  * leaves the others, to load in full, in parts[0..*n). Returns how many
  * were restored. */
 int snapshot_restore(master_t *m, int *parts, int *n);
-/* Drops the change windows past STORE_CHANGES_KEEP_MS, every few minutes. */
-void snapshot_tick(master_t *m, int64_t *next_mono);
+/* Takes the periodic snapshot of one held partition whose turn it is,
+ * and drops the change windows past STORE_CHANGES_KEEP_MS every few
+ * minutes. */
+void snapshot_tick(master_t *m);
 
 /* prune.c: deletes final jobs past SKED_JOB_RETENTION_S in the partitions
  * held here, one batch per pass; *next_mono is when the next pass is due. */

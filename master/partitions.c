@@ -522,7 +522,7 @@ void partitions_tick(master_t *m)
             continue; /* next tick */
         m->handing[p] = 0;
         sched_save_states(m->sched, p, 0, INT64_MAX); /* the next owner starts where we are */
-        snapshot_save(m, p);
+        snapshot_save(m, p, 1);
         s_drop(m, p);
         s_lease_release(m, p, &err);
     }
@@ -591,7 +591,7 @@ void partitions_release_all(master_t *m)
     err_t err = {0};
     sched_save_states(m->sched, -1, 0, INT64_MAX);
     for (int p = 0; p < m->cfg->partitions; p++)
-        if (m->leases[p].held && (snapshot_save(m, p), s_lease_release(m, p, &err)) < 0)
+        if (m->leases[p].held && (snapshot_save(m, p, 1), s_lease_release(m, p, &err)) < 0)
             log_warn("cannot release lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                      err.msg);
     char id[160];

@@ -22,7 +22,9 @@
  * and whose overlap policy is not `allow` is decided at its time instead,
  * as the policy asks. Loading (on gaining a
  * partition, and periodically to reconcile lost notifications) is a
- * batched secondary-field query.
+ * batched secondary-field query; a partition handed over with a snapshot
+ * comes back from its packed records instead (sched_pack, sched_unpack;
+ * master/snapshot.c).
  */
 #include "master/master.h"
 
@@ -1103,10 +1105,18 @@ static conf_t *s_confs_read(sched_t *s, const bson_t *confs, size_t *n)
     return NULL;
 }
 
-/* The trigger of a packed record at data (len bytes left), scheduled;
- * its length, or 0 if malformed. */
-static size_t s_unpack_one(sched_t *s, int partition, const conf_t *confs, size_t nconfs,
-                           const uint8_t *data, size_t len)
+/* What sched_unpack reads records into. */
+typedef struct {
+    const conf_t *confs;
+    size_t nconfs;
+    int64_t stale_before;
+    zlistx_t *stale;
+} unpack_t;
+
+/* The trigger of a packed record at data (len bytes left), scheduled (or
+ * its id added to u->stale); the record's length, or 0 if malformed. */
+static size_t s_unpack_one(sched_t *s, int partition, const unpack_t *u, const uint8_t *data,
+                           size_t len)
 {
     rec_t r;
     if (len < sizeof r)
@@ -1114,7 +1124,7 @@ static size_t s_unpack_one(sched_t *s, int partition, const conf_t *confs, size_
     memcpy(&r, data, sizeof r);
     size_t size = sizeof r + r.id_len + r.params_len;
     char id[64];
-    if (r.id_len == 0 || r.id_len >= sizeof id || size > len || r.conf >= nconfs ||
+    if (r.id_len == 0 || r.id_len >= sizeof id || size > len || r.conf >= u->nconfs ||
         r.kind > SCHED_CRON || r.kind == SCHED_NONE)
         return 0;
     memcpy(id, data + sizeof r, r.id_len);
@@ -1123,8 +1133,12 @@ static size_t s_unpack_one(sched_t *s, int partition, const conf_t *confs, size_
         return 0;
     if (s_idx_find(&s->by_id, id))
         return size; /* reloaded meanwhile (a NOTIFY): that copy is newer */
+    if (r.next_ms < u->stale_before) {
+        zlistx_add_end(u->stale, id);
+        return size;
+    }
     trig_t *t = s_trig_new(id);
-    conf_t c = confs[r.conf];
+    conf_t c = u->confs[r.conf];
     c.notify = c.notify ? strdup(c.notify) : NULL;
     t->c = s_conf_get(s, &c);
     t->parameters = s_empty_params;
@@ -1146,16 +1160,18 @@ static size_t s_unpack_one(sched_t *s, int partition, const conf_t *confs, size_
 }
 
 long sched_unpack(sched_t *self, int partition, const bson_t *confs, const uint8_t *data,
-                  size_t len)
+                  size_t len, int64_t stale_before, zlistx_t *stale)
 {
     size_t nconfs;
     conf_t *v = s_confs_read(self, confs, &nconfs);
     if (!v)
         return -1;
+    unpack_t u = {v, nconfs, stale ? stale_before : INT64_MIN, stale};
+    size_t stale0 = stale ? zlistx_size(stale) : 0;
     self->recon_parts[partition] = 0; /* restored whole: a running reconcile pass leaves it */
     long n = 0;
     size_t at = 0, size = 1;
-    while (at < len && (size = s_unpack_one(self, partition, v, nconfs, data + at, len - at))) {
+    while (at < len && (size = s_unpack_one(self, partition, &u, data + at, len - at))) {
         at += size;
         if (++n % 4096 == 0)
             partitions_alive(self->m);
@@ -1163,7 +1179,7 @@ long sched_unpack(sched_t *self, int partition, const bson_t *confs, const uint8
     for (size_t i = 0; i < nconfs; i++)
         free(v[i].notify);
     free(v);
-    return size ? n : -1;
+    return size ? n - (long)(stale ? zlistx_size(stale) - stale0 : 0) : -1;
 }
 
 /* ---- reconcile -------------------------------------------------------- */

@@ -19,17 +19,19 @@ def fired_since(cluster, tid, since):
 def restored(master):
     """(partitions, triggers, changes) restored from snapshots, summed over
     the master's restores; None if none."""
-    m = re.findall(r"partitions restored from snapshots count=(\d+) triggers=(\d+) changes=(\d+)",
-                   master.text())
-    return tuple(sum(int(x[k]) for x in m) for k in range(3)) if m else None
+    m = re.findall(r"partitions restored from snapshots count=(\d+) triggers=(\d+) stale=(\d+) "
+                   r"changes=(\d+)", master.text())
+    return tuple(sum(int(x[k]) for x in m) for k in (0, 1, 3)) if m else None
 
 
-def restart(cluster, **env):
-    assert cluster.masters[0].stop(signal.SIGTERM) == 0
-    cluster.masters.pop(0)
-    m = cluster.start_master(0, cluster.master_ports[0], **env)
-    wait_for(lambda: "partitions gained" in m.text(), 30, what="the restarted master's load")
-    return m
+def stale(master):
+    """Triggers of periodic snapshots read again (they may have fired since)."""
+    return sum(int(x) for x in re.findall(r"partitions restored from snapshots .* stale=(\d+)", master.text()))
+
+
+def headers(cluster, **filt):
+    """The snapshots' header documents (chunk 0 of each)."""
+    return list(cluster.db.snapshots.find(dict(filt, probe={"$exists": True})))
 
 
 def test_a_restarted_master_restores_its_schedule_and_the_changes_made_meanwhile(cluster):
@@ -51,15 +53,20 @@ def test_a_restarted_master_restores_its_schedule_and_the_changes_made_meanwhile
     wait_for(lambda: fired_since(cluster, steady, now) >= 2, 20, what="the steady trigger firing")
 
     # Below SKED_SNAPSHOT_MIN: no snapshot, a full load.
-    m = restart(cluster, SKED_SNAPSHOT_MIN="0")
+    assert cluster.masters[0].stop(signal.SIGTERM) == 0
+    cluster.masters.pop(0)
     assert cluster.db.snapshots.count_documents({}) == 0
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_SNAPSHOT_MIN="0", SKED_SNAPSHOT_EVERY_S="1")
+    wait_for(lambda: "partitions gained" in m.text(), 30, what="the restarted master's load")
     assert restored(m) is None
 
-    # At or above it: a snapshot of each of the 8 partitions at SIGTERM.
+    # At or above it: a final snapshot of each of the 8 partitions at SIGTERM
+    # (each replacing the periodic one of its epoch).
     assert m.stop(signal.SIGTERM) == 0
     cluster.masters.pop(0)
-    heads = list(cluster.db.snapshots.find({"chunks": {"$exists": True}}))
+    heads = headers(cluster)
     assert sorted(h["partition"] for h in heads) == list(range(8))
+    assert all(h["final"] for h in heads)
     assert sum(h["triggers"] for h in heads) == 5 + len(quiet)
     # Changed while no master runs: the gateway notes each change.
     assert cluster.api("POST", f"/triggers/{paused}/pause").status_code == 200
@@ -79,8 +86,9 @@ def test_a_restarted_master_restores_its_schedule_and_the_changes_made_meanwhile
     # Every trigger the gateway noted from 2 minutes before the snapshot
     # on is re-read: here all, those created before it included.
     assert changes == 5 + len(quiet) + 1
-    assert "snapshot not used" not in m.text()
-    assert cluster.db.snapshots.count_documents({}) == 0, "a restored snapshot is deleted"
+    assert "snapshot not used" not in m.text() and stale(m) == 0
+    for h in heads:  # a restored snapshot is deleted (the new epoch's are written as it goes)
+        assert cluster.db.snapshots.count_documents({"partition": h["partition"], "epoch": h["epoch"]}) == 0
 
     settled = back + dt.timedelta(seconds=2)
     wait_for(lambda: all(fired_since(cluster, t, settled) >= 3 for t in (steady, berlin, changed, created)),
@@ -95,7 +103,7 @@ def test_a_restarted_master_restores_its_schedule_and_the_changes_made_meanwhile
     assert all(fired_since(cluster, t, now + dt.timedelta(hours=1)) == 0 for t in quiet)
 
 
-def test_no_snapshot_of_a_dead_holder_an_older_epoch_or_another_build_is_used(cluster):
+def test_no_snapshot_of_an_older_epoch_or_another_build_is_used(cluster):
     cluster.start(masters=1, workers=1, master_env={"SKED_SNAPSHOT_MIN": "0"})
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
     ids = [interval_trigger(cluster, f"t-{i}", {"task_type": "noop"}, now, 1) for i in range(12)]
@@ -105,18 +113,19 @@ def test_no_snapshot_of_a_dead_holder_an_older_epoch_or_another_build_is_used(cl
     assert cluster.masters[0].stop(signal.SIGTERM) == 0
     cluster.masters.pop(0)
     kept = list(cluster.db.snapshots.find({}))
-    assert len([d for d in kept if "chunks" in d]) == 8
-    odd = kept[0]["partition"]
-    cluster.db.snapshots.update_one({"_id": f"partition/{odd}#{kept[0]['epoch']}/0"},
-                                    {"$set": {"probe": b"\x00" * 32}})
-    m = cluster.start_master(0, cluster.master_ports[0], SKED_SNAPSHOT_MIN="0")
+    heads = [d for d in kept if "probe" in d]
+    assert len(heads) == 8
+    odd = heads[0]["partition"]
+    cluster.db.snapshots.update_one({"_id": heads[0]["_id"]}, {"$set": {"probe": b"\x00" * 32}})
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_SNAPSHOT_MIN="0", SKED_SNAPSHOT_EVERY_S="0")
     wait_for(lambda: restored(m) is not None, 30, what="the partitions restored")
     assert restored(m)[0] == 7
     assert f"snapshot not used; loading in full partition={odd}" in m.text()
     assert "written by another build" in m.text()
 
-    # A holder killed (kill -9) writes none; the snapshot it restored from
-    # (an older epoch) put back is not used: every partition loads in full.
+    # Without periodic snapshots a holder killed (kill -9) leaves none; the
+    # ones it restored from (an older epoch's) put back are not used: every
+    # partition loads in full.
     wait_for(lambda: "partitions gained" in m.text(), 30, what="the load")
     assert m.stop(signal.SIGKILL) != 0
     cluster.masters.pop(0)
@@ -154,7 +163,7 @@ def test_partitions_handed_to_a_new_master_are_restored_there(cluster):
     for t in ids:
         times = [j["scheduled_for"] for j in cluster.db.jobs.find({"trigger_id": t})]
         assert len(times) == len(set(times))
-    assert cluster.db.snapshots.count_documents({}) == 0
+    assert not headers(cluster, final=True), "a restored snapshot is deleted"
 
 
 def test_change_windows_older_than_an_hour_are_dropped(cluster):
@@ -171,3 +180,39 @@ def test_change_windows_older_than_an_hour_are_dropped(cluster):
     assert len(young) == 1, young
     wait_for(lambda: old.name not in names(), 30, what="the old window dropped")
     assert young[0] in names()
+
+
+def test_a_killed_masters_periodic_snapshot_is_restored_and_what_may_have_fired_since_read_again(cluster):
+    """Every SKED_SNAPSHOT_EVERY_S a master writes each held partition's
+    snapshot. Killed, it writes no final one: its successor restores the
+    periodic one, but reads again by `_id` every trigger that may have
+    fired since (its next fire was due before now + the claim-ahead), so
+    none fires twice and each goes on from its saved state."""
+    cluster.start(masters=1, workers=1,
+                  master_env={"SKED_SNAPSHOT_MIN": "0", "SKED_SNAPSHOT_EVERY_S": "1"})
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
+    fast = [interval_trigger(cluster, f"fast-{i}", {"task_type": "noop"}, now, 1) for i in range(6)]
+    slow = [interval_trigger(cluster, f"slow-{i}", {"task_type": "noop"}, now + dt.timedelta(hours=1), 3600)
+            for i in range(20)]
+    wait_for(lambda: len({h["partition"] for h in headers(cluster)}) == 8 and
+             all(fired_since(cluster, t, now) >= 3 for t in fast), 30,
+             what="a periodic snapshot of every partition, and the fast triggers firing")
+    m = cluster.masters[0]
+    assert m.stop(signal.SIGKILL) != 0
+    cluster.masters.pop(0)
+    cluster.checked_stop.append(m)
+    assert not headers(cluster, final=True)
+    killed = dt.datetime.now(dt.timezone.utc)
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_SNAPSHOT_MIN="0", SKED_SNAPSHOT_EVERY_S="1")
+    wait_for(lambda: (restored(m) or (0,))[0] == 8, 30, what="every partition restored")
+    count, triggers, _ = restored(m)
+    assert triggers + stale(m) == len(fast) + len(slow)
+    assert stale(m) >= len(fast), "the triggers due since the snapshot are read again"
+    wait_for(lambda: re.search(r"partitions gained count=8 .* triggers=26", m.text()), 10,
+             what="every trigger scheduled")
+    wait_for(lambda: all(fired_since(cluster, t, killed + dt.timedelta(seconds=4)) >= 2 for t in fast), 30,
+             what="the fast triggers firing again")
+    for t in fast:
+        times = [j["scheduled_for"] for j in cluster.db.jobs.find({"trigger_id": t})]
+        assert len(times) == len(set(times))
+    assert all(fired_since(cluster, t, now + dt.timedelta(minutes=59)) == 0 for t in slow)
