@@ -590,10 +590,19 @@ void partitions_release_all(master_t *m)
 {
     err_t err = {0};
     sched_save_states(m->sched, -1, 0, INT64_MAX);
-    for (int p = 0; p < m->cfg->partitions; p++)
-        if (m->leases[p].held && (snapshot_save(m, p, 1), s_lease_release(m, p, &err)) < 0)
+    /* Each partition's final snapshot before its lease goes, until one
+     * cannot be written: a store that fails one (gone, full) would make
+     * the stop wait for each of the others' failures too. */
+    int snapshots = 1;
+    for (int p = 0; p < m->cfg->partitions; p++) {
+        if (!m->leases[p].held)
+            continue;
+        if (snapshots && snapshot_save(m, p, 1) < 0)
+            snapshots = 0;
+        if (s_lease_release(m, p, &err) < 0)
             log_warn("cannot release lease", "resource=%s reason=\"%s\"", m->leases[p].resource,
                      err.msg);
+    }
     char id[160];
     snprintf(id, sizeof id, "master:%s", m->cfg->node_id);
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(id));
