@@ -216,3 +216,34 @@ def test_a_killed_masters_periodic_snapshot_is_restored_and_what_may_have_fired_
         times = [j["scheduled_for"] for j in cluster.db.jobs.find({"trigger_id": t})]
         assert len(times) == len(set(times))
     assert all(fired_since(cluster, t, now + dt.timedelta(minutes=59)) == 0 for t in slow)
+
+
+def test_a_periodic_snapshot_from_which_too_many_may_have_fired_is_not_used(cluster):
+    """Past 256 triggers that may have fired since a periodic snapshot
+    (and an eighth of the partition), reading each again by `_id` would
+    cost more than the full load: the partition loads in full, and every
+    trigger fires on, each time once."""
+    cluster.start(masters=1, workers=1, worker_env={"SKED_WORKER_SLOTS": "1000"},
+                  master_env={"SKED_SNAPSHOT_MIN": "0", "SKED_SNAPSHOT_EVERY_S": "1", "SKED_PARTITIONS": "1"},
+                  gateway_env={"SKED_RATE_LIMIT": "0", "SKED_PARTITIONS": "1"})
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
+    ids = [interval_trigger(cluster, f"t-{i}", {"task_type": "noop"}, now, 1) for i in range(300)]
+    wait_for(lambda: headers(cluster) and all(fired_since(cluster, t, now) >= 1 for t in ids[-5:]), 60,
+             what="a periodic snapshot, and the triggers firing")
+    m = cluster.masters[0]
+    assert m.stop(signal.SIGKILL) != 0
+    cluster.masters.pop(0)
+    cluster.checked_stop.append(m)
+    killed = dt.datetime.now(dt.timezone.utc)
+    m = cluster.start_master(0, cluster.master_ports[0], SKED_SNAPSHOT_MIN="0", SKED_SNAPSHOT_EVERY_S="1",
+                             SKED_PARTITIONS="1")
+    wait_for(lambda: re.search(r"partitions gained count=1 .* triggers=300", m.text()), 30,
+             what="the partition loaded")
+    assert "reason=\"too many of its triggers may have fired since it was taken\"" in m.text()
+    assert restored(m) is None
+    sample = ids[::30]
+    wait_for(lambda: all(fired_since(cluster, t, killed + dt.timedelta(seconds=4)) >= 2 for t in sample), 30,
+             what="the triggers firing again")
+    for t in sample:
+        times = [j["scheduled_for"] for j in cluster.db.jobs.find({"trigger_id": t})]
+        assert len(times) == len(set(times))
