@@ -17,6 +17,9 @@
 #include <jansson.h>
 #include <signal.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 /* Sockets of alert deliveries polled with the ROUTER (alert.c runs at
  * most a few transfers). */
@@ -33,6 +36,13 @@ static void s_on_signal(int sig)
 int master_stopping(void)
 {
     return s_stop;
+}
+
+void master_trim(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }
 
 /* Worker messages that may cost a store write wait their turn (s_drain);

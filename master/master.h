@@ -137,6 +137,12 @@ int master_stopping(void);
 void master_turn(master_t *m);
 /* Handles the NOTIFYs kept while their partitions loaded (m->later). */
 void master_loaded(master_t *m);
+/* Gives the process's free heap pages back to the system: after a load,
+ * a restore or a snapshot written, megabytes were freed below memory
+ * still in use, and glibc keeps such pages unless asked (11 MiB at
+ * 100,000 triggers after a load; 3-4 MiB a master at 1,000,000 after the
+ * snapshots: docs/BENCHMARKS.md). Does nothing without glibc. */
+void master_trim(void);
 
 /* partitions.c */
 /* Sets up the leases (their chains' heads are read by the loop's first

@@ -37,9 +37,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 /* A fire this late is a misfire, handled by the misfire policy. */
 #define MISFIRE_GRACE_MS 1000
@@ -920,12 +917,7 @@ int sched_load(sched_t *self, const int *parts, int n, err_t *err)
     bson_destroy(sf);
     bson_destroy(df);
     zhashx_destroy(&states);
-#ifdef __GLIBC__
-    /* The states were read first and the triggers' records came after
-     * them, so their memory is free but not at the heap's top: glibc keeps
-     * it in the process (11 MiB at 100,000 triggers) unless asked. */
-    malloc_trim(0);
-#endif
+    master_trim(); /* the states, read first, freed below the records */
     return rc;
 }
 

@@ -46,9 +46,6 @@
 
 #include <string.h>
 #include <zlib.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 #define SNAPSHOT_COLL "snapshots"
 #define SNAPSHOT_FORMAT 1
@@ -119,19 +116,22 @@ static void s_chunk_id(int p, int64_t epoch, int seq, int i, char *out, size_t s
  * pointer if `pointer`; logs what it cannot. */
 static void s_delete(master_t *m, int p, int64_t epoch, int seq, int chunks, int pointer)
 {
-    for (int k = 0; k <= chunks; k++) {
-        char id[96];
-        if (k < chunks)
-            s_chunk_id(p, epoch, seq, k, id, sizeof id);
-        else if (pointer)
-            s_pointer_id(p, epoch, id, sizeof id);
+    size_t n = (size_t)chunks + (pointer != 0);
+    char(*id)[96] = malloc(n * sizeof *id);
+    const char **ids = calloc(n, sizeof *ids);
+    for (size_t k = 0; k < n; k++) { /* in order, ordered bulks: the pointer after its chunks */
+        if (k < (size_t)chunks)
+            s_chunk_id(p, epoch, seq, (int)k, id[k], sizeof id[k]);
         else
-            break;
-        const char *ids[] = {id};
-        bson_error_t berr;
-        if (store_delete_by_ids(m->store, SNAPSHOT_COLL, ids, 1, &berr) != 1)
-            log_warn("cannot delete snapshot", "id=%s reason=\"%s\"", id, berr.message);
+            s_pointer_id(p, epoch, id[k], sizeof id[k]);
+        ids[k] = id[k];
     }
+    bson_error_t berr;
+    size_t done = store_delete_by_ids(m->store, SNAPSHOT_COLL, ids, n, &berr);
+    if (done < n)
+        log_warn("cannot delete snapshot", "id=%s reason=\"%s\"", id[done], berr.message);
+    free(ids);
+    free(id);
 }
 
 /* Inserts chunk i of a snapshot (its header with it if i is 0). */
@@ -241,12 +241,7 @@ int snapshot_save(master_t *m, int p, int final)
         s_delete(m, p, epoch, own->seq, own->chunks, 0);
     own->seq = seq;
     own->chunks = chunks;
-#ifdef __GLIBC__
-    /* The records, packed and compressed, were megabytes at a time, freed
-     * now; glibc keeps such pages unless asked (3-4 MiB more in each of
-     * three masters at 1,000,000 triggers, docs/BENCHMARKS.md). */
-    malloc_trim(0);
-#endif
+    master_trim(); /* the records, packed and compressed: megabytes */
     log_debug("snapshot written", "partition=%d epoch=%lld seq=%d final=%d triggers=%zu bytes=%zu ms=%lld",
               p, (long long)epoch, seq, final, count, bytes, (long long)(clock_mono_ms() - t0));
     return 0;
@@ -480,12 +475,7 @@ int snapshot_restore(master_t *m, int *parts, int *n)
     zhashx_destroy(&ids);
     if (nr == 0)
         return 0;
-#ifdef __GLIBC__
-    /* Each partition's records were read whole and freed between the
-     * triggers they became: glibc keeps those pages unless asked (as
-     * after a load, sched_load). */
-    malloc_trim(0);
-#endif
+    master_trim(); /* each partition's records, freed between the triggers they became */
     log_info("partitions restored from snapshots",
              "count=%d triggers=%ld stale=%zu changes=%zu ms=%lld", nr, triggers, stale, changed,
              (long long)(clock_mono_ms() - t0));
