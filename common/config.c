@@ -115,6 +115,10 @@ static const setting_t s_settings[] = {
     {"SKED_FIRE_AHEAD_MS", INT(fire_ahead_ms), "500", M,
      "a fire is claimed and sent to its worker this long before its time, and started on "
      "time there; 0 claims at the time"},
+    {"SKED_STATE_SAVE_MS", INT(state_save_ms), "2000", M,
+     "a trigger's state (how far it has fired) is saved this long after its fire while the "
+     "master is idle, once for the fires in between; at least 5000 while it is busy; 0 saves "
+     "at once"},
     {"SKED_SNAPSHOT_MIN", INT(snapshot_min), "10000", M,
      "a master holding at least this many triggers writes each partition's schedule to the "
      "store when it gives the partition up gracefully, and the next holder restores it "
@@ -279,6 +283,9 @@ int config_load(config_t *cfg, int role, const char *prog, int argc, char **argv
     if (cfg->fire_ahead_ms < 0 || cfg->fire_ahead_ms > 60000)
         return err_set(err, ERR_INVALID, "invalid SKED_FIRE_AHEAD_MS %d: 0 to 60000",
                        cfg->fire_ahead_ms);
+    if (cfg->state_save_ms < 0 || cfg->state_save_ms > 60000)
+        return err_set(err, ERR_INVALID, "invalid SKED_STATE_SAVE_MS %d: 0 to 60000",
+                       cfg->state_save_ms);
     if (cfg->job_retention_s < 0)
         return err_set(err, ERR_INVALID, "invalid SKED_JOB_RETENTION_S %d: 0 (keep) or more",
                        cfg->job_retention_s);

@@ -60,6 +60,7 @@ typedef struct {
     int alert_unowned_ms;
     int job_retention_s;
     int fire_ahead_ms;
+    int state_save_ms;
     int snapshot_min;
     int snapshot_every_s;
     /* master: per-trigger notification webhooks */

@@ -770,13 +770,18 @@ json_t *trigger_to_response(const bson_t *doc, const bson_t *state)
     json_object_set_new(out, "notifications", json_is_array(hooks) ? json_incref(hooks) : json_array());
     int active = strcmp(bj_get_str(doc, "status", ""), "active") == 0;
     json_object_set_new(out, "is_active", json_boolean(active));
-    /* The master writes next_fire_at when it fires; a definition changed
-     * since then makes it stale, so it is derived from the definition. */
+    /* The master writes next_fire_at after it fires (SKED_STATE_SAVE_MS
+     * later, or more when busy); a definition changed since then, or a
+     * saved next fire that has passed, is stale, so it is derived from the
+     * definition. */
+    int64_t now = clock_wall_ms();
     int64_t next = state ? bj_get_date(state, "next_fire_at", 0) : 0;
     if (state && bj_get_date(state, "updated_at", 0) < bj_get_date(doc, "updated_at", 0))
         next = 0;
+    if (next && next < now)
+        next = 0;
     if (!next && active)
-        next = trigger_next_fire(doc, clock_wall_ms());
+        next = trigger_next_fire(doc, now);
     s_set_time(out, "next_fire_at", active ? next : 0);
     s_set_time(out, "last_fire_at", state ? bj_get_date(state, "last_fire_at", 0) : 0);
     json_decref(all);

@@ -274,9 +274,10 @@ void sched_fire_due(sched_t *self, int64_t now, int64_t until);
  * is saved is saved once for both. Returns how many are left to save. */
 size_t sched_save_states(sched_t *self, int partition, int64_t min_age, int64_t until);
 /* How long a state waits to be saved while the master is busy (fires due,
- * worker messages waiting): on a store slower than the fires, saving
- * each trigger at most this often leaves the store to claims and status
- * writes. A stale state costs the next owner refused claims only. */
+ * worker messages waiting), at least: on a store slower than the fires,
+ * saving each trigger at most this often leaves the store to claims and
+ * status writes. Idle, a state waits SKED_STATE_SAVE_MS. A stale state
+ * costs the next owner refused claims only. */
 #define SCHED_SAVE_BUSY_MS 5000
 /* True if a fire is due and less than SCHED_ON_TIME_MS late. */
 int sched_on_time_due(const sched_t *self);

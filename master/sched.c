@@ -11,8 +11,9 @@
  * Hot path per fire: one job insert and one trigger_state update, both by
  * _id. Fires due together are claimed by one unordered insert_many and
  * sent to workers before their states are saved; states are saved by the
- * loop, grouped, at once when it is idle and at most every
- * SCHED_SAVE_BUSY_MS per trigger when it is busy (sched_save_states).
+ * loop, grouped, SKED_STATE_SAVE_MS after the fire when it is idle and at
+ * most every SCHED_SAVE_BUSY_MS per trigger when it is busy
+ * (sched_save_states).
  *
  * Claim ahead, start on time: a trigger is looked at SKED_FIRE_AHEAD_MS
  * before its fire (its heap key is that look time, t->next_ms the fire's

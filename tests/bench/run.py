@@ -646,6 +646,7 @@ class Bench:
             wait_progress(lambda: k.c.metric_sum("sked_jobs_finished_total"), n * s, DRAIN_S)
             k.c.wait_written()
             profile = store_profile(k.c)
+            refused = k.c.metric_sum("sked_jobs_refused_total")
             runs = sked_runs(k.c.db, ids)
         finally:
             k.stop()
@@ -654,6 +655,7 @@ class Bench:
         expected = {(i, t0 + j * 1000) for i in range(n) for j in range(s)}
         res["sked"] = fire_figures(runs, expected)
         res["sked"]["store"] = profile
+        res["sked"]["refused"] = refused
         if PEER:
             # Agenda
             a = AgendaRun(self, "accuracy")
@@ -1200,6 +1202,9 @@ def main():
             print(f"sked store round trips, {w}: " + "; ".join(
                 f"{op} {p['count']} x {p['mean_ms']:.1f} ms (p99 <= {p['p99_le_ms'] or '-'} ms)"
                 for op, p in sorted(prof.items())))
+        if r.get("sked", {}).get("refused") is not None:
+            print(f"sked JOBs refused by a worker with no free slot, {w}: {r['sked']['refused']:.0f} "
+                  "(queued again: late by a credit round trip)")
     for w in chosen:
         sk, ag = b.cpu.get((w, "sked")), b.cpu.get((w, "agenda"))
         if sk:

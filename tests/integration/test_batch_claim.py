@@ -16,7 +16,10 @@ PERIOD_S = 2
 
 def test_fires_due_together_are_claimed_in_one_insert(cluster):
     maddr = f"127.0.0.1:{free_port()}"
-    cluster.start(masters=1, workers=1, master_env={"SKED_METRICS_ADDR": maddr})
+    # States saved as soon as the loop is idle: the grouping is looked at
+    # here, the wait before a save in test_state_save.py.
+    cluster.start(masters=1, workers=1,
+                  master_env={"SKED_METRICS_ADDR": maddr, "SKED_STATE_SAVE_MS": "0"})
     now = dt.datetime.now(dt.timezone.utc)
     start = now.replace(microsecond=0) + dt.timedelta(seconds=8)
     start_ms = int(start.timestamp() * 1000)

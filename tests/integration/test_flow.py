@@ -35,10 +35,13 @@ def test_interval_trigger_runs_on_workers(cluster):
         assert j["attempt"] == 1
         assert j["worker_id"].startswith("worker-")
     print(f"3 succeeded jobs {took:.2f}s after creation")
-    # The trigger as read back carries schedule state written by the master.
-    r = cluster.api("GET", f"/triggers/{t['id']}")
-    assert r.status_code == 200
-    assert r.json()["last_fire_at"] is not None
+    # The trigger as read back carries schedule state written by the master
+    # (SKED_STATE_SAVE_MS, 2 s, after a fire; test_state_save.py).
+    def last_fire():
+        r = cluster.api("GET", f"/triggers/{t['id']}")
+        assert r.status_code == 200
+        return r.json()["last_fire_at"]
+    wait_for(last_fire, 5, interval=0.2, what="last_fire_at")
     # And it also works without the trailing slash, and in the listing.
     r = cluster.api("GET", "/triggers")
     assert r.status_code == 200 and r.json()["total"] == 1
