@@ -58,7 +58,10 @@ def count(cluster, tid, **q):
 
 def test_master_metrics_follow_the_jobs(cluster):
     maddr = f"127.0.0.1:{free_port()}"
-    cluster.start(masters=1, workers=1, master_env={"SKED_METRICS_ADDR": maddr})
+    # Each state saved in the turn of its fire (SKED_STATE_SAVE_MS 0): the
+    # saves are counted against the claims below.
+    cluster.start(masters=1, workers=1,
+                  master_env={"SKED_METRICS_ADDR": maddr, "SKED_STATE_SAVE_MS": "0"})
     murl = f"http://{maddr}/metrics"
     ok = create(cluster, "ok", {"task_type": "noop"})
     bad = create(cluster, "bad", {"task_type": "fail"})
