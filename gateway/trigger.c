@@ -776,9 +776,8 @@ json_t *trigger_to_response(const bson_t *doc, const bson_t *state)
      * definition. */
     int64_t now = clock_wall_ms();
     int64_t next = state ? bj_get_date(state, "next_fire_at", 0) : 0;
-    if (state && bj_get_date(state, "updated_at", 0) < bj_get_date(doc, "updated_at", 0))
-        next = 0;
-    if (next && next < now)
+    if (next < now /* none saved, or passed */ ||
+        bj_get_date(state, "updated_at", 0) < bj_get_date(doc, "updated_at", 0))
         next = 0;
     if (!next && active)
         next = trigger_next_fire(doc, now);

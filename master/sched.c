@@ -159,6 +159,7 @@ struct sched {
     master_t *m;
     idx_t by_id;     /* id -> trig_t*, owns */
     zhashx_t *unsaved; /* id -> unsaved_t*, owned */
+    int64_t unsaved_oldest; /* no unsaved state is older (mono ms); INT64_MAX: none */
     heap_t heap;     /* of trig_t, by hn.key */
     unsigned gen;
     uint16_t batch;  /* sched_fire_due's batches, counted; wraps: a trigger last
@@ -438,6 +439,7 @@ sched_t *sched_new(master_t *m)
     s->m = m;
     s->ahead = m->cfg->fire_ahead_ms;
     s->unsaved = zhashx_new();
+    s->unsaved_oldest = INT64_MAX;
     zhashx_set_key_duplicator(s->unsaved, NULL);
     zhashx_set_key_destructor(s->unsaved, NULL);
     zhashx_set_destructor(s->unsaved, s_item_free); /* an unsaved_t */
@@ -1581,6 +1583,8 @@ static void s_unsaved(sched_t *s, trig_t *t, int64_t last)
         u = malloc(sizeof *u);
         *u = (unsaved_t){t, last, clock_mono_ms()};
         zhashx_insert(s->unsaved, t->id, u);
+        if (u->since < s->unsaved_oldest)
+            s->unsaved_oldest = u->since;
     }
     if (last > u->last)
         u->last = last;
@@ -1948,19 +1952,26 @@ static void s_save_first(sched_t *s, unsaved_t **group, size_t k)
 size_t sched_save_states(sched_t *self, int partition, int64_t min_age, int64_t until)
 {
     size_t n = zhashx_size(self->unsaved), k = 0;
-    if (n == 0) {
-        stats_states_unsaved(0);
-        return 0;
+    int64_t mono = clock_mono_ms();
+    /* Called every turn of the loop: with states waiting SKED_STATE_SAVE_MS
+     * (thousands at 1,000 fires a second), the table is walked only once
+     * its oldest may be due. */
+    if (n == 0 || mono - self->unsaved_oldest < min_age) {
+        stats_states_unsaved(n);
+        return n;
     }
     unsaved_t **all = malloc(n * sizeof *all);
-    int64_t mono = clock_mono_ms();
     int overdue = 0; /* a state this old gets one store call even past `until` */
-    for (unsaved_t *u = zhashx_first(self->unsaved); u; u = zhashx_next(self->unsaved))
+    self->unsaved_oldest = INT64_MAX; /* of those walked; a saved one leaves it older: one walk more */
+    for (unsaved_t *u = zhashx_first(self->unsaved); u; u = zhashx_next(self->unsaved)) {
+        if (u->since < self->unsaved_oldest)
+            self->unsaved_oldest = u->since;
         if ((partition < 0 || u->t->partition == partition) && mono - u->since >= min_age &&
             lease_valid(&self->m->leases[u->t->partition], mono)) {
             all[k++] = u; /* a lapsed lease's are dropped with its partition */
             overdue |= mono - u->since >= 2 * SCHED_SAVE_BUSY_MS;
         }
+    }
     qsort(all, k, sizeof *all, s_cmp_unsaved);
     for (size_t i = 0, j; i < k && (clock_mono_ms() < until || (i == 0 && overdue)); i = j) {
         for (j = i + 1; j < k && j - i < SAVE_CHUNK && s_cmp_unsaved(&all[i], &all[j]) == 0; j++)
